@@ -1,0 +1,82 @@
+import { matchesIdPattern } from './spiffe-id.js';
+import type { Caller } from '../auth/types.js';
+
+/** One entry of `authorization.controllers` after config validation. */
+export interface ControllerRule {
+  /** Caller SPIFFE ID: exact, or a path prefix ending in "/*". */
+  readonly id: string;
+  /** SPIFFE ID patterns (exact or "/*" prefix) this controller may obtain identities for. */
+  readonly allow: readonly string[];
+  /** Longest TTL this controller may request, seconds. */
+  readonly maxTtlSeconds: number;
+  /** Whether meshca may generate the private key for this controller (bootstrap credentials). */
+  readonly generateKeys: boolean;
+}
+
+export interface AuthzRequest {
+  readonly caller: Caller;
+  /** Canonical target SPIFFE ID (already validated, in our trust domain). */
+  readonly target: string;
+  /** True when meshca would generate and return the private key. */
+  readonly generateKey: boolean;
+  /**
+   * 'sds': Envoy asking for a secret it will use itself; meshca always generates the key there, so the
+   * generateKeys permission is not required for the caller's own identity.
+   * 'api': the controller or Istio API.
+   */
+  readonly channel: 'sds' | 'api';
+}
+
+export type AuthzDecision =
+  | { readonly allowed: true; readonly rule: 'self' | 'controller'; readonly controllerId?: string; readonly maxTtlSeconds?: number }
+  | { readonly allowed: false; readonly reason: string };
+
+/**
+ * Decides whether a caller may obtain an identity. The rules:
+ * - any authenticated caller may obtain its own identity (over SDS with a generated key; over the API with a CSR,
+ *   or with a generated key only if a controller rule lets it generate keys);
+ * - a caller matching a controller rule may obtain identities matching that rule's `allow` patterns, with a
+ *   generated key only when the rule has generateKeys;
+ * - everything else is denied with a reason naming the caller and the target.
+ * Pure: no I/O; the audit log is written by the caller of decide().
+ */
+export class Authorizer {
+  constructor(private readonly rules: readonly ControllerRule[]) {}
+
+  /** Rules that apply to this caller, in config order. */
+  controllerRulesFor(callerId: string): ControllerRule[] {
+    return this.rules.filter((r) => matchesIdPattern(callerId, r.id));
+  }
+
+  isController(callerId: string): boolean {
+    return this.controllerRulesFor(callerId).length > 0;
+  }
+
+  decide(req: AuthzRequest): AuthzDecision {
+    const { caller, target, generateKey, channel } = req;
+    const rules = this.controllerRulesFor(caller.spiffeId);
+    if (target === caller.spiffeId) {
+      if (!generateKey || channel === 'sds') return { allowed: true, rule: 'self' };
+      const r = rules.find((x) => x.generateKeys);
+      if (r) return { allowed: true, rule: 'self', controllerId: r.id, maxTtlSeconds: r.maxTtlSeconds };
+      return { allowed: false, reason: `caller ${caller.spiffeId} may request its own identity only with a CSR` };
+    }
+    for (const r of rules) {
+      if (!r.allow.some((p) => matchesIdPattern(target, p))) continue;
+      if (generateKey && !r.generateKeys) {
+        return {
+          allowed: false,
+          reason: `controller ${caller.spiffeId} may not have meshca generate keys (authorization.controllers id ${r.id} has generateKeys: false)`,
+        };
+      }
+      return { allowed: true, rule: 'controller', controllerId: r.id, maxTtlSeconds: r.maxTtlSeconds };
+    }
+    return {
+      allowed: false,
+      reason:
+        rules.length === 0
+          ? `caller ${caller.spiffeId} is not authorized for identity ${target} (it is not a controller listed in authorization.controllers)`
+          : `controller ${caller.spiffeId} is not authorized for identity ${target} (no allow pattern matches)`,
+    };
+  }
+}
