@@ -15,6 +15,8 @@ export interface IssueRequest {
   readonly keyType?: KeyType;
   /** Verified CSR, passed through to leaf-mode backends that sign CSRs themselves. */
   readonly csrDer?: Buffer;
+  /** Who asked, for metrics and audit: "sds", "api", "istio", "cli", "serving". */
+  readonly source?: string;
 }
 
 /** An issued X.509-SVID. */

@@ -1,0 +1,79 @@
+import { z } from 'zod';
+import { duration, keyType, listenAddress, spiffeIdPattern, trustDomain } from './fields.js';
+import { authoritySchema } from '../../providers/index.js';
+
+/**
+ * The whole meshca configuration. Every key is documented in README.md ("Configuration reference"); unknown keys are
+ * errors that name their path. The parsed result is deep-frozen by load.ts and never re-checked by the core.
+ */
+const grpcSchema = z.strictObject({
+  address: listenAddress.default('127.0.0.1:8443'),
+  dnsNames: z.array(z.string().min(1)).default(['localhost']),
+  ipAddresses: z.array(z.ipv4().or(z.ipv6())).default(['127.0.0.1']),
+  /** Extra PEM bundle trusted for client certificates only (proxies' bootstrap certificates). */
+  clientCaFile: z.string().default(''),
+  maxMessageBytes: z.number().int().min(16 * 1024).max(64 * 1024 * 1024).default(4 * 1024 * 1024),
+});
+
+const udsSchema = z
+  .strictObject({
+    path: z.string().default(''),
+    /** SPIFFE ID given to callers on the Unix socket (the socket is 0600: only its owner can connect). */
+    identity: z.string().default(''),
+  })
+  .superRefine((v, ctx) => {
+    if (v.path && !v.identity) ctx.addIssue({ code: 'custom', path: ['identity'], message: 'is required when server.uds.path is set' });
+  });
+
+const httpSchema = z.strictObject({
+  address: listenAddress.default('127.0.0.1:8080'),
+});
+
+const workloadSchema = z.strictObject({
+  ttl: duration({ min: 10 }).default(3600),
+  maxTtl: duration({ min: 10 }).default(86400),
+  keyType: keyType.default('ec-p256'),
+  renewFraction: z.number().gt(0).lt(1).default(0.5),
+  backdate: duration({ max: 120 }).default(30),
+});
+
+const controllerSchema = z.strictObject({
+  id: spiffeIdPattern,
+  allow: z.array(spiffeIdPattern).min(1),
+  maxTtl: duration({ min: 10 }).default(86400),
+  generateKeys: z.boolean().default(false),
+});
+
+export const configSchema = z
+  .strictObject({
+    trustDomain: trustDomain.default('cluster.local'),
+    dataDir: z.string().min(1).default('./.meshca'),
+    server: z
+      .strictObject({
+        grpc: grpcSchema.prefault({}),
+        uds: udsSchema.prefault({}),
+        http: httpSchema.prefault({}),
+      })
+      .prefault({}),
+    workload: workloadSchema.prefault({}),
+    authority: authoritySchema,
+    authorization: z
+      .strictObject({ controllers: z.array(controllerSchema).default([]) })
+      .prefault({}),
+    signing: z
+      .strictObject({
+        /** Worker threads that sign leaves; 0 signs on the main thread; "auto" = one per core. */
+        workers: z.union([z.literal('auto'), z.number().int().min(0).max(64)]).default('auto'),
+      })
+      .prefault({}),
+    log: z
+      .strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') })
+      .prefault({}),
+  })
+  .superRefine((c, ctx) => {
+    if (c.workload.ttl > c.workload.maxTtl) {
+      ctx.addIssue({ code: 'custom', path: ['workload', 'ttl'], message: `is longer than workload.maxTtl` });
+    }
+  });
+
+export type Config = z.output<typeof configSchema>;

@@ -1,0 +1,89 @@
+import { availableParallelism } from 'node:os';
+import type { Logger } from 'pino';
+import { Registry } from 'prom-client';
+import type { Config } from './config/schema.js';
+import { createBackend, signingCaTtlSeconds } from '../providers/index.js';
+import type { AuthorityBackend } from '../providers/types.js';
+import { LocalAuthority } from './authority/authority.js';
+import { FileStore } from './store/file-store.js';
+import type { StateStore } from './store/types.js';
+import type { Clock } from './util/clock.js';
+import { LeafSignerPool } from './x509/signer-pool.js';
+
+export interface Core {
+  readonly authority: LocalAuthority;
+  readonly backend: AuthorityBackend;
+  readonly store: StateStore;
+  readonly signer: LeafSignerPool;
+  readonly metrics: Registry;
+  close(): Promise<void>;
+}
+
+export interface CoreDeps {
+  readonly log: Logger;
+  readonly clock: Clock;
+  /** Worker threads for signing; one-shot CLI commands pass 0. Default: config signing.workers. */
+  readonly workers?: number;
+  readonly metrics?: Registry;
+  /** Overrides the dataDir store (tests, HA stores). */
+  readonly store?: StateStore;
+}
+
+/** Resolves signing.workers: "auto" = one worker per core (none on a single core). */
+export function signingWorkers(cfg: Config): number {
+  if (cfg.signing.workers !== 'auto') return cfg.signing.workers;
+  const n = availableParallelism();
+  return n > 1 ? n : 0;
+}
+
+/**
+ * Opens the CA: the state store, the selected backend and the authority (initialising a new root only when the
+ * store is empty). Shared by `serve` and the one-shot commands, so all of them see the same CA.
+ */
+export async function openCore(cfg: Config, deps: CoreDeps): Promise<Core> {
+  const metrics = deps.metrics ?? new Registry();
+  const store = deps.store ?? (await FileStore.open(cfg.dataDir));
+  const log = deps.log;
+  const backend = await createBackend(cfg.authority, {
+    trustDomain: cfg.trustDomain,
+    clock: deps.clock,
+    log: log.child({ backend: cfg.authority.type }),
+    store,
+    metrics,
+  });
+  const signer = new LeafSignerPool({ workers: deps.workers ?? signingWorkers(cfg) });
+  try {
+    const authority = await LocalAuthority.create(
+      {
+        trustDomain: cfg.trustDomain,
+        workload: {
+          ttlSeconds: cfg.workload.ttl,
+          maxTtlSeconds: cfg.workload.maxTtl,
+          keyType: cfg.workload.keyType,
+          renewFraction: cfg.workload.renewFraction,
+          backdateSeconds: cfg.workload.backdate,
+        },
+        signingCaTtlSeconds: signingCaTtlSeconds(cfg.authority),
+        caKeyType: cfg.authority.type === 'internal' ? cfg.authority.internal.keyType : 'ec-p256',
+      },
+      { backend, store, clock: deps.clock, log: log.child({ component: 'authority' }), metrics, signer },
+    );
+    return {
+      authority,
+      backend,
+      store,
+      signer,
+      metrics,
+      close: async () => {
+        await authority.close();
+        await backend.close();
+        await signer.close();
+        await store.close?.();
+      },
+    };
+  } catch (e) {
+    await signer.close();
+    await backend.close().catch(() => undefined);
+    throw e;
+  }
+}
