@@ -42,7 +42,7 @@ export function signingWorkers(cfg: Config): number {
  */
 export async function openCore(cfg: Config, deps: CoreDeps): Promise<Core> {
   const metrics = deps.metrics ?? new Registry();
-  const store = deps.store ?? (await FileStore.open(cfg.dataDir));
+  const store: StateStore = deps.store ?? (await FileStore.open(cfg.dataDir));
   const log = deps.log;
   const backend = await createBackend(cfg.authority, {
     trustDomain: cfg.trustDomain,

@@ -26,9 +26,13 @@ Exit codes: 0 ok, 1 runtime error, 2 bad usage or bad configuration.`;
 
 class UsageError extends Error {}
 
-function parse(args: string[], options: ParseArgsConfig['options'], allowPositionals = false) {
+type Values = Record<string, string | boolean | string[] | boolean[] | undefined>;
+
+/** Strict argument parsing; every command also takes --config and --help. Bad flags are usage errors (exit 2). */
+function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>, allowPositionals = false): { values: Values; positionals: string[] } {
   try {
-    return parseArgs({ args, options: { ...options, config: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, allowPositionals, strict: true });
+    const r = parseArgs({ args, options: { ...options, config: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, allowPositionals, strict: true });
+    return { values: r.values as Values, positionals: r.positionals };
   } catch (e) {
     throw new UsageError(errorMessage(e));
   }

@@ -1,0 +1,74 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ConfigError, parseConfig, parseConfigText } from '../../../src/config/load.js';
+
+test('ok/embedded defaults', () => {
+  const c = parseConfig({});
+  assert.equal(c.trustDomain, 'cluster.local');
+  assert.equal(c.dataDir, './.meshca');
+  assert.equal(c.server.grpc.address, '127.0.0.1:8443');
+  assert.deepEqual(c.server.grpc.dnsNames, ['localhost']);
+  assert.equal(c.server.http.address, '127.0.0.1:8080');
+  assert.equal(c.workload.ttl, 3600);
+  assert.equal(c.workload.maxTtl, 86400);
+  assert.equal(c.workload.keyType, 'ec-p256');
+  assert.equal(c.workload.renewFraction, 0.5);
+  assert.equal(c.workload.backdate, 30);
+  assert.equal(c.authority.type, 'internal');
+  assert.equal(c.authority.internal.rootTtl, 8760 * 3600);
+  assert.equal(c.authority.internal.signingCaTtl, 48 * 3600);
+  assert.ok(Object.isFrozen(c.workload));
+});
+
+test('ok/durations in every documented form', () => {
+  const c = parseConfig({ workload: { ttl: '20s', maxTtl: '24h' }, authority: { internal: { signingCaTtl: '5m', rootTtl: '1h30m' } } });
+  assert.equal(c.workload.ttl, 20);
+  assert.equal(c.authority.internal.signingCaTtl, 300);
+  assert.equal(c.authority.internal.rootTtl, 5400);
+});
+
+function problems(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof ConfigError, String(e));
+    return e.problems;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+test('fail/unknown keys are named by their path', () => {
+  const p = problems(() => parseConfig({ server: { grpc: { adress: 'x' } }, bogus: 1 }));
+  assert.ok(p.includes('server.grpc.adress: unknown key'), p.join('\n'));
+  assert.ok(p.includes('bogus: unknown key'), p.join('\n'));
+});
+
+test('fail/one line per problem, each naming the key', () => {
+  const p = problems(() =>
+    parseConfig({ trustDomain: 'Bad.Domain', workload: { ttl: 'soon', keyType: 'dsa', renewFraction: 2, backdate: '10m' } }),
+  );
+  assert.ok(p.some((l) => l.startsWith('trustDomain: ') && /lower-case/.test(l)), p.join('\n'));
+  assert.ok(p.some((l) => l.startsWith('workload.ttl: ') && /not a duration/.test(l)), p.join('\n'));
+  assert.ok(p.some((l) => l.startsWith('workload.keyType: ') && /ec-p256/.test(l)), p.join('\n'));
+  assert.ok(p.some((l) => l.startsWith('workload.renewFraction: ')), p.join('\n'));
+  assert.ok(p.some((l) => l.startsWith('workload.backdate: ') && /maximum/.test(l)), p.join('\n'));
+});
+
+test('fail/ttl above maxTtl and partial operator CA files', () => {
+  const p = problems(() => parseConfig({ workload: { ttl: '48h' }, authority: { internal: { caCertFile: '/x' } } }));
+  assert.ok(p.includes('workload.ttl: is longer than workload.maxTtl'), p.join('\n'));
+  assert.ok(p.some((l) => l.startsWith('authority.internal.caKeyFile: is required')), p.join('\n'));
+  assert.ok(p.some((l) => l.startsWith('authority.internal.rootCertFile: is required')), p.join('\n'));
+});
+
+test('fail/controllers need valid SPIFFE ID patterns', () => {
+  const p = problems(() => parseConfig({ authorization: { controllers: [{ id: 'not-an-id', allow: [] }] } }));
+  assert.ok(p.some((l) => l.startsWith('authorization.controllers[0].id: ') && /scheme/.test(l)), p.join('\n'));
+  assert.ok(p.some((l) => l.startsWith('authorization.controllers[0].allow: ')), p.join('\n'));
+});
+
+test('fail/YAML syntax errors and non-mapping documents', () => {
+  assert.match(problems(() => parseConfigText('a: [1, 2', 'f.yaml'))[0]!, /^YAML: /);
+  assert.deepEqual(problems(() => parseConfigText('- 1\n- 2\n', 'f.yaml')), ['(top level): must be a mapping of keys']);
+  assert.match(problems(() => parseConfigText('a: 1\na: 2\n', 'f.yaml'))[0]!, /YAML: .*unique|duplicate/i);
+});

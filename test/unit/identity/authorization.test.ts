@@ -1,0 +1,45 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Authorizer } from '../../../src/identity/authorization.js';
+
+const controller = 'spiffe://td/ns/mesh/sa/controller';
+const authz = new Authorizer([
+  { id: controller, allow: ['spiffe://td/ns/apps/*'], maxTtlSeconds: 7200, generateKeys: false },
+  { id: 'spiffe://td/ci/*', allow: ['spiffe://td/bootstrap/*'], maxTtlSeconds: 3600, generateKeys: true },
+]);
+const caller = (id: string) => ({ spiffeId: id, via: 'mtls' as const });
+
+test('ok/a workload may get its own identity over SDS with a generated key', () => {
+  const d = authz.decide({ caller: caller('spiffe://td/w'), target: 'spiffe://td/w', generateKey: true, channel: 'sds' });
+  assert.equal(d.allowed, true);
+});
+
+test('fail/a workload may get its own identity over the API only with a CSR', () => {
+  assert.equal(authz.decide({ caller: caller('spiffe://td/w'), target: 'spiffe://td/w', generateKey: false, channel: 'api' }).allowed, true);
+  const d = authz.decide({ caller: caller('spiffe://td/w'), target: 'spiffe://td/w', generateKey: true, channel: 'api' });
+  assert.equal(d.allowed, false);
+  assert.match((d as { reason: string }).reason, /only with a CSR/);
+});
+
+test('fail/a workload may not get another identity', () => {
+  const d = authz.decide({ caller: caller('spiffe://td/w'), target: 'spiffe://td/other', generateKey: false, channel: 'sds' });
+  assert.equal(d.allowed, false);
+  assert.match((d as { reason: string }).reason, /not a controller/);
+});
+
+test('ok/a controller gets identities under its allowed prefix with its max TTL', () => {
+  const d = authz.decide({ caller: caller(controller), target: 'spiffe://td/ns/apps/sa/web', generateKey: false, channel: 'api' });
+  assert.deepEqual(d, { allowed: true, rule: 'controller', controllerId: controller, maxTtlSeconds: 7200 });
+});
+
+test('fail/a controller outside its prefix or generating keys without permission', () => {
+  const outside = authz.decide({ caller: caller(controller), target: 'spiffe://td/ns/other/sa/web', generateKey: false, channel: 'api' });
+  assert.match((outside as { reason: string }).reason, /no allow pattern matches/);
+  const gen = authz.decide({ caller: caller(controller), target: 'spiffe://td/ns/apps/sa/web', generateKey: true, channel: 'api' });
+  assert.match((gen as { reason: string }).reason, /generateKeys: false/);
+});
+
+test('ok/controller rules match callers by path prefix', () => {
+  const d = authz.decide({ caller: caller('spiffe://td/ci/job-7'), target: 'spiffe://td/bootstrap/proxy', generateKey: true, channel: 'api' });
+  assert.equal(d.allowed, true);
+});
