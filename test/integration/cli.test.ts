@@ -1,0 +1,204 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { readFile, stat, writeFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { runCli, startServe, tempDir, writeTestConfig } from '../support/cli.js';
+
+function splitPem(pem: string): string[] {
+  return pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/g) ?? [];
+}
+
+/** openssl verify -x509_strict: an independent verifier of the issued chain. */
+async function opensslVerify(dir: string, certPem: string, bundlePem: string): Promise<{ ok: boolean; out: string }> {
+  const [leaf, ...inter] = splitPem(certPem);
+  await writeFile(join(dir, 'leaf.pem'), leaf!);
+  await writeFile(join(dir, 'inter.pem'), inter.join(''));
+  await writeFile(join(dir, 'roots.pem'), bundlePem);
+  const args = ['verify', '-x509_strict', '-purpose', 'sslclient', '-CAfile', join(dir, 'roots.pem')];
+  if (inter.length) args.push('-untrusted', join(dir, 'inter.pem'));
+  args.push(join(dir, 'leaf.pem'));
+  const r = spawnSync('openssl', args, { encoding: 'utf8' });
+  return { ok: r.status === 0, out: r.stdout + r.stderr };
+}
+
+test('issue writes a chain, a 0600 key and a bundle that openssl verifies strictly', { timeout: 60_000 }, async () => {
+  const t = await tempDir();
+  try {
+    const cfg = await writeTestConfig(t.dir);
+    const out = join(t.dir, 'out');
+    const r = await runCli(['issue', '--config', cfg, '--spiffe-id', 'spiffe://test.example/ns/default/sa/web', '--dns', 'web.default.svc', '--ttl', '2h', '--out', out]);
+    assert.equal(r.code, 0, r.stderr);
+    const certPem = await readFile(join(out, 'cert.pem'), 'utf8');
+    const bundlePem = await readFile(join(out, 'bundle.pem'), 'utf8');
+    const keyStat = await stat(join(out, 'key.pem'));
+    assert.equal(keyStat.mode & 0o777, 0o600);
+    assert.match(await readFile(join(out, 'key.pem'), 'utf8'), /^-----BEGIN PRIVATE KEY-----/);
+    const chain = splitPem(certPem);
+    assert.equal(chain.length, 2, 'leaf + meshca signing CA');
+    const leaf = new X509Certificate(chain[0]!);
+    assert.equal(leaf.subjectAltName, 'DNS:web.default.svc, URI:spiffe://test.example/ns/default/sa/web');
+    const life = (Date.parse(leaf.validTo) - Date.parse(leaf.validFrom)) / 1000;
+    assert.ok(life >= 7200 && life <= 7200 + 31, `lifetime ${life}s = 2h + backdate`);
+    const v = await opensslVerify(t.dir, certPem, bundlePem);
+    assert.ok(v.ok, v.out);
+    // dataDir is private, key files are 0600
+    assert.equal((await stat(join(t.dir, 'data'))).mode & 0o777, 0o700);
+    assert.equal((await stat(join(t.dir, 'data', 'internal-root.json'))).mode & 0o777, 0o600);
+    assert.equal((await stat(join(t.dir, 'data', 'authority.json'))).mode & 0o777, 0o600);
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test('issue refuses bad input with exit code 2 and a message naming the problem', { timeout: 60_000 }, async () => {
+  const t = await tempDir();
+  try {
+    const cfg = await writeTestConfig(t.dir);
+    const out = join(t.dir, 'out');
+    const wrongTd = await runCli(['issue', '--config', cfg, '--spiffe-id', 'spiffe://other.example/x', '--out', out]);
+    assert.equal(wrongTd.code, 2);
+    assert.match(wrongTd.stderr, /invalid SPIFFE ID "spiffe:\/\/other.example\/x": trust domain "other.example" is not this CA's trust domain/);
+    const badPath = await runCli(['issue', '--config', cfg, '--spiffe-id', 'spiffe://test.example/a//b', '--out', out]);
+    assert.match(badPath.stderr, /path segments must not be empty/);
+    const tooLong = await runCli(['issue', '--config', cfg, '--spiffe-id', 'spiffe://test.example/a', '--ttl', '48h', '--out', out]);
+    assert.equal(tooLong.code, 2);
+    assert.match(tooLong.stderr, /requested ttl 48h is longer than workload.maxTtl 24h/);
+    const noId = await runCli(['issue', '--config', cfg, '--out', out]);
+    assert.equal(noId.code, 2);
+    assert.match(noId.stderr, /--spiffe-id is required/);
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test('a bad config file gives one line per problem and exit code 2', { timeout: 30_000 }, async () => {
+  const t = await tempDir();
+  try {
+    const path = join(t.dir, 'bad.yaml');
+    await writeFile(path, 'trustDomain: UPPER\nworkload:\n  ttl: forever\n  colour: blue\n');
+    const r = await runCli(['bundle', '--config', path]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /- trustDomain: invalid trust domain "UPPER"/);
+    assert.match(r.stderr, /- workload.ttl: "forever" is not a duration/);
+    assert.match(r.stderr, /- workload.colour: unknown key/);
+    const viaEnv = await runCli(['bundle'], { env: { MESHCA_CONFIG: path } });
+    assert.equal(viaEnv.code, 2);
+    const missing = await runCli(['bundle', '--config', join(t.dir, 'nope.yaml')]);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /nope.yaml: invalid configuration:\n  - cannot read config file: ENOENT/);
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test('bundle prints only the bundle, as PEM or SPIFFE JWKS', { timeout: 60_000 }, async () => {
+  const t = await tempDir();
+  try {
+    const cfg = await writeTestConfig(t.dir);
+    const pem = await runCli(['bundle', '--config', cfg]);
+    assert.equal(pem.code, 0, pem.stderr);
+    const certs = splitPem(pem.stdout);
+    assert.equal(certs.length, 1);
+    assert.equal(pem.stdout, certs.join(''));
+    const root = new X509Certificate(certs[0]!);
+    assert.ok(root.ca);
+    const jwks = await runCli(['bundle', '--config', cfg, '--format', 'jwks']);
+    const doc = JSON.parse(jwks.stdout) as { keys: { kty: string; use: string; x5c: string[]; kid?: string }[]; spiffe_sequence: number };
+    assert.equal(doc.keys.length, 1);
+    assert.equal(doc.keys[0]!.use, 'x509-svid');
+    assert.equal(doc.keys[0]!.kty, 'EC');
+    assert.equal(doc.keys[0]!.kid, undefined);
+    assert.ok(Buffer.from(doc.keys[0]!.x5c[0]!, 'base64').equals(root.raw));
+    assert.ok(doc.spiffe_sequence >= 1);
+    const bad = await runCli(['bundle', '--config', cfg, '--format', 'xml']);
+    assert.equal(bad.code, 2);
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test('inspect describes a chain and flags what breaks the SVID rules', { timeout: 60_000 }, async () => {
+  const t = await tempDir();
+  try {
+    const cfg = await writeTestConfig(t.dir);
+    const out = join(t.dir, 'out');
+    assert.equal((await runCli(['issue', '--config', cfg, '--spiffe-id', 'spiffe://test.example/svc', '--out', out])).code, 0);
+    const r = await runCli(['inspect', join(out, 'cert.pem')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /spiffe:\/\/test\.example\/svc/);
+    assert.match(r.stdout, /expires in/);
+    // A CA certificate presented as a leaf breaks the SVID rules: inspect says so.
+    const bundle = await runCli(['inspect', join(out, 'bundle.pem')]);
+    assert.match(bundle.stdout, /CA/);
+    const missing = await runCli(['inspect', join(t.dir, 'missing.pem')]);
+    assert.notEqual(missing.code, 0);
+    assert.match(missing.stderr, /cannot read/);
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test('serve becomes ready, keeps its root across restart and kill -9, and drains on SIGTERM', { timeout: 120_000 }, async () => {
+  const t = await tempDir();
+  try {
+    const cfg = await writeTestConfig(t.dir);
+    const s1 = await startServe(cfg);
+    const health = await fetch(`http://127.0.0.1:${s1.httpPort}/healthz`);
+    assert.equal(health.status, 200);
+    const ready = await fetch(`http://127.0.0.1:${s1.httpPort}/readyz`);
+    assert.equal(ready.status, 200);
+    const metrics = await (await fetch(`http://127.0.0.1:${s1.httpPort}/metrics`)).text();
+    assert.match(metrics, /meshca_trust_bundle_sequence/);
+    const root1 = (await runCli(['bundle', '--config', cfg])).stdout;
+    // issue works while serve runs and chains to the same bundle
+    const out = join(t.dir, 'out');
+    const issued = await runCli(['issue', '--config', cfg, '--spiffe-id', 'spiffe://test.example/while-serving', '--out', out]);
+    assert.equal(issued.code, 0, issued.stderr);
+    assert.equal(await readFile(join(out, 'bundle.pem'), 'utf8'), root1);
+    const graceful = await s1.stop('SIGTERM');
+    assert.equal(graceful.code, 0, s1.logs());
+    assert.ok(graceful.ms < 20_000);
+
+    const s2 = await startServe(cfg);
+    assert.equal((await runCli(['bundle', '--config', cfg])).stdout, root1, 'restart keeps the root');
+    const killed = await s2.stop('SIGKILL');
+    assert.equal(killed.signal, 'SIGKILL');
+    // A lock left behind by a killed process must not block the next start.
+    await mkdir(join(t.dir, 'data', 'lock'), { recursive: true });
+    await writeFile(join(t.dir, 'data', 'lock', 'owner'), `999999@${(await import('node:os')).hostname()}`);
+    const s3 = await startServe(cfg);
+    assert.equal((await runCli(['bundle', '--config', cfg])).stdout, root1, 'kill -9 keeps the root');
+    await s3.stop();
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test('corrupt or partial CA state is a clear error, never a silent new root', { timeout: 60_000 }, async () => {
+  const t = await tempDir();
+  try {
+    const cfg = await writeTestConfig(t.dir);
+    assert.equal((await runCli(['bundle', '--config', cfg])).code, 0);
+    const authority = join(t.dir, 'data', 'authority.json');
+    const good = await readFile(authority, 'utf8');
+    await writeFile(authority, good.slice(0, good.length / 2));
+    const r = await runCli(['bundle', '--config', cfg]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /authority\.json is corrupt or unreadable/);
+    assert.match(r.stderr, /refusing to start rather than create a new root/);
+    await writeFile(authority, good);
+    await writeFile(join(t.dir, 'data', 'internal-root.json'), '{"format":"meshca.internal-root/v1","roots":[]}');
+    const r2 = await runCli(['bundle', '--config', cfg]);
+    assert.equal(r2.code, 1);
+    assert.match(r2.stderr, /internal-root\.json is corrupt/);
+    const { rm } = await import('node:fs/promises');
+    await rm(join(t.dir, 'data', 'internal-root.json'));
+    const r3 = await runCli(['bundle', '--config', cfg]);
+    assert.equal(r3.code, 1);
+    assert.match(r3.stderr, /partial/);
+  } finally {
+    await t.cleanup();
+  }
+});
