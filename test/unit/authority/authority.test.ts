@@ -1,0 +1,143 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { LocalAuthority, type AuthorityOptions } from '../../../src/authority/authority.js';
+import type { AuthorityEvent } from '../../../src/authority/types.js';
+import { InternalBackend } from '../../../providers/internal/backend.js';
+import { internalConfigSchema } from '../../../providers/internal/config.js';
+import { LeafSignerPool } from '../../../src/x509/signer-pool.js';
+import { ManualClock } from '../../fakes/clock.js';
+import { MemoryStore } from '../../fakes/memory-store.js';
+
+const H = 3600_000;
+const log = pino({ level: 'silent' });
+
+async function setup(opts: { store?: MemoryStore; clock?: ManualClock; signingCaTtl?: string; rootTtl?: string } = {}) {
+  const store = opts.store ?? new MemoryStore();
+  const clock = opts.clock ?? new ManualClock();
+  const metrics = new Registry();
+  const cfg = internalConfigSchema.parse({ signingCaTtl: opts.signingCaTtl ?? '48h', rootTtl: opts.rootTtl ?? '8760h' });
+  const backend = new InternalBackend(cfg, { trustDomain: 'td.test', clock, log, store, metrics });
+  const signer = new LeafSignerPool({ workers: 0 });
+  const o: AuthorityOptions = {
+    trustDomain: 'td.test',
+    workload: { ttlSeconds: 3600, maxTtlSeconds: 86400, keyType: 'ec-p256', renewFraction: 0.5, backdateSeconds: 30 },
+    signingCaTtlSeconds: cfg.signingCaTtl,
+    caKeyType: 'ec-p256',
+  };
+  const authority = await LocalAuthority.create(o, { backend, store, clock, log, metrics, signer });
+  const events: AuthorityEvent[] = [];
+  authority.onEvent((e) => events.push(e));
+  return { authority, store, clock, metrics, events, close: async () => { await authority.close(); await signer.close(); } };
+}
+
+function verifies(chain: readonly Buffer[], roots: readonly Buffer[]): boolean {
+  const certs = chain.map((d) => new X509Certificate(d));
+  for (let i = 0; i + 1 < certs.length; i++) if (!certs[i]!.verify(certs[i + 1]!.publicKey)) return false;
+  const top = certs[certs.length - 1]!;
+  return roots.some((r) => {
+    const x = new X509Certificate(r);
+    return top.checkIssued(x) && top.verify(x.publicKey);
+  });
+}
+
+test('first start creates one root and a signing CA; leaves chain to the bundle', async () => {
+  const a = await setup();
+  try {
+    const b = a.authority.bundle();
+    assert.equal(b.rootsDer.length, 1);
+    assert.equal(b.sequence, 1);
+    const svid = await a.authority.issue({ spiffeId: 'spiffe://td.test/w' });
+    assert.equal(svid.chainDer.length, 2);
+    assert.ok(verifies(svid.chainDer, b.rootsDer));
+    assert.ok(svid.privateKeyPem?.startsWith('-----BEGIN PRIVATE KEY-----'));
+    const now = a.clock.nowMs();
+    assert.equal(svid.notAfter.getTime(), Math.floor((now + H) / 1000) * 1000);
+    assert.equal(svid.notBefore.getTime(), now - 30_000);
+    const renewIn = svid.renewAt.getTime() - now;
+    assert.ok(renewIn >= 0.45 * H && renewIn <= 0.55 * H, `renewAt ${renewIn}`);
+  } finally {
+    await a.close();
+  }
+});
+
+test('the signing CA rotates on the clock without changing the bundle, and old leaves stay valid', async () => {
+  const a = await setup();
+  try {
+    a.authority.start();
+    const gen1 = a.authority.activeSigningCa()!.generation;
+    const old = await a.authority.issue({ spiffeId: 'spiffe://td.test/w' });
+    await a.clock.advance(24 * H + 1000); // prepare at 1/2
+    assert.equal(a.authority.activeSigningCa()!.generation, gen1, 'prepared, not yet active');
+    await a.clock.advance(16 * H); // activate at 5/6
+    const gen2 = a.authority.activeSigningCa()!.generation;
+    assert.ok(gen2 > gen1);
+    assert.deepEqual(a.events.map((e) => e.type), ['signing-ca']);
+    assert.equal(a.authority.bundle().sequence, 1, 'same root: bundle unchanged');
+    const fresh = await a.authority.issue({ spiffeId: 'spiffe://td.test/w' });
+    assert.notEqual(fresh.chainDer[1]!.toString('hex'), old.chainDer[1]!.toString('hex'));
+    assert.ok(verifies(fresh.chainDer, a.authority.bundle().rootsDer));
+  } finally {
+    await a.close();
+  }
+});
+
+test('leaves never outlive their signing CA, and the alert gauge says so', async () => {
+  const a = await setup({ signingCaTtl: '2h' });
+  try {
+    await a.clock.advance(1.5 * H); // active CA has 30 min left (no start(): no rotation)
+    const svid = await a.authority.issue({ spiffeId: 'spiffe://td.test/w', ttlSeconds: 3600 });
+    assert.equal(svid.notAfter.getTime(), a.authority.activeSigningCa()!.notAfterMs);
+    const text = await a.metrics.metrics();
+    assert.match(text, /meshca_leaf_ttl_clamped_total 1/);
+  } finally {
+    await a.close();
+  }
+});
+
+test('rotate with a new root publishes the bundle before leaves move, then asks for re-issuance', async () => {
+  const a = await setup();
+  try {
+    const root1 = a.authority.bundle().rootsDer[0]!;
+    await a.authority.rotate({ root: true });
+    assert.deepEqual(a.events.map((e) => e.type), ['bundle', 'signing-ca', 'reissue-all']);
+    const b = a.authority.bundle();
+    assert.equal(b.rootsDer.length, 2, 'old root kept while its leaves live');
+    assert.ok(b.rootsDer.some((r) => r.equals(root1)));
+    const svid = await a.authority.issue({ spiffeId: 'spiffe://td.test/w' });
+    assert.ok(verifies(svid.chainDer, [b.rootsDer.find((r) => !r.equals(root1))!]), 'signed under the new root');
+  } finally {
+    await a.close();
+  }
+});
+
+test('two authorities on one store share the root and see each other\'s rotations', async () => {
+  const store = new MemoryStore();
+  const clock = new ManualClock();
+  const a = await setup({ store, clock });
+  const b = await setup({ store, clock });
+  try {
+    assert.ok(a.authority.bundle().rootsDer[0]!.equals(b.authority.bundle().rootsDer[0]!));
+    assert.equal(a.authority.activeSigningCa()!.generation, b.authority.activeSigningCa()!.generation);
+    await b.authority.rotate();
+    await a.authority.reconcile();
+    assert.equal(a.authority.activeSigningCa()!.generation, b.authority.activeSigningCa()!.generation);
+    assert.deepEqual(a.events.map((e) => e.type), ['signing-ca', 'reissue-all']);
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
+test('invalid requests are refused with the reason', async () => {
+  const a = await setup();
+  try {
+    await assert.rejects(a.authority.issue({ spiffeId: 'spiffe://other/w' }), /not this CA's trust domain/);
+    await assert.rejects(a.authority.issue({ spiffeId: 'spiffe://td.test/w', ttlSeconds: 90000 }), /longer than workload.maxTtl/);
+    await assert.rejects(a.authority.issue({ spiffeId: 'spiffe://td.test/w', dnsNames: ['bad name'] }), /invalid DNS name "bad name"/);
+  } finally {
+    await a.close();
+  }
+});
