@@ -17,7 +17,10 @@ import {
   Watch,
 } from '@kubernetes/client-node';
 import { startFakeKubeApiServer, type FakeKube } from '../../fakes/kube-apiserver.js';
-import { createCa, createTestCsr, type CertificateAuthority } from '../../fakes/kube/pki.js';
+import { createCa, createTestCsr, parsePemBlocks, type CertificateAuthority } from '../../fakes/kube/pki.js';
+import { startFakeCertManagerController } from '../../fakes/cert-manager-controller.js';
+import { startFakeCsrSigner } from '../../fakes/csr-signer.js';
+import { X509Certificate } from 'node:crypto';
 
 /** Awaits a rejected client call and returns the parsed Status with the HTTP code. */
 async function rejection(p: Promise<unknown>): Promise<{ code: number; reason: string; message: string; body: any }> {
@@ -231,6 +234,242 @@ describe('fake kube-apiserver with the real client', { timeout: 20000 }, () => {
     assert.equal((await dropped).ended, true);
   });
 
+  it('serves ClusterTrustBundles at v1beta1 (typed client) and v1 (custom objects) and reflects served versions in discovery', async () => {
+    const beta = kc.makeApiClient(CertificatesV1beta1Api);
+    const created = await beta.createClusterTrustBundle({ body: { metadata: { name: 'unlinked-a' }, spec: { trustBundle: rootCa.certPem } } });
+    assert.equal(created.apiVersion, 'certificates.k8s.io/v1beta1');
+    const custom = kc.makeApiClient(CustomObjectsApi);
+    const v1 = (await custom.getClusterCustomObject({ group: 'certificates.k8s.io', version: 'v1', plural: 'clustertrustbundles', name: 'unlinked-a' })) as any;
+    assert.equal(v1.apiVersion, 'certificates.k8s.io/v1');
+    assert.equal(v1.spec.trustBundle, rootCa.certPem);
+    const kcAdmin = kc;
+    const disc = async (path: string): Promise<number> => {
+      const opts = await kcAdmin.applyToFetchOptions({});
+      const r = await fetch(fake.url + path, { headers: opts.headers as any });
+      await r.body?.cancel();
+      return r.status;
+    };
+    assert.equal(await disc('/apis/certificates.k8s.io/v1beta1'), 200);
+    fake.setClusterTrustBundleVersions(['v1']);
+    try {
+      assert.equal(await disc('/apis/certificates.k8s.io/v1beta1'), 404);
+      const gone = await rejection(beta.listClusterTrustBundle({}));
+      assert.equal(gone.code, 404);
+      assert.equal(await disc('/apis/certificates.k8s.io/v1'), 200);
+    } finally {
+      fake.setClusterTrustBundleVersions(['v1beta1', 'v1']);
+    }
+  });
+
+  it('rejects invalid trust bundles and names with 422', async () => {
+    const beta = kc.makeApiClient(CertificatesV1beta1Api);
+    const leafCsr = await createTestCsr({ uris: ['spiffe://td/x'] });
+    const leafCa = await createCa({ commonName: 'other', notBefore: new Date(Date.now() - 1000), notAfter: new Date(Date.now() + 86400000) });
+    const cases: Array<[string, any, RegExp]> = [
+      ['empty', { metadata: { name: 'b1' }, spec: { trustBundle: '' } }, /spec\.trustBundle: Required value/],
+      ['not a certificate block', { metadata: { name: 'b2' }, spec: { trustBundle: leafCsr.pem } }, /entry 0 has bad block type: CERTIFICATE REQUEST/],
+      ['duplicate', { metadata: { name: 'b3' }, spec: { trustBundle: rootCa.certPem + rootCa.certPem } }, /duplicate trust anchor/],
+      ['headers', { metadata: { name: 'b4' }, spec: { trustBundle: rootCa.certPem.replace('-----\n', '-----\nProc-Type: 4,ENCRYPTED\n\n') } }, /entry 0 has PEM block headers/],
+      ['colon in unlinked name', { metadata: { name: 'a:b' }, spec: { trustBundle: rootCa.certPem } }, /without signer name must not have ":"/],
+      ['wrong signer prefix', { metadata: { name: 'example.com:other:live' }, spec: { signerName: 'example.com/mysigner', trustBundle: rootCa.certPem } }, /must be named with prefix example\.com:mysigner:/],
+    ];
+    for (const [what, body, re] of cases) {
+      const e = await rejection(beta.createClusterTrustBundle({ body }));
+      assert.equal(e.code, 422, what);
+      assert.equal(e.reason, 'Invalid', what);
+      assert.match(e.message, re, what);
+    }
+    // A leaf (CA:false) certificate is not a trust anchor.
+    const leafPem = await (async () => {
+      const s = await startFakeCsrSigner(fake, { signerName: 'example.net/leafmaker', behaviour: { autoApprove: true } });
+      const csr = await createTestCsr({ uris: ['spiffe://td/leaf'] });
+      await kc.makeApiClient(CertificatesV1Api).createCertificateSigningRequest({ body: { metadata: { name: 'leafmaker-1' }, spec: { request: b64(csr.pem), signerName: 'example.net/leafmaker', usages: ['digital signature'] } } });
+      await waitFor(async () => Boolean((await kc.makeApiClient(CertificatesV1Api).readCertificateSigningRequest({ name: 'leafmaker-1' })).status?.certificate));
+      s.close();
+      const c = await kc.makeApiClient(CertificatesV1Api).readCertificateSigningRequest({ name: 'leafmaker-1' });
+      return Buffer.from(c.status!.certificate!, 'base64').toString();
+    })();
+    const notCa = await rejection(beta.createClusterTrustBundle({ body: { metadata: { name: 'b5' }, spec: { trustBundle: leafPem } } }));
+    assert.match(notCa.message, /entry 0 does not have the CA bit set/);
+    // signerName is immutable.
+    const ok = await beta.createClusterTrustBundle({ body: { metadata: { name: 'example.com:mysigner:live' }, spec: { signerName: 'example.com/mysigner', trustBundle: leafCa.certPem } } });
+    const imm = await rejection(beta.replaceClusterTrustBundle({ name: 'example.com:mysigner:live', body: { ...ok, spec: { ...ok.spec, signerName: 'example.com/other' } } }));
+    assert.equal(imm.code, 422);
+    assert.match(imm.message, /spec\.signerName: Invalid value: "example\.com\/other": field is immutable/);
+  });
+
+  it('requires attest on signers for signer-linked ClusterTrustBundles', async () => {
+    const body = { metadata: { name: 'example.com:attested:live' }, spec: { signerName: 'example.com/attested', trustBundle: rootCa.certPem } };
+    const noAttest = await rejection(fake.kubeConfig('ctbwriter').makeApiClient(CertificatesV1beta1Api).createClusterTrustBundle({ body }));
+    assert.equal(noAttest.code, 403);
+    assert.equal(noAttest.message, 'clustertrustbundles.certificates.k8s.io "example.com:attested:live" is forbidden: user not permitted to attest for signerName "example.com/attested"');
+    const unlinked = await fake.kubeConfig('ctbwriter').makeApiClient(CertificatesV1beta1Api).createClusterTrustBundle({ body: { metadata: { name: 'plain-by-writer' }, spec: { trustBundle: rootCa.certPem } } });
+    assert.equal(unlinked.metadata?.name, 'plain-by-writer');
+    const custom = fake.kubeConfig('attester').makeApiClient(CustomObjectsApi);
+    const made = (await custom.createClusterCustomObject({ group: 'certificates.k8s.io', version: 'v1', plural: 'clustertrustbundles', body: { apiVersion: 'certificates.k8s.io/v1', kind: 'ClusterTrustBundle', ...body } })) as any;
+    assert.equal(made.metadata.name, 'example.com:attested:live');
+    const bySigner = (await custom.listClusterCustomObject({ group: 'certificates.k8s.io', version: 'v1', plural: 'clustertrustbundles', fieldSelector: 'spec.signerName=example.com/attested' })) as any;
+    assert.deepEqual(bySigner.items.map((i: any) => i.metadata.name), ['example.com:attested:live']);
+    const noRv = await rejection(custom.replaceClusterCustomObject({ group: 'certificates.k8s.io', version: 'v1', plural: 'clustertrustbundles', name: made.metadata.name, body: { ...made, metadata: { name: made.metadata.name } } }));
+    assert.equal(noRv.code, 422);
+    assert.match(noRv.message, /metadata\.resourceVersion: Invalid value: 0x0: must be specified for an update/);
+  });
+
+  it('enforces CSR creation, approval and signing rules', async () => {
+    const csrPem = (await createTestCsr({ uris: ['spiffe://td/ns/a/sa/b'] })).pem;
+    const requester = fake.kubeConfig('requester').makeApiClient(CertificatesV1Api);
+    const short = await rejection(requester.createCertificateSigningRequest({ body: { metadata: { name: 'r0' }, spec: { request: b64(csrPem), signerName: 'example.com/meshca', usages: ['digital signature'], expirationSeconds: 599 } } }));
+    assert.equal(short.code, 422);
+    assert.match(short.message, /spec\.expirationSeconds: Invalid value: 599: may not specify a duration less than 600 seconds/);
+    const badSigner = await rejection(requester.createCertificateSigningRequest({ body: { metadata: { name: 'r0' }, spec: { request: b64(csrPem), signerName: 'meshca', usages: ['digital signature'] } } }));
+    assert.match(badSigner.message, /spec\.signerName: Invalid value: "meshca": must be a fully qualified domain and path/);
+    const notCsr = await rejection(requester.createCertificateSigningRequest({ body: { metadata: { name: 'r0' }, spec: { request: b64(rootCa.certPem), signerName: 'example.com/meshca', usages: ['digital signature'] } } }));
+    assert.match(notCsr.message, /spec\.request: Invalid value/);
+    const csr = await requester.createCertificateSigningRequest({
+      body: { metadata: { name: 'r1' }, spec: { request: b64(csrPem), signerName: 'example.com/meshca', usages: ['digital signature', 'client auth'], expirationSeconds: 3600, username: 'someone-else' } },
+    });
+    assert.equal(csr.spec.username, 'requester', 'the server sets the requester identity');
+
+    // Approving needs update on /approval AND approve on signers.
+    const approver = fake.kubeConfig('approver').makeApiClient(CertificatesV1Api);
+    const approved = { ...csr, status: { conditions: [{ type: 'Approved', status: 'True', reason: 'Test', message: 'ok' }] } };
+    const noVerb = await rejection(approver.replaceCertificateSigningRequestApproval({ name: 'r1', body: approved }));
+    assert.equal(noVerb.code, 403);
+    assert.equal(noVerb.message, 'certificatesigningrequests.certificates.k8s.io "r1" is forbidden: user not permitted to approve requests with signerName "example.com/meshca"');
+    const noSub = await rejection(requester.replaceCertificateSigningRequestApproval({ name: 'r1', body: approved }));
+    assert.match(noSub.message, /cannot update resource "certificatesigningrequests\/approval" in API group "certificates\.k8s\.io" at the cluster scope/);
+    fake.addUser('approver2', {
+      rules: [
+        { apiGroups: ['certificates.k8s.io'], resources: ['certificatesigningrequests/approval'], verbs: ['update'] },
+        { apiGroups: ['certificates.k8s.io'], resources: ['signers'], verbs: ['approve'], resourceNames: ['example.com/*'] },
+      ],
+    });
+    const approver2 = fake.kubeConfig('approver2').makeApiClient(CertificatesV1Api);
+    const falseStatus = await rejection(approver2.replaceCertificateSigningRequestApproval({ name: 'r1', body: { ...csr, status: { conditions: [{ type: 'Approved', status: 'False', reason: 'x', message: 'x' }] } } }));
+    assert.equal(falseStatus.code, 422);
+    assert.match(falseStatus.message, /status\.conditions\[0\]\.status: Unsupported value: "False": supported values: "True"/);
+    const both = await rejection(approver2.replaceCertificateSigningRequestApproval({ name: 'r1', body: { ...csr, status: { conditions: [...approved.status.conditions, { type: 'Denied', status: 'True', reason: 'x', message: 'x' }] } } }));
+    assert.match(both.message, /Approved and Denied conditions are mutually exclusive/);
+    const ok = await approver2.replaceCertificateSigningRequestApproval({ name: 'r1', body: approved });
+    assert.equal(ok.status?.conditions?.[0]?.type, 'Approved');
+    assert.ok(ok.status?.conditions?.[0]?.lastUpdateTime);
+    // A stale object gets 409, removing the condition 422.
+    const stale = await rejection(approver2.replaceCertificateSigningRequestApproval({ name: 'r1', body: approved }));
+    assert.equal(stale.code, 409);
+    const removed = await rejection(approver2.replaceCertificateSigningRequestApproval({ name: 'r1', body: { ...ok, status: { conditions: [] } } }));
+    assert.match(removed.message, /updates may not remove a condition of type "Approved"/);
+
+    // Signing needs sign on signers; the certificate is immutable once set.
+    const admin = kc.makeApiClient(CertificatesV1Api);
+    fake.addUser('badsigner', { rules: [{ apiGroups: ['certificates.k8s.io'], resources: ['certificatesigningrequests/status'], verbs: ['update'] }] });
+    const withCert = { ...ok, status: { ...ok.status, certificate: b64(rootCa.certPem) } };
+    const noSign = await rejection(fake.kubeConfig('badsigner').makeApiClient(CertificatesV1Api).replaceCertificateSigningRequestStatus({ name: 'r1', body: withCert }));
+    assert.match(noSign.message, /user not permitted to sign requests with signerName "example\.com\/meshca"/);
+    const signed = await admin.replaceCertificateSigningRequestStatus({ name: 'r1', body: withCert });
+    const other = await createCa({ commonName: 'x', notBefore: new Date(Date.now() - 1000), notAfter: new Date(Date.now() + 86400000) });
+    const changed = await rejection(admin.replaceCertificateSigningRequestStatus({ name: 'r1', body: { ...signed, status: { ...signed.status, certificate: b64(other.certPem) } } }));
+    assert.equal(changed.code, 422);
+    assert.match(changed.message, /updates may not modify existing certificate content/);
+  });
+
+  it('reviews tokens: good, wrong audience, expired, unknown', async () => {
+    const authn = fake.kubeConfig('reviewer').makeApiClient(AuthenticationV1Api);
+    const good = await authn.createTokenReview({ body: { spec: { token: 'good-token', audiences: ['meshca'] } } });
+    assert.equal(good.status?.authenticated, true);
+    assert.equal(good.status?.user?.username, 'system:serviceaccount:default:app');
+    assert.deepEqual(good.status?.audiences, ['meshca']);
+    const wrong = await authn.createTokenReview({ body: { spec: { token: 'good-token', audiences: ['other'] } } });
+    assert.notEqual(wrong.status?.authenticated, true);
+    assert.match(wrong.status?.error ?? '', /invalid for the target audiences/);
+    const expired = await authn.createTokenReview({ body: { spec: { token: 'old-token', audiences: ['meshca'] } } });
+    assert.notEqual(expired.status?.authenticated, true);
+    assert.match(expired.status?.error ?? '', /expired/);
+    const unknown = await authn.createTokenReview({ body: { spec: { token: 'nope', audiences: ['meshca'] } } });
+    assert.notEqual(unknown.status?.authenticated, true);
+    const denied = await rejection(fake.kubeConfig('reader').makeApiClient(AuthenticationV1Api).createTokenReview({ body: { spec: { token: 'good-token' } } }));
+    assert.equal(denied.code, 403);
+  });
+
+  it('runs a fake cert-manager controller that issues, denies and fails CertificateRequests', async () => {
+    const cm = await startFakeCertManagerController(fake, { issuerRef: { name: 'mesh-ca' }, intermediate: true });
+    try {
+      const custom = kc.makeApiClient(CustomObjectsApi);
+      const csr = await createTestCsr({ uris: ['spiffe://td/meshca'], isCA: true, usages: ['digital signature', 'cert sign', 'crl sign'] });
+      const body = (name: string, extra: any = {}) => ({
+        apiVersion: 'cert-manager.io/v1',
+        kind: 'CertificateRequest',
+        metadata: { name },
+        spec: { request: b64(csr.pem), issuerRef: { name: 'mesh-ca', kind: 'Issuer', group: 'cert-manager.io' }, isCA: true, usages: ['digital signature', 'cert sign', 'crl sign'], duration: '24h0m0s', ...extra },
+      });
+      const cr = (await custom.createNamespacedCustomObject({ group: 'cert-manager.io', version: 'v1', namespace: 'meshca', plural: 'certificaterequests', body: body('cr1') })) as any;
+      assert.equal(cr.spec.username, 'admin');
+      const ready = await waitForCr(custom, 'cr1', (o) => o.status?.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True'));
+      assert.equal(ready.status.conditions.find((c: any) => c.type === 'Ready').reason, 'Issued');
+      assert.ok(ready.status.conditions.some((c: any) => c.type === 'Approved' && c.status === 'True'));
+      const chain = parsePemBlocks(Buffer.from(ready.status.certificate, 'base64').toString());
+      assert.equal(chain.length, 2, 'leaf then intermediate');
+      const leaf = new X509Certificate(chain[0]!.der);
+      assert.equal(leaf.ca, true);
+      assert.equal(leaf.subjectAltName, 'URI:spiffe://td/meshca');
+      assert.ok(leaf.checkIssued(new X509Certificate(chain[1]!.der)));
+      assert.equal(Buffer.from(ready.status.ca, 'base64').toString(), cm.rootPem);
+      // The spec is immutable.
+      const imm = await rejection(custom.replaceNamespacedCustomObject({ group: 'cert-manager.io', version: 'v1', namespace: 'meshca', plural: 'certificaterequests', name: 'cr1', body: { ...ready, spec: { ...ready.spec, duration: '1h0m0s' } } }));
+      assert.equal(imm.code, 422);
+      // Mismatched isCA is an InvalidRequest.
+      const leafCsr = await createTestCsr({ uris: ['spiffe://td/x'], isCA: false, usages: ['digital signature'] });
+      await custom.createNamespacedCustomObject({ group: 'cert-manager.io', version: 'v1', namespace: 'meshca', plural: 'certificaterequests', body: body('cr-usage', { request: b64(leafCsr.pem), isCA: false, usages: ['digital signature', 'server auth'] }) });
+      const invalid = await waitForCr(custom, 'cr-usage', (o) => o.status?.conditions?.some((c: any) => c.type === 'InvalidRequest'));
+      assert.equal(invalid.status.conditions.find((c: any) => c.type === 'Ready').reason, 'Failed');
+      cm.setBehaviour({ mode: 'deny' });
+      await custom.createNamespacedCustomObject({ group: 'cert-manager.io', version: 'v1', namespace: 'meshca', plural: 'certificaterequests', body: body('cr2') });
+      const denied = await waitForCr(custom, 'cr2', (o) => o.status?.conditions?.some((c: any) => c.type === 'Denied'));
+      assert.equal(denied.status.conditions.find((c: any) => c.type === 'Ready').reason, 'Denied');
+      assert.ok(denied.status.failureTime);
+      cm.setBehaviour({ mode: 'fail', delayMs: 50, omitCa: true });
+      await custom.createNamespacedCustomObject({ group: 'cert-manager.io', version: 'v1', namespace: 'meshca', plural: 'certificaterequests', body: body('cr3') });
+      const failed = await waitForCr(custom, 'cr3', (o) => o.status?.conditions?.some((c: any) => c.type === 'Ready' && c.reason === 'Failed'));
+      assert.ok(failed.status.failureTime);
+      const del = (await custom.deleteNamespacedCustomObject({ group: 'cert-manager.io', version: 'v1', namespace: 'meshca', plural: 'certificaterequests', name: 'cr3' })) as any;
+      assert.equal(del.kind, 'CertificateRequest');
+      await cm.idle();
+    } finally {
+      cm.close();
+    }
+  });
+
+  it('runs a fake CSR signer that honours expirationSeconds and publishes a signer-linked bundle', async () => {
+    const signer = await startFakeCsrSigner(fake, { signerName: 'example.org/meshca', behaviour: { autoApprove: true }, trustBundle: { version: 'v1' } });
+    try {
+      const custom = kc.makeApiClient(CustomObjectsApi);
+      const ctb = (await custom.getClusterCustomObject({ group: 'certificates.k8s.io', version: 'v1', plural: 'clustertrustbundles', name: 'example.org:meshca:live' })) as any;
+      assert.equal(ctb.spec.trustBundle, signer.ca.certPem);
+      const certs = kc.makeApiClient(CertificatesV1Api);
+      const csr = await createTestCsr({ uris: ['spiffe://td/ns/a/sa/b'] });
+      const list0 = await certs.listCertificateSigningRequest({ fieldSelector: 'spec.signerName=example.org/meshca' });
+      const watching = collectWatch(kc, '/apis/certificates.k8s.io/v1/certificatesigningrequests', { resourceVersion: list0.metadata!.resourceVersion!, fieldSelector: 'metadata.name=s1' }, (evs) =>
+        evs.some((e) => Boolean(e.obj?.status?.certificate)),
+      );
+      await certs.createCertificateSigningRequest({ body: { metadata: { name: 's1' }, spec: { request: b64(csr.pem), signerName: 'example.org/meshca', usages: ['digital signature', 'client auth', 'server auth'], expirationSeconds: 3600 } } });
+      const { events } = await watching;
+      const done = events.find((e) => e.obj?.status?.certificate)!.obj;
+      const cert = new X509Certificate(Buffer.from(done.status.certificate, 'base64'));
+      const life = (Date.parse(cert.validTo) - Date.parse(cert.validFrom)) / 1000;
+      assert.ok(life >= 3600 && life <= 3600 + 31, `lifetime ${life}`);
+      assert.ok(cert.checkIssued(new X509Certificate(signer.ca.certPem)));
+      const old = signer.ca.certPem;
+      await signer.rotateCa();
+      const after = (await custom.getClusterCustomObject({ group: 'certificates.k8s.io', version: 'v1', plural: 'clustertrustbundles', name: 'example.org:meshca:live' })) as any;
+      assert.equal(after.spec.trustBundle, old + signer.ca.certPem);
+      signer.setBehaviour({ mode: 'fail' });
+      await certs.createCertificateSigningRequest({ body: { metadata: { name: 's2' }, spec: { request: b64(csr.pem), signerName: 'example.org/meshca', usages: ['digital signature'] } } });
+      await waitFor(async () => Boolean((await certs.readCertificateSigningRequest({ name: 's2' })).status?.conditions?.some((c) => c.type === 'Failed')));
+      await signer.idle();
+    } finally {
+      signer.close();
+    }
+  });
+
   it('injects failures and logs requests', async () => {
     const core = kc.makeApiClient(CoreV1Api);
     fake.failNext(1, { code: 503, reason: 'ServiceUnavailable', match: (r) => r.resource === 'secrets' && r.verb === 'list' });
@@ -243,3 +482,20 @@ describe('fake kube-apiserver with the real client', { timeout: 20000 }, () => {
     assert.equal(last.user, 'admin');
   });
 });
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs = 3000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) assert.fail('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function waitForCr(custom: CustomObjectsApi, name: string, pred: (o: any) => boolean): Promise<any> {
+  let last: any;
+  await waitFor(async () => {
+    last = await custom.getNamespacedCustomObject({ group: 'cert-manager.io', version: 'v1', namespace: 'meshca', plural: 'certificaterequests', name });
+    return pred(last);
+  });
+  return last;
+}
