@@ -14,6 +14,15 @@ import { MemoryStore } from '../../fakes/memory-store.js';
 const H = 3600_000;
 const log = pino({ level: 'silent' });
 
+/** Waits (real time, bounded) until cond holds: timer-driven rotation runs asynchronously. */
+async function eventually(cond: () => boolean, what: string, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 async function setup(opts: { store?: MemoryStore; clock?: ManualClock; signingCaTtl?: string; rootTtl?: string } = {}) {
   const store = opts.store ?? new MemoryStore();
   const clock = opts.clock ?? new ManualClock();
@@ -69,9 +78,12 @@ test('the signing CA rotates on the clock without changing the bundle, and old l
     a.authority.start();
     const gen1 = a.authority.activeSigningCa()!.generation;
     const old = await a.authority.issue({ spiffeId: 'spiffe://td.test/w' });
-    await a.clock.advance(24 * H + 1000); // prepare at 1/2
+    const writes = a.store.writes;
+    await a.clock.advanceAsync(24 * H + 1000); // prepare at 1/2
+    await eventually(() => a.store.writes > writes, 'the next signing CA to be prepared');
     assert.equal(a.authority.activeSigningCa()!.generation, gen1, 'prepared, not yet active');
-    await a.clock.advance(16 * H); // activate at 5/6
+    await a.clock.advanceAsync(16 * H); // activate at 5/6
+    await eventually(() => a.authority.activeSigningCa()!.generation > gen1, 'activation');
     const gen2 = a.authority.activeSigningCa()!.generation;
     assert.ok(gen2 > gen1);
     assert.deepEqual(a.events.map((e) => e.type), ['signing-ca']);
@@ -87,7 +99,7 @@ test('the signing CA rotates on the clock without changing the bundle, and old l
 test('leaves never outlive their signing CA, and the alert gauge says so', async () => {
   const a = await setup({ signingCaTtl: '2h' });
   try {
-    await a.clock.advance(1.5 * H); // active CA has 30 min left (no start(): no rotation)
+    a.clock.advance(1.5 * H); // active CA has 30 min left (no start(): no rotation)
     const svid = await a.authority.issue({ spiffeId: 'spiffe://td.test/w', ttlSeconds: 3600 });
     assert.equal(svid.notAfter.getTime(), a.authority.activeSigningCa()!.notAfterMs);
     const text = await a.metrics.metrics();
