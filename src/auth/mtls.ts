@@ -1,0 +1,180 @@
+import { X509Certificate, createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import { Counter, type Registry } from 'prom-client';
+import type { Authenticator, AuthInput, Caller } from './types.js';
+import type { TrustBundle } from '../authority/types.js';
+import type { Clock } from '../util/clock.js';
+import { CaError, unauthenticated } from '../util/errors.js';
+import { parseSpiffeId } from '../identity/spiffe-id.js';
+
+/** Why a TLS peer was refused (metric label `reason`). */
+export type MtlsFailure = 'no-certificate' | 'untrusted' | 'expired' | 'not-yet-valid' | 'no-spiffe-id' | 'not-a-leaf';
+
+export interface MtlsAuthenticatorOptions {
+  readonly trustDomain: string;
+  /** Current trust bundle of our domain (the authority's bundle(); re-read on every verification). */
+  readonly bundle: () => TrustBundle;
+  /** Extra anchors trusted for client certificates only (server.grpc.clientCaFile), DER. */
+  readonly bootstrapCasDer?: readonly Buffer[];
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly metrics: Registry;
+  /** Longest accepted chain (leaf + intermediates), default 8. */
+  readonly maxDepth?: number;
+}
+
+const MAX_CACHE = 20_000;
+
+/** Counter shared by every authenticator (mTLS, token, UDS): meshca_auth_failures_total{reason}. */
+export function authFailuresCounter(registry: Registry): Counter<'reason'> {
+  const existing = registry.getSingleMetric('meshca_auth_failures_total') as Counter<'reason'> | undefined;
+  return (
+    existing ??
+    new Counter({ name: 'meshca_auth_failures_total', help: 'Callers refused at authentication, by reason', labelNames: ['reason'], registers: [registry] })
+  );
+}
+
+/**
+ * Authenticates a TLS peer by its client certificate: the presented chain must lead (RFC 5280 signature + issuer
+ * checks, CA flag on every issuer) to an anchor of our current trust bundle or of the bootstrap CA bundle, every
+ * certificate on the path must be valid at Clock time, and the leaf must carry exactly one URI SAN, a valid workload
+ * SPIFFE ID in our trust domain, which becomes the Caller. Anything else is CaError UNAUTHENTICATED naming the reason,
+ * logged and counted. Positive results are cached per chain until the earliest notAfter on the path or a bundle change.
+ */
+export class MtlsAuthenticator implements Authenticator {
+  private readonly failures: Counter<'reason'>;
+  private readonly bootstrap: X509Certificate[];
+  private anchorsSeq = -1;
+  private anchors: X509Certificate[] = [];
+  private readonly cache = new Map<string, { caller: Caller; validUntilMs: number; validFromMs: number; seq: number }>();
+
+  constructor(private readonly opts: MtlsAuthenticatorOptions) {
+    this.failures = authFailuresCounter(opts.metrics);
+    this.bootstrap = (opts.bootstrapCasDer ?? []).map((d) => new X509Certificate(d));
+  }
+
+  async authenticate(input: AuthInput): Promise<Caller> {
+    return this.verify(input.peerCertChainDer);
+  }
+
+  /** Synchronous core of authenticate(). */
+  verify(chainDer: readonly Buffer[]): Caller {
+    if (chainDer.length === 0) return this.refuse('no-certificate', 'no client certificate was presented (meshca requires mTLS with a SPIFFE X.509-SVID)');
+    const seq = this.refreshAnchors();
+    const h = createHash('sha256');
+    for (const d of chainDer) h.update(d);
+    const key = h.digest('base64');
+    const now = this.opts.clock.nowMs();
+    const hit = this.cache.get(key);
+    if (hit && hit.seq === seq && now < hit.validUntilMs && now >= hit.validFromMs) return hit.caller;
+    if (hit) this.cache.delete(key);
+
+    let certs: X509Certificate[];
+    try {
+      certs = chainDer.map((d) => new X509Certificate(d));
+    } catch {
+      return this.refuse('untrusted', 'the client certificate could not be parsed');
+    }
+    const leaf = certs[0]!;
+    const window = { from: -Infinity, until: Infinity };
+    this.checkTime(leaf, now, 'client certificate', window);
+    if (leaf.ca) return this.refuse('not-a-leaf', 'the client certificate is a CA certificate, not an X.509-SVID leaf');
+    this.buildPath(certs, now, window);
+    const id = this.spiffeIdOf(leaf);
+    const caller: Caller = { spiffeId: id, via: 'mtls' };
+    if (this.cache.size >= MAX_CACHE) this.cache.delete(this.cache.keys().next().value!);
+    this.cache.set(key, { caller, validUntilMs: window.until, validFromMs: window.from, seq });
+    return caller;
+  }
+
+  private refreshAnchors(): number {
+    const b = this.opts.bundle();
+    if (b.sequence !== this.anchorsSeq) {
+      this.anchors = [...b.rootsDer.map((d) => new X509Certificate(d)), ...this.bootstrap];
+      this.anchorsSeq = b.sequence;
+      this.cache.clear();
+    }
+    return this.anchorsSeq;
+  }
+
+  private checkTime(c: X509Certificate, now: number, what: string, window: { from: number; until: number }): void {
+    const nb = Date.parse(c.validFrom);
+    const na = Date.parse(c.validTo);
+    if (now >= na) this.refuse('expired', `${what} (${c.subject.replace(/\n/g, ', ') || 'no subject'}) expired at ${new Date(na).toISOString()}`);
+    if (now < nb) this.refuse('not-yet-valid', `${what} is not valid before ${new Date(nb).toISOString()}`);
+    window.from = Math.max(window.from, nb);
+    window.until = Math.min(window.until, na);
+  }
+
+  /** Walks issuer links from the leaf to an anchor using only presented intermediates. */
+  private buildPath(certs: X509Certificate[], now: number, window: { from: number; until: number }): void {
+    const maxDepth = this.opts.maxDepth ?? 8;
+    let cur = certs[0]!;
+    const pool = certs.slice(1);
+    for (let depth = 0; depth < maxDepth; depth++) {
+      for (const a of this.anchors) {
+        if (a.raw.equals(cur.raw) && depth > 0) return;
+        if (cur.checkIssued(a) && cur.verify(a.publicKey)) {
+          this.checkTime(a, now, 'trust anchor', window);
+          return;
+        }
+      }
+      const next = pool.find((p) => p.ca && cur.checkIssued(p) && cur.verify(p.publicKey));
+      if (!next) break;
+      this.checkTime(next, now, 'intermediate certificate', window);
+      cur = next;
+    }
+    this.refuse('untrusted', `the client certificate does not chain to the trust bundle of ${this.opts.trustDomain} or the bootstrap CA`);
+  }
+
+  private spiffeIdOf(leaf: X509Certificate): string {
+    const uris = splitSans(leaf.subjectAltName ?? '').filter((s) => s.startsWith('URI:'));
+    if (uris.length !== 1) {
+      this.refuse('no-spiffe-id', `the client certificate must carry exactly one URI SAN (a SPIFFE ID); it has ${uris.length}`);
+    }
+    const uri = uris[0]!.slice(4);
+    try {
+      const id = parseSpiffeId(uri);
+      if (id.trustDomain !== this.opts.trustDomain) {
+        this.refuse('no-spiffe-id', `the client certificate's SPIFFE ID ${uri} is not in trust domain ${this.opts.trustDomain}`);
+      }
+      if (id.path === '') this.refuse('no-spiffe-id', `the client certificate's SPIFFE ID ${uri} names no workload`);
+      return id.uri;
+    } catch (e) {
+      if (e instanceof CaError && e.code === 'UNAUTHENTICATED') throw e;
+      return this.refuse('no-spiffe-id', `the client certificate's URI SAN is not a valid SPIFFE ID: ${(e as Error).message}`);
+    }
+  }
+
+  private refuse(reason: MtlsFailure, message: string): never {
+    this.failures.inc({ reason });
+    this.opts.log.warn({ reason, err: message }, 'mtls: caller refused');
+    throw unauthenticated(message);
+  }
+}
+
+/** Splits Node's X509Certificate.subjectAltName ("DNS:a, URI:b", values with ", " are JSON-quoted). */
+export function splitSans(s: string): string[] {
+  const out: string[] = [];
+  let i = 0;
+  while (i < s.length) {
+    const colon = s.indexOf(':', i);
+    if (colon < 0) break;
+    const type = s.slice(i, colon);
+    let j = colon + 1;
+    let value: string;
+    if (s[j] === '"') {
+      let k = j + 1;
+      while (k < s.length && s[k] !== '"') k += s[k] === '\\' ? 2 : 1;
+      value = JSON.parse(s.slice(j, k + 1)) as string;
+      j = k + 1;
+    } else {
+      const end = s.indexOf(', ', j);
+      value = end < 0 ? s.slice(j) : s.slice(j, end);
+      j = end < 0 ? s.length : end;
+    }
+    out.push(`${type}:${value}`);
+    i = s.startsWith(', ', j) ? j + 2 : j;
+  }
+  return out;
+}

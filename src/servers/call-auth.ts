@@ -1,0 +1,76 @@
+import { TLSSocket, type DetailedPeerCertificate } from 'node:tls';
+import type * as grpc from '@grpc/grpc-js';
+import type { AuthInput, Authenticator, Caller } from '../auth/types.js';
+
+/** Any grpc-js server call object handed to a handler. */
+export type AnyServerCall =
+  | grpc.ServerUnaryCall<unknown, unknown>
+  | grpc.ServerReadableStream<unknown, unknown>
+  | grpc.ServerWritableStream<unknown, unknown>
+  | grpc.ServerDuplexStream<unknown, unknown>;
+
+interface SocketInfo {
+  readonly tls: boolean;
+  readonly chainDer: readonly Buffer[];
+}
+
+/** Peer chain per connection: extracted once, all streams of one HTTP/2 connection share it. */
+const perSocket = new WeakMap<object, SocketInfo>();
+
+/**
+ * Finds the transport socket under a grpc-js server call. grpc-js's public getAuthContext() hides the certificate
+ * unless OpenSSL already verified it, but meshca verifies client certificates itself (mtls.ts, at Clock time, against
+ * a bundle that rotates, reporting WHY a certificate is refused), so TLS runs with rejectUnauthorized: false and the
+ * chain is read from the HTTP/2 session's socket. The walk follows grpc-js's call wrappers (`call` -> `nextCall` ->
+ * `stream.session.socket`); test/integration/sds-auth.test.ts fails loudly if a grpc-js upgrade changes them.
+ */
+function socketOf(call: AnyServerCall): object | undefined {
+  let cur: unknown = call;
+  for (let i = 0; i < 6 && cur && typeof cur === 'object'; i++) {
+    const o = cur as { stream?: { session?: { socket?: object } }; call?: unknown; nextCall?: unknown };
+    const sock = o.stream?.session?.socket;
+    if (sock) return sock;
+    cur = o.call ?? o.nextCall;
+  }
+  return undefined;
+}
+
+function chainFrom(socket: TLSSocket): Buffer[] {
+  const out: Buffer[] = [];
+  let c = socket.getPeerCertificate(true) as DetailedPeerCertificate | Record<string, never>;
+  const seen = new Set<string>();
+  while (c && 'raw' in c && c.raw) {
+    const fp = c.fingerprint256;
+    if (seen.has(fp)) break;
+    seen.add(fp);
+    out.push(Buffer.from(c.raw));
+    if (!c.issuerCertificate || c.issuerCertificate === c) break;
+    c = c.issuerCertificate;
+  }
+  return out;
+}
+
+export function authInputOf(call: AnyServerCall): AuthInput {
+  const socket = socketOf(call);
+  let info = socket ? perSocket.get(socket) : undefined;
+  if (!info) {
+    if (socket instanceof TLSSocket) info = { tls: true, chainDer: chainFrom(socket) };
+    else if (socket) info = { tls: false, chainDer: [] };
+    else {
+      // Internals changed: fall back to the public API (only OpenSSL-verified peers are visible there).
+      const ctx = (call as { getAuthContext?: () => { transportSecurityType?: string; sslPeerCertificate?: { raw?: Buffer } } }).getAuthContext?.();
+      const raw = ctx?.sslPeerCertificate?.raw;
+      info = { tls: ctx?.transportSecurityType === 'ssl' || raw !== undefined, chainDer: raw ? [Buffer.from(raw)] : [] };
+    }
+    if (socket) perSocket.set(socket, info);
+  }
+  const auth = call.metadata.get('authorization');
+  const authorization = auth.length > 0 ? String(auth[0]) : undefined;
+  // meshca's TCP listener is always TLS; a plaintext socket can only be the Unix socket listener.
+  return { peerCertChainDer: info.chainDer, viaUds: !info.tls, ...(authorization !== undefined ? { authorization } : {}) };
+}
+
+/** The `authenticate` function SDS and the other gRPC services take. */
+export function callAuthenticator(authenticator: Authenticator): (call: AnyServerCall) => Promise<Caller> {
+  return (call) => authenticator.authenticate(authInputOf(call));
+}

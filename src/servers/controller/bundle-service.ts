@@ -1,0 +1,104 @@
+import type * as grpc from '@grpc/grpc-js';
+import type { BundleRegistry, RegisteredBundle } from '../../bundle/registry.js';
+import { spiffeBundleJson } from '../../bundle/jwks.js';
+import { counter } from '../../bundle/metrics.js';
+import { CaError, errorMessage } from '../../util/errors.js';
+import { toServiceError } from '../status.js';
+import type { ControllerServiceDeps } from './identity-service.js';
+
+/** meshca.v1.TrustBundle as a plain object for @grpc/proto-loader. */
+export interface ProtoTrustBundle {
+  trust_domain: string;
+  sequence: number;
+  x509_authorities: Buffer[];
+  x509_authorities_pem: string;
+  spiffe_bundle_json: string;
+  refresh_hint_seconds: number;
+  source: string;
+}
+
+const SOURCES = {
+  own: 'BUNDLE_SOURCE_OWN',
+  'federated-endpoint': 'BUNDLE_SOURCE_FEDERATED_ENDPOINT',
+  'federated-file': 'BUNDLE_SOURCE_FEDERATED_FILE',
+} as const;
+
+export function toProtoBundle(b: RegisteredBundle): ProtoTrustBundle {
+  return {
+    trust_domain: b.trustDomain,
+    sequence: b.sequence,
+    x509_authorities: [...b.rootsDer],
+    x509_authorities_pem: b.pem,
+    spiffe_bundle_json: spiffeBundleJson({ rootsDer: b.rootsDer, jwtAuthorities: b.jwtAuthorities, sequence: b.sequence, refreshHintSeconds: b.refreshHintSeconds }),
+    refresh_hint_seconds: Math.round(b.refreshHintSeconds),
+    source: SOURCES[b.source],
+  };
+}
+
+/** The requested bundles, or NOT_FOUND naming the unknown trust domains. Empty request = all. */
+function select(registry: BundleRegistry, requested: readonly string[]): RegisteredBundle[] {
+  if (requested.length === 0) return registry.all();
+  const uniq = [...new Set(requested)];
+  const missing = uniq.filter((td) => !registry.get(td));
+  if (missing.length > 0) {
+    throw new CaError('NOT_FOUND', `no bundle for trust domain(s) ${missing.map((t) => JSON.stringify(t)).join(', ')}; known: ${registry.all().map((b) => b.trustDomain).join(', ')}`);
+  }
+  return uniq.map((td) => registry.get(td)!);
+}
+
+/**
+ * meshca.v1.BundleService handlers. Bundles are public: no authentication is required (the listener's TLS still
+ * applies). WatchBundle sends the complete current state first, then again after every change of a watched trust
+ * domain (a watch of all domains also sees domains added later); it ends only when the client cancels or the server
+ * drains.
+ */
+export function bundleServiceHandlers(deps: Pick<ControllerServiceDeps, 'bundles' | 'log' | 'metrics'>): grpc.UntypedServiceImplementation {
+  const registry = deps.bundles;
+  const log = deps.log.child({ component: 'bundle-service' });
+  const requests = counter(deps.metrics, 'meshca_api_requests_total', 'Controller and Istio API calls by method and result code', ['method', 'code']);
+  return {
+    GetBundle: (call: grpc.ServerUnaryCall<{ trust_domains?: string[] }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      try {
+        const bundles = select(registry, call.request.trust_domains ?? []);
+        requests.inc({ method: 'GetBundle', code: 'OK' });
+        cb(null, { own_trust_domain: registry.ownTrustDomain, bundles: bundles.map(toProtoBundle) });
+      } catch (e) {
+        requests.inc({ method: 'GetBundle', code: e instanceof CaError ? e.code : 'INTERNAL' });
+        cb(toServiceError(e));
+      }
+    },
+    WatchBundle: (call: grpc.ServerWritableStream<{ trust_domains?: string[] }, unknown>) => {
+      const requested = [...new Set(call.request.trust_domains ?? [])];
+      let initial: RegisteredBundle[];
+      try {
+        initial = select(registry, requested);
+      } catch (e) {
+        requests.inc({ method: 'WatchBundle', code: e instanceof CaError ? e.code : 'INTERNAL' });
+        call.destroy(toServiceError(e));
+        return;
+      }
+      requests.inc({ method: 'WatchBundle', code: 'OK' });
+      const watched = (td: string) => requested.length === 0 || requested.includes(td);
+      const send = (bundles: RegisteredBundle[], changed: string[]) => {
+        if (call.cancelled || call.destroyed) return;
+        call.write({ own_trust_domain: registry.ownTrustDomain, bundles: bundles.map(toProtoBundle), changed_trust_domains: changed });
+      };
+      send(initial, initial.map((b) => b.trustDomain));
+      const unsub = registry.onChange((c) => {
+        if (!watched(c.trustDomain)) return;
+        try {
+          // Removed domains drop out of the complete state; a watched-by-name domain that disappears is simply absent.
+          const now = requested.length === 0 ? registry.all() : requested.map((td) => registry.get(td)).filter((b): b is RegisteredBundle => !!b);
+          send(now, [c.trustDomain]);
+        } catch (e) {
+          log.error({ err: errorMessage(e) }, 'WatchBundle push failed');
+        }
+      });
+      const end = () => unsub();
+      call.on('cancelled', end);
+      call.on('close', end);
+      call.on('error', end);
+      call.on('finish', end);
+    },
+  };
+}

@@ -1,0 +1,60 @@
+import { Counter, Gauge, type Registry } from 'prom-client';
+
+/** SDS metrics (issuance counters and latency live in the authority). Names are stable: dashboards use them. */
+export type PushReason = 'renewal' | 'bundle' | 'subscription' | 'reissue';
+
+export interface SdsMetrics {
+  readonly streamsOpen: Gauge<'method'>;
+  readonly secretsPushed: Counter<'type'>;
+  readonly pushes: Counter<'reason'>;
+  readonly nacks: Counter<'method'>;
+  readonly streamErrors: Counter<'method' | 'code'>;
+  readonly requests: Counter<'method'>;
+}
+
+/** Returns the metric already registered under `name` (several servers may share one registry) or makes it. */
+export function reuse<T>(registry: Registry, name: string, make: () => T): T {
+  const existing = registry.getSingleMetric(name);
+  return (existing as T | undefined) ?? make();
+}
+
+export function createSdsMetrics(registry: Registry, nearestExpiry: () => Date | undefined, now: () => number): SdsMetrics {
+  const registers = [registry];
+  reuse(registry, 'meshca_sds_served_cert_nearest_expiry_seconds', () =>
+    new Gauge({
+      name: 'meshca_sds_served_cert_nearest_expiry_seconds',
+      help: 'Seconds until the earliest notAfter of any certificate currently served over SDS (absent when none)',
+      registers,
+      collect() {
+        const t = nearestExpiry();
+        if (t === undefined) this.reset();
+        else this.set((t.getTime() - now()) / 1000);
+      },
+    }),
+  );
+  return {
+    streamsOpen: reuse(registry, 'meshca_sds_streams_open', () =>
+      new Gauge({ name: 'meshca_sds_streams_open', help: 'Open SDS streams', labelNames: ['method'], registers }),
+    ),
+    secretsPushed: reuse(registry, 'meshca_sds_secrets_pushed_total', () =>
+      new Counter({ name: 'meshca_sds_secrets_pushed_total', help: 'Secrets sent to SDS clients, by secret type', labelNames: ['type'], registers }),
+    ),
+    pushes: reuse(registry, 'meshca_sds_pushes_total', () =>
+      new Counter({
+        name: 'meshca_sds_pushes_total',
+        help: 'SDS responses sent, by reason (renewal, bundle, subscription, reissue)',
+        labelNames: ['reason'],
+        registers,
+      }),
+    ),
+    nacks: reuse(registry, 'meshca_sds_nacks_total', () =>
+      new Counter({ name: 'meshca_sds_nacks_total', help: 'SDS NACKs received (requests with error_detail)', labelNames: ['method'], registers }),
+    ),
+    streamErrors: reuse(registry, 'meshca_sds_errors_total', () =>
+      new Counter({ name: 'meshca_sds_errors_total', help: 'SDS calls ended with an error status', labelNames: ['method', 'code'], registers }),
+    ),
+    requests: reuse(registry, 'meshca_sds_requests_total', () =>
+      new Counter({ name: 'meshca_sds_requests_total', help: 'SDS requests received (including ACKs)', labelNames: ['method'], registers }),
+    ),
+  };
+}

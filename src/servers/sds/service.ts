@@ -1,0 +1,493 @@
+import { randomBytes } from 'node:crypto';
+import type * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import type { Authority, AuthorityEvent, IssuedSvid } from '../../authority/types.js';
+import type { Caller } from '../../auth/types.js';
+import type { Authorizer } from '../../identity/authorization.js';
+import type { SvidCache, SvidSubscription } from '../../cache/svid-cache.js';
+import type { Clock } from '../../util/clock.js';
+import { CaError, errorMessage, invalidArgument } from '../../util/errors.js';
+import { toGrpcStatus, toServiceError } from '../status.js';
+import type { AnyServerCall } from '../call-auth.js';
+import type { BundleProvider, DomainBundle } from './bundles.js';
+import { createSdsMetrics, type PushReason, type SdsMetrics } from './metrics.js';
+import { WILDCARD, WILDCARD_NAMES, resolveNames, type Target } from './names.js';
+import {
+  SECRET_TYPE_URL,
+  deltaResourceField,
+  encodeDeltaResponse,
+  encodeDiscoveryResponse,
+  loadSdsProtos,
+  sotwResourceField,
+  type SdsProtos,
+} from './proto.js';
+import { spiffeValidatorSecret, tlsCertificateSecret, trustedCaSecret, type EncodedSecret } from './secrets.js';
+
+/**
+ * envoy.service.secret.v3.SecretDiscoveryService: StreamSecrets (state of the world), DeltaSecrets (incremental) and
+ * FetchSecrets (unary), following protocols.md §2:
+ * - every response has type_url = Secret, a fresh version_info (SotW) / system_version_info (Delta) and a fresh nonce;
+ *   SotW responses carry exactly one Secret, named exactly as requested (Envoy checks both and NACKs otherwise);
+ * - an ACK (matching nonce, no error_detail, same names) gets no reply; SotW requests with a stale nonce are ignored;
+ *   a NACK is logged and counted, the stream stays open, and name changes it carries are applied; nothing is re-sent
+ *   unless content changes;
+ * - SotW names are the full set: added names are sent (even if sent before), missing names are unsubscribed; a stream
+ *   that has never named a resource is a wildcard subscription (legacy rule) and gets WILDCARD_NAMES
+ *   (`default` + `ROOTCA`); an empty list after names means unsubscribe-all; `*` subscribes the wildcard set too;
+ * - Delta: every name in resource_names_subscribe is answered (except, on the first message, names whose
+ *   initial_resource_versions entry equals the current version); unsubscribes of unknown names are ignored; a pure
+ *   unsubscribe gets no reply unless `*` is also subscribed, then the name is re-sent (still covered by the wildcard)
+ *   or listed in removed_resources;
+ * - pushes: certificate renewal / re-issue (SvidCache) and bundle changes (BundleProvider); on an authority 'bundle'
+ *   event validation contexts are pushed first, then the cache re-issues leaves;
+ * - errors: a request that cannot be served (bad type_url, missing node.id, unknown name, unauthorised name,
+ *   authentication failure, issuance failure) ENDS the call with that status (as SPIRE does): INVALID_ARGUMENT /
+ *   PERMISSION_DENIED / UNAUTHENTICATED name what was wrong. A denied name never reaches the authority. No input can
+ *   throw out of a handler.
+ */
+export interface SdsServiceOptions {
+  readonly authority: Authority;
+  readonly cache: SvidCache;
+  readonly bundles: BundleProvider;
+  readonly authorizer: Authorizer;
+  /** Authenticates the caller of a call (see src/servers/call-auth.ts); rejects with CaError UNAUTHENTICATED. */
+  readonly authenticate: (call: AnyServerCall) => Promise<Caller>;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly metrics: Registry;
+}
+
+type Method = 'StreamSecrets' | 'DeltaSecrets' | 'FetchSecrets';
+
+interface Sub {
+  readonly target: Target;
+  /** Content version (EncodedSecret.version) last sent on this stream for this name. */
+  sentVersion: string | undefined;
+  /** Latest content for this name (lets Delta re-send on a repeated subscribe). */
+  last: EncodedSecret | undefined;
+  cert: SvidSubscription | undefined;
+  /** True once something was pushed for this subscription (the initial send is then skipped). */
+  started: boolean;
+}
+
+/** Per-stream state common to SotW and Delta. */
+abstract class StreamBase {
+  readonly subs = new Map<string, Sub>();
+  caller: Caller | undefined;
+  nodeId: string | undefined;
+  closed = false;
+  lastNonce: string | undefined;
+  private chain: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly svc: SdsService,
+    readonly method: Method,
+    readonly call: grpc.ServerDuplexStream<unknown, Buffer>,
+  ) {}
+
+  /** Requests are handled strictly in order; handlers never await issuance, only authentication. */
+  enqueue(fn: () => Promise<void> | void): void {
+    this.chain = this.chain.then(async () => {
+      if (this.closed) return;
+      try {
+        await fn();
+      } catch (e) {
+        this.fail(e);
+      }
+    });
+  }
+
+  log(): Logger {
+    return this.svc.log.child({ method: this.method, caller: this.caller?.spiffeId, node: this.nodeId });
+  }
+
+  /** Ends the call with the error's status (once) and releases everything. */
+  fail(e: unknown): void {
+    if (this.closed) return;
+    const st = toGrpcStatus(e);
+    this.svc.m.streamErrors.inc({ method: this.method, code: String(st.code) });
+    const lvl = e instanceof CaError && e.code !== 'INTERNAL' ? 'info' : 'error';
+    this.log()[lvl]({ code: st.code, err: errorMessage(e), detail: e instanceof CaError ? e.detail : undefined }, 'sds stream ended with error');
+    this.release();
+    try {
+      this.call.emit('error', toServiceError(e));
+    } catch {
+      /* the call is already gone */
+    }
+  }
+
+  /** Idempotent cleanup: cancels every subscription and unregisters the stream. */
+  release(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const s of this.subs.values()) s.cert?.close();
+    this.subs.clear();
+    this.svc.unregister(this);
+  }
+
+  /** Handles the node of the first request. */
+  takeNode(node: { id?: string } | null | undefined): void {
+    if (this.nodeId !== undefined) return;
+    const id = node?.id ?? '';
+    if (id === '') throw invalidArgument('the first request of an SDS stream must carry node.id (Envoy sets node.id and node.cluster)');
+    this.nodeId = id;
+  }
+
+  checkType(typeUrl: string): void {
+    if (typeUrl !== SECRET_TYPE_URL) {
+      throw invalidArgument(`type_url ${JSON.stringify(typeUrl)} is not served here: SecretDiscoveryService serves only ${SECRET_TYPE_URL}`);
+    }
+  }
+
+  /** Subscribes a resolved name and sends it once its content is ready. */
+  addSub(target: Target, sentVersion: string | undefined): void {
+    const sub: Sub = { target, sentVersion, last: undefined, cert: undefined, started: false };
+    this.subs.set(target.name, sub);
+    if (target.kind !== 'cert') {
+      this.push(sub, this.svc.bundleSecret(target), 'subscription', sentVersion === undefined);
+      return;
+    }
+    sub.cert = this.svc.cache.subscribe(this.nodeId!, target.spiffeId, (svid, reason) => {
+      if (this.subs.get(target.name) !== sub) return;
+      this.push(sub, this.svc.certSecret(target.name, svid), reason, false);
+    });
+    sub.cert.current.then(
+      (svid) => {
+        if (this.subs.get(target.name) !== sub || sub.started) return;
+        this.push(sub, this.svc.certSecret(target.name, svid), 'subscription', sentVersion === undefined);
+      },
+      (e: unknown) => {
+        if (this.subs.get(target.name) === sub) this.fail(e);
+      },
+    );
+  }
+
+  removeSub(name: string): void {
+    const s = this.subs.get(name);
+    if (!s) return;
+    s.cert?.close();
+    this.subs.delete(name);
+  }
+
+  /** Sends `enc` for `sub` unless the same content was already sent and `force` is false. */
+  push(sub: Sub, enc: EncodedSecret, reason: PushReason, force: boolean): void {
+    if (this.closed) return;
+    sub.started = true;
+    sub.last = enc;
+    if (!force && sub.sentVersion === enc.version) return;
+    sub.sentVersion = enc.version;
+    this.write(enc);
+    this.svc.m.pushes.inc({ reason });
+    this.svc.m.secretsPushed.inc({ type: enc.kind });
+  }
+
+  abstract write(enc: EncodedSecret): void;
+}
+
+class SotwStream extends StreamBase {
+  /** False until a request named a resource: until then an empty list is the legacy wildcard. */
+  private everNamed = false;
+
+  write(enc: EncodedSecret): void {
+    const nonce = this.svc.nextNonce();
+    this.lastNonce = nonce;
+    this.call.write(encodeDiscoveryResponse(this.svc.nextVersion(), [sotwResourceField(enc.any)], nonce));
+  }
+
+  async handle(req: SotwRequest): Promise<void> {
+    this.svc.m.requests.inc({ method: this.method });
+    this.checkType(req.type_url);
+    this.takeNode(req.node);
+    const nonce = req.response_nonce;
+    if (nonce !== '' && nonce !== this.lastNonce) {
+      this.log().debug({ nonce, latest: this.lastNonce }, 'sds: ignoring request with a stale nonce');
+      return;
+    }
+    if (req.error_detail) this.svc.nack(this, req.error_detail, req.version_info, nonce);
+    const names = req.resource_names;
+    let wildcard = names.includes(WILDCARD);
+    if (names.length === 0 && !this.everNamed) wildcard = true;
+    if (names.length > 0) this.everNamed = true;
+    const desired = new Set(names.filter((n) => n !== WILDCARD));
+    if (wildcard) for (const n of WILDCARD_NAMES) desired.add(n);
+    const added = [...desired].filter((n) => !this.subs.has(n));
+    // Resolve (and authorise) before changing anything: a bad name ends the stream, nothing is half-applied.
+    const targets = resolveNames(added, this.caller!, this.svc.nameContext);
+    for (const name of [...this.subs.keys()]) if (!desired.has(name)) this.removeSub(name);
+    for (const t of targets) this.addSub(t, undefined);
+  }
+}
+
+class DeltaStream extends StreamBase {
+  private first = true;
+  private wildcard = false;
+  private readonly explicit = new Set<string>();
+
+  write(enc: EncodedSecret): void {
+    const nonce = this.svc.nextNonce();
+    this.lastNonce = nonce;
+    this.call.write(encodeDeltaResponse(this.svc.nextVersion(), [deltaResourceField(enc.name, enc.version, enc.any)], [], nonce));
+  }
+
+  private writeRemoved(names: string[]): void {
+    const nonce = this.svc.nextNonce();
+    this.lastNonce = nonce;
+    this.call.write(encodeDeltaResponse(this.svc.nextVersion(), [], names, nonce));
+  }
+
+  async handle(req: DeltaRequest): Promise<void> {
+    this.svc.m.requests.inc({ method: this.method });
+    this.checkType(req.type_url);
+    this.takeNode(req.node);
+    const first = this.first;
+    this.first = false;
+    // A request with a nonce is an ACK or (with error_detail) a NACK; subscription changes apply even if stale.
+    if (req.error_detail) this.svc.nack(this, req.error_detail, '', req.response_nonce);
+    const subscribe = req.resource_names_subscribe;
+    const unsubscribe = req.resource_names_unsubscribe;
+    if (first && subscribe.length === 0) this.wildcard = true; // legacy wildcard
+    const resend = new Set<string>();
+    const removedOut: string[] = [];
+    for (const n of unsubscribe) {
+      if (n === WILDCARD) {
+        this.wildcard = false;
+        continue;
+      }
+      if (!this.explicit.delete(n)) continue; // unknown name: ignored
+      if (this.wildcard) {
+        if (WILDCARD_NAMES.includes(n)) resend.add(n);
+        else removedOut.push(n);
+      }
+    }
+    for (const n of subscribe) {
+      if (n === WILDCARD) this.wildcard = true;
+      else this.explicit.add(n);
+    }
+    const desired = new Set(this.explicit);
+    if (this.wildcard) for (const n of WILDCARD_NAMES) desired.add(n);
+    const added = [...desired].filter((n) => !this.subs.has(n));
+    const targets = resolveNames(added, this.caller!, this.svc.nameContext);
+    for (const name of [...this.subs.keys()]) if (!desired.has(name)) this.removeSub(name);
+    const initial = first ? req.initial_resource_versions : {};
+    for (const t of targets) this.addSub(t, initial[t.name] !== undefined && initial[t.name] !== '' ? initial[t.name] : undefined);
+    // Names subscribed again (already live) are answered again with their current content.
+    for (const n of subscribe) if (n !== WILDCARD && !added.includes(n)) resend.add(n);
+    for (const n of resend) {
+      const s = this.subs.get(n);
+      if (s?.last) this.push(s, s.last, 'subscription', true);
+    }
+    if (removedOut.length > 0) this.writeRemoved(removedOut);
+  }
+}
+
+interface RpcStatus {
+  code: number;
+  message: string;
+}
+interface SotwRequest {
+  version_info: string;
+  node: { id?: string } | null;
+  resource_names: string[];
+  type_url: string;
+  response_nonce: string;
+  error_detail: RpcStatus | null;
+}
+interface DeltaRequest {
+  node: { id?: string } | null;
+  type_url: string;
+  resource_names_subscribe: string[];
+  resource_names_unsubscribe: string[];
+  initial_resource_versions: Record<string, string>;
+  response_nonce: string;
+  error_detail: RpcStatus | null;
+}
+
+export class SdsService {
+  readonly protos: SdsProtos;
+  readonly m: SdsMetrics;
+  readonly cache: SvidCache;
+  readonly log: Logger;
+  readonly nameContext;
+  private readonly streams = new Set<StreamBase>();
+  private readonly bundleCache = new Map<string, { key: string; enc: EncodedSecret }>();
+  private readonly unsubscribe: Array<() => void> = [];
+  private readonly noncePrefix = randomBytes(4).toString('hex');
+  private readonly versionPrefix: string;
+  private nonceCounter = 0;
+  private versionCounter = 0;
+
+  constructor(private readonly opts: SdsServiceOptions) {
+    this.protos = loadSdsProtos();
+    this.cache = opts.cache;
+    this.log = opts.log;
+    this.versionPrefix = opts.clock.nowMs().toString(36);
+    this.nameContext = { trustDomain: opts.authority.trustDomain, bundles: opts.bundles, authorizer: opts.authorizer };
+    this.m = createSdsMetrics(opts.metrics, () => opts.cache.nearestExpiry(), () => opts.clock.nowMs());
+    // Ordering contract: on a bundle change validation contexts go out (synchronously) before any leaf is re-issued.
+    this.unsubscribe.push(
+      opts.authority.onEvent((ev: AuthorityEvent) => {
+        try {
+          if (ev.type === 'bundle') this.pushBundles();
+          opts.cache.handleAuthorityEvent(ev);
+        } catch (e) {
+          this.log.error({ err: errorMessage(e), event: ev.type }, 'sds: handling an authority event failed');
+        }
+      }),
+    );
+    this.unsubscribe.push(opts.bundles.onChange(() => this.pushBundles()));
+  }
+
+  get definition(): grpc.ServiceDefinition {
+    return this.protos.service;
+  }
+
+  /** Handlers for server.addService(definition, implementation()). */
+  implementation(): grpc.UntypedServiceImplementation {
+    return {
+      StreamSecrets: (call: grpc.ServerDuplexStream<unknown, Buffer>) => this.openStream(new SotwStream(this, 'StreamSecrets', call)),
+      DeltaSecrets: (call: grpc.ServerDuplexStream<unknown, Buffer>) => this.openStream(new DeltaStream(this, 'DeltaSecrets', call)),
+      FetchSecrets: (call: grpc.ServerUnaryCall<SotwRequest, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+        this.fetch(call, cb).catch((e: unknown) => cb(toServiceError(e) as grpc.ServiceError));
+      },
+    };
+  }
+
+  /** Open SotW + Delta streams. */
+  openStreams(): number {
+    return this.streams.size;
+  }
+
+  /** Stops listening to the authority and bundles; open calls are ended by the server's shutdown. */
+  close(): void {
+    for (const u of this.unsubscribe.splice(0)) u();
+    for (const s of [...this.streams]) s.release();
+  }
+
+  nextNonce(): string {
+    return this.noncePrefix + (++this.nonceCounter).toString(36);
+  }
+
+  nextVersion(): string {
+    return `${this.versionPrefix}-${(++this.versionCounter).toString(36)}`;
+  }
+
+  unregister(s: StreamBase): void {
+    if (this.streams.delete(s)) this.m.streamsOpen.dec({ method: s.method });
+  }
+
+  nack(s: StreamBase, status: RpcStatus, version: string, nonce: string): void {
+    this.m.nacks.inc({ method: s.method });
+    s.log().warn({ nonce, version, code: status.code, reason: status.message?.slice(0, 1000) }, 'sds: client NACKed a response');
+  }
+
+  certSecret(name: string, svid: IssuedSvid): EncodedSecret {
+    return tlsCertificateSecret(this.protos, name, svid);
+  }
+
+  /** Encoded validation context for a bundle target, cached per name and bundle sequence(s). */
+  bundleSecret(target: Target): EncodedSecret {
+    if (target.kind === 'cert') throw new Error('sds: bundleSecret called for a certificate');
+    let key: string;
+    let make: () => EncodedSecret;
+    if (target.kind === 'all') {
+      const all = this.opts.bundles.all();
+      key = all.map((b) => `${b.trustDomain}#${b.sequence}#${b.pem.length}`).join(',');
+      make = () => spiffeValidatorSecret(this.protos, target.name, all);
+    } else {
+      const b = this.domainBundle(target.trustDomain);
+      key = `${b.sequence}#${b.pem.length}`;
+      make = () => trustedCaSecret(this.protos, target.name, b);
+    }
+    const hit = this.bundleCache.get(target.name);
+    if (hit && hit.key === key) return hit.enc;
+    const enc = make();
+    this.bundleCache.set(target.name, { key, enc });
+    return enc;
+  }
+
+  private domainBundle(td: string): DomainBundle {
+    const own = this.opts.bundles.own();
+    if (own.trustDomain === td) return own;
+    const b = this.opts.bundles.all().find((x) => x.trustDomain === td);
+    if (!b) throw new CaError('NOT_FOUND', `trust domain ${td} has no bundle any more`);
+    return b;
+  }
+
+  /** Pushes every bundle-type subscription whose content changed. Synchronous. */
+  pushBundles(): void {
+    for (const s of this.streams) {
+      for (const sub of s.subs.values()) {
+        if (sub.target.kind === 'cert' || !sub.started) continue;
+        try {
+          s.push(sub, this.bundleSecret(sub.target), 'bundle', false);
+        } catch (e) {
+          s.fail(e);
+          break;
+        }
+      }
+    }
+  }
+
+  private openStream(s: SotwStream | DeltaStream): void {
+    const call = s.call;
+    this.streams.add(s);
+    this.m.streamsOpen.inc({ method: s.method });
+    call.on('error', () => s.release());
+    call.on('cancelled', () => s.release());
+    call.on('close', () => s.release());
+    call.on('end', () => {
+      // The client half-closed: finish the call with OK.
+      s.release();
+      try {
+        call.end();
+      } catch {
+        /* already ended */
+      }
+    });
+    s.enqueue(async () => {
+      s.caller = await this.opts.authenticate(call);
+    });
+    call.on('data', (req: SotwRequest & DeltaRequest) => {
+      s.enqueue(() => (s instanceof SotwStream ? s.handle(req) : (s as DeltaStream).handle(req)));
+    });
+  }
+
+  private async fetch(call: grpc.ServerUnaryCall<SotwRequest, Buffer>, cb: grpc.sendUnaryData<Buffer>): Promise<void> {
+    const method: Method = 'FetchSecrets';
+    this.m.requests.inc({ method });
+    try {
+      const caller = await this.opts.authenticate(call);
+      const req = call.request;
+      if (req.type_url !== SECRET_TYPE_URL) {
+        throw invalidArgument(`type_url ${JSON.stringify(req.type_url)} is not served here: SecretDiscoveryService serves only ${SECRET_TYPE_URL}`);
+      }
+      const names = req.resource_names.length === 0 ? [...WILDCARD_NAMES] : [...new Set(req.resource_names.filter((n) => n !== WILDCARD))];
+      if (req.resource_names.includes(WILDCARD)) for (const n of WILDCARD_NAMES) if (!names.includes(n)) names.push(n);
+      const targets = resolveNames(names, caller, this.nameContext);
+      const nodeId = req.node?.id ?? '';
+      if (nodeId === '' && targets.some((t) => t.kind === 'cert')) {
+        throw invalidArgument('FetchSecrets for a certificate needs node.id (keys are per SDS client node)');
+      }
+      const encs = await Promise.all(
+        targets.map(async (t) => {
+          if (t.kind !== 'cert') return this.bundleSecret(t);
+          const sub = this.cache.subscribe(nodeId, t.spiffeId, () => undefined);
+          try {
+            return this.certSecret(t.name, await sub.current);
+          } finally {
+            sub.close();
+          }
+        }),
+      );
+      for (const e of encs) this.m.secretsPushed.inc({ type: e.kind });
+      this.m.pushes.inc({ reason: 'subscription' }, encs.length);
+      cb(null, encodeDiscoveryResponse(this.nextVersion(), encs.map((e) => sotwResourceField(e.any)), this.nextNonce()));
+    } catch (e) {
+      const st = toGrpcStatus(e);
+      this.m.streamErrors.inc({ method, code: String(st.code) });
+      this.log.info({ method, code: st.code, err: errorMessage(e) }, 'sds fetch failed');
+      cb(toServiceError(e) as grpc.ServiceError);
+    }
+  }
+}
