@@ -109,7 +109,7 @@ export async function issueOne(deps: ControllerServiceDeps, audit: AuditLog, cal
   const keyType = KEY_TYPES[keyName];
   if (csr && keyType !== undefined) throw invalidArgument('key_type applies only when meshca generates the key (no CSR)');
   const reqDns = req.dns_names ?? [];
-  let dnsNames = reqDns;
+  let dnsNames: readonly string[] = reqDns;
   if (csr && csr.dnsNames.length > 0) {
     if (reqDns.length === 0) dnsNames = csr.dnsNames;
     else if (!sameSet(reqDns, csr.dnsNames)) {

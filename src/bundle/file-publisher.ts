@@ -1,0 +1,63 @@
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { writeFileAtomic } from '../store/file-store.js';
+import { errorMessage } from '../util/errors.js';
+import type { BundleFilesConfig } from './config.js';
+import { bundleToJwks } from './jwks.js';
+import { counter } from './metrics.js';
+import type { BundleRegistry, RegisteredBundle } from './registry.js';
+
+export interface FilePublisherDeps {
+  readonly registry: BundleRegistry;
+  readonly log: Logger;
+  readonly metrics?: Registry;
+}
+
+export interface FilePublisher {
+  /** Resolves when every write queued so far has finished (tests, shutdown). */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+function render(b: RegisteredBundle, format: 'pem' | 'jwks'): string {
+  if (format === 'pem') return b.pem;
+  return `${JSON.stringify(bundleToJwks({ trustDomain: b.trustDomain, rootsDer: b.rootsDer, pem: b.pem, sequence: b.sequence }, b.refreshHintSeconds))}\n`;
+}
+
+/**
+ * Writes our own trust bundle to every bundle.files[].path now and after every change, atomically (temp file +
+ * rename, mode 0644: trust anchors are public), for tools that read CA files. Writes are serialised so an older
+ * bundle never overwrites a newer one. A failed write is logged, counted (meshca_bundle_file_write_errors_total)
+ * and retried at the next change; it never stops the server. start: the first writes are awaited and their errors
+ * thrown, so a wrong path fails `serve` at startup.
+ */
+export async function startFilePublisher(cfg: BundleFilesConfig, deps: FilePublisherDeps): Promise<FilePublisher> {
+  const log = deps.log.child({ component: 'bundle-files' });
+  const errors = counter(deps.metrics, 'meshca_bundle_file_write_errors_total', 'Failed writes of bundle.files', ['path']);
+  let chain: Promise<void> = Promise.resolve();
+  const writeAll = async (b: RegisteredBundle, throwErrors: boolean): Promise<void> => {
+    for (const f of cfg.files) {
+      try {
+        await writeFileAtomic(f.path, render(b, f.format), 0o644);
+        log.debug({ path: f.path, sequence: b.sequence }, 'bundle file written');
+      } catch (e) {
+        errors.inc({ path: f.path });
+        log.error({ path: f.path, err: errorMessage(e) }, 'cannot write bundle file');
+        if (throwErrors) throw e;
+      }
+    }
+  };
+  await writeAll(deps.registry.own(), true);
+  const unsub = deps.registry.onChange((c) => {
+    if (c.trustDomain !== deps.registry.ownTrustDomain || !c.bundle) return;
+    const b = c.bundle;
+    chain = chain.then(() => writeAll(b, false));
+  });
+  return {
+    flush: () => chain,
+    close: async () => {
+      unsub();
+      await chain;
+    },
+  };
+}
