@@ -1,0 +1,482 @@
+import 'reflect-metadata';
+import { X509Certificate } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
+import * as x509 from '@peculiar/x509';
+import nodeVault from 'node-vault';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { AuthorityBackend, BackendContext, BackendHealth, IntermediateRequest, LeafRequest, UpstreamChain } from '../types.js';
+import { CaError, invalidArgument } from '../../src/util/errors.js';
+import { TokenManager, type FileReader } from './auth.js';
+import { certsFrom, isSelfSigned, issuedBy, pathToRoot, sha256Hex, uriSans } from './chain.js';
+import type { VaultConfig } from './config.js';
+import { clockSleep, DEFAULT_RETRY, isRetryable, toVaultFailure, unavailableReason, VaultCallError, withRetry, type RetryPolicy, type VaultFailure } from './retry.js';
+
+/** Tuning that is not operator config: tests shrink delays, the factory uses the defaults. */
+export interface VaultBackendOptions {
+  readonly retry?: Partial<RetryPolicy>;
+  /** Per-request timeout, ms. Default 10000. */
+  readonly requestTimeoutMs?: number;
+  /** Backoff sleep; default sleeps on ctx.clock's timers. */
+  readonly sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  readonly random?: () => number;
+  readonly files?: FileReader;
+  /** Fraction of a token's lease after which it is renewed. Default 0.8. */
+  readonly renewFraction?: number;
+  /** How long fetched trust anchors are reused before asking Vault again, ms. Default 60000. */
+  readonly anchorsCacheMs?: number;
+}
+
+const ANCHORS_KEY = 'vault-trust-anchors';
+
+const defaultFiles: FileReader = {
+  async read(path) {
+    const [text, st] = await Promise.all([readFile(path, 'utf8'), stat(path)]);
+    return { text, stamp: `${st.mtimeMs}:${st.size}:${st.ino}` };
+  },
+  async stamp(path) {
+    const st = await stat(path);
+    return `${st.mtimeMs}:${st.size}:${st.ino}`;
+  },
+};
+
+interface Metrics {
+  requests: Counter<'path_class' | 'status'>;
+  renewals: Counter<'result'>;
+  logins: Counter<'method' | 'result'>;
+  up: Gauge;
+}
+
+function metric<T>(registry: Registry, name: string, make: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? make();
+}
+
+function makeMetrics(registry: Registry): Metrics {
+  return {
+    requests: metric(registry, 'meshca_vault_requests_total', () =>
+      new Counter({ name: 'meshca_vault_requests_total', help: 'Vault HTTP requests by path class and status (or timeout/connection/tls)', labelNames: ['path_class', 'status'], registers: [registry] }),
+    ),
+    renewals: metric(registry, 'meshca_vault_token_renewals_total', () =>
+      new Counter({ name: 'meshca_vault_token_renewals_total', help: 'Vault token renewals by result (ok, failed, relogin)', labelNames: ['result'], registers: [registry] }),
+    ),
+    logins: metric(registry, 'meshca_vault_logins_total', () =>
+      new Counter({ name: 'meshca_vault_logins_total', help: 'Vault logins by auth method and result', labelNames: ['method', 'result'], registers: [registry] }),
+    ),
+    up: metric(registry, 'meshca_vault_up', () => new Gauge({ name: 'meshca_vault_up', help: '1 while the last Vault call succeeded, 0 while Vault is unavailable', registers: [registry] })),
+  };
+}
+
+function statusLabel(f: VaultFailure): string {
+  return f.kind === 'http' ? String(f.status) : f.kind;
+}
+
+/**
+ * The Vault PKI backend. mode "intermediate": mintIntermediate sends meshca's CA CSR to
+ * <pkiMount>/root/sign-intermediate. mode "leaf": signLeaf sends each leaf CSR to <pkiMount>/sign/<role>.
+ * Every call goes through one path: token from TokenManager → retry with backoff for transient failures → on 403
+ * one re-login and retry → CaError with Vault's text, prefixed "vault: ", secrets scrubbed.
+ */
+export class VaultBackend implements AuthorityBackend {
+  readonly name = 'vault';
+  readonly mode: 'intermediate' | 'leaf';
+  private client!: nodeVault.client;
+  private tokens!: TokenManager;
+  private readonly m: Metrics;
+  private readonly policy: RetryPolicy;
+  private readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
+  private state: BackendHealth = { ok: true };
+  private anchors: { roots: Buffer[]; fetchedAtMs: number } | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly cfg: VaultConfig,
+    private readonly ctx: BackendContext,
+    private readonly opts: VaultBackendOptions = {},
+  ) {
+    this.mode = cfg.mode;
+    this.m = makeMetrics(ctx.metrics);
+    this.policy = { ...DEFAULT_RETRY, ...opts.retry };
+    this.sleep = opts.sleep ?? clockSleep(ctx.clock);
+  }
+
+  async init(): Promise<void> {
+    this.client = await this.makeClient();
+    this.tokens = new TokenManager({
+      auth: this.cfg.auth,
+      client: this.client,
+      clock: this.ctx.clock,
+      log: this.ctx.log,
+      files: this.opts.files ?? defaultFiles,
+      retry: (pathClass, fn) => this.vaultCall(pathClass, fn),
+      toCaError: (e, context) => this.toCaError(e, context),
+      onLogin: (method, ok) => this.m.logins.inc({ method, result: ok ? 'ok' : 'failed' }),
+      onRenew: (result) => this.m.renewals.inc({ result }),
+      ...(this.opts.renewFraction !== undefined ? { renewFraction: this.opts.renewFraction } : {}),
+    });
+    await this.loadStoredAnchors();
+    try {
+      await this.tokens.token();
+    } catch (e) {
+      const err = e instanceof CaError ? e : this.toCaError(e, 'login');
+      this.degrade(err.message);
+      // Vault being down must not stop meshca from serving what it holds; bad credentials or files must.
+      if (!err.retryable) throw err;
+      this.ctx.log.warn({ reason: err.message }, 'vault unavailable at start; will log in on first use');
+      return;
+    }
+    try {
+      await this.fetchAnchors();
+    } catch (e) {
+      const err = e instanceof CaError ? e : this.toCaError(e, `${this.cfg.pkiMount}/cert/ca_chain`);
+      if (!err.retryable) throw err;
+      this.ctx.log.warn({ reason: err.message }, 'vault trust anchors unavailable at start');
+    }
+    this.ctx.log.info({ address: this.cfg.address, mode: this.mode, pkiMount: this.cfg.pkiMount, namespace: this.cfg.namespace || undefined, auth: this.cfg.auth.method }, 'vault backend ready');
+  }
+
+  health(): BackendHealth {
+    return this.state;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.tokens?.stop();
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+
+  async mintIntermediate(req: IntermediateRequest): Promise<UpstreamChain> {
+    if (this.mode !== 'intermediate') throw new CaError('FAILED_PRECONDITION', 'vault: mintIntermediate called in leaf mode');
+    const td = this.ctx.trustDomain;
+    const ttl = Math.ceil(req.ttlSeconds > 0 ? req.ttlSeconds : this.cfg.intermediateTtl);
+    const path = `${this.cfg.pkiMount}/root/sign-intermediate`;
+    const body = {
+      csr: req.csrPem,
+      common_name: csrCommonName(req.csrDer) || `meshca ${td}`,
+      uri_sans: `spiffe://${td}`,
+      ttl: `${ttl}s`,
+      format: 'pem_bundle',
+    };
+    const res = await this.authed('sign-intermediate', path, (headers) => this.client.write(path, body, { headers }), req.signal);
+    this.logWarnings(path, res);
+    const data = (res?.data ?? {}) as Record<string, unknown>;
+    const all = certsFrom(data.certificate);
+    const ours = all[0];
+    if (!ours) throw new CaError('INTERNAL', `vault: ${path} returned no certificate`);
+    if (!ours.publicKey.equals(req.publicKey)) throw new CaError('INTERNAL', `vault: ${path} returned a certificate for a different public key than meshca's CSR`);
+    if (!ours.ca) throw new CaError('INTERNAL', `vault: ${path} returned a certificate that is not a CA (basicConstraints CA:false)`);
+    const out = await this.assemble(ours, [...all.slice(1), ...certsFrom(data.ca_chain, data.issuing_ca)], path);
+    const notAfter = new Date(ours.validTo).getTime();
+    const wanted = this.ctx.clock.nowMs() + ttl * 1000;
+    if (notAfter < wanted - 60_000) {
+      this.ctx.log.warn({ requestedTtlSeconds: ttl, notAfter: new Date(notAfter).toISOString() }, 'vault shortened meshca\'s signing CA (truncated to its issuer or the mount max TTL)');
+    }
+    this.ctx.log.info({ serial: ours.serialNumber, notAfter: new Date(notAfter).toISOString(), chainLength: out.chain.length }, 'vault signed meshca signing CA');
+    return out;
+  }
+
+  async signLeaf(req: LeafRequest): Promise<UpstreamChain> {
+    if (this.mode !== 'leaf') throw new CaError('FAILED_PRECONDITION', 'vault: signLeaf called in intermediate mode');
+    const role = this.cfg.role;
+    const path = `${this.cfg.pkiMount}/sign/${role}`;
+    // common_name is omitted: SVIDs carry no CN, so the role needs require_cn=false (README).
+    const body: Record<string, unknown> = {
+      csr: req.csrPem,
+      uri_sans: req.spiffeId,
+      ttl: `${Math.ceil(req.ttlSeconds)}s`,
+      format: 'pem',
+    };
+    if (req.dnsNames.length) body.alt_names = req.dnsNames.join(',');
+    let res: { data?: Record<string, unknown> };
+    try {
+      res = await this.authed('sign', path, (headers) => this.client.write(path, body, { headers }), req.signal);
+    } catch (e) {
+      if (e instanceof CaError && e.code === 'INVALID_ARGUMENT') {
+        const text = e.message.replace(/^vault: [^:]+: /, '');
+        if (/URI Subject Alternative Name/i.test(text)) {
+          throw invalidArgument(`vault: role ${role} does not allow URI SAN ${req.spiffeId} (Vault: ${text}); add it to the role's allowed_uri_sans`);
+        }
+        throw invalidArgument(`vault: ${path} refused ${req.spiffeId}: ${text}`);
+      }
+      throw e;
+    }
+    this.logWarnings(path, res);
+    const data = res?.data ?? {};
+    const leaf = certsFrom(data.certificate)[0];
+    if (!leaf) throw new CaError('INTERNAL', `vault: ${path} returned no certificate for ${req.spiffeId}`);
+    if (!leaf.publicKey.equals(req.publicKey)) throw new CaError('INTERNAL', `vault: ${path} returned a certificate for a different public key than the CSR for ${req.spiffeId}`);
+    const uris = uriSans(leaf);
+    if (uris.length !== 1 || uris[0] !== req.spiffeId) {
+      throw new CaError('INTERNAL', `vault: ${path} returned URI SANs [${uris.join(', ')}] instead of exactly ${req.spiffeId}; check the role's use_csr_sans`);
+    }
+    if (leaf.ca) throw new CaError('INTERNAL', `vault: ${path} returned a CA certificate for ${req.spiffeId}`);
+    if (new Date(leaf.validTo).getTime() <= this.ctx.clock.nowMs()) throw new CaError('INTERNAL', `vault: ${path} returned an already expired certificate for ${req.spiffeId}`);
+    return this.assemble(leaf, certsFrom(data.ca_chain, data.issuing_ca), path);
+  }
+
+  async trustAnchors(): Promise<Buffer[]> {
+    const maxAge = this.opts.anchorsCacheMs ?? 60_000;
+    if (this.anchors && this.ctx.clock.nowMs() - this.anchors.fetchedAtMs < maxAge) return this.anchors.roots;
+    try {
+      return await this.fetchAnchors();
+    } catch (e) {
+      const err = e instanceof CaError ? e : this.toCaError(e, 'trust anchors');
+      if (this.anchors && err.retryable) {
+        this.ctx.log.warn({ reason: err.message }, 'vault trust anchors unavailable; using the last known ones');
+        return this.anchors.roots;
+      }
+      throw err;
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+
+  /** Orders the chain, finds the root (from the response, else the mount's ca_chain), checks the pin. */
+  private async assemble(cert: X509Certificate, pool: X509Certificate[], path: string): Promise<UpstreamChain> {
+    const others = pool.filter((c) => !c.raw.equals(cert.raw));
+    let { intermediates, root } = pathToRoot(cert, others);
+    if (!root) {
+      // remove_roots_from_chain or an old Vault: complete the path with the mount's published anchors.
+      const anchors = (await this.trustAnchors()).map((d) => new X509Certificate(d));
+      const top = intermediates[intermediates.length - 1] ?? cert;
+      root = anchors.find((a) => issuedBy(top, a));
+      if (!root) throw new CaError('INTERNAL', `vault: the chain returned by ${path} does not lead to a self-signed root (neither in the response nor in ${this.cfg.pkiMount}/cert/ca_chain)`);
+    }
+    this.checkPin([root.raw], path);
+    await this.rememberAnchors([root.raw], false);
+    return { chain: [cert.raw, ...intermediates.map((c) => c.raw)], roots: [root.raw] };
+  }
+
+  private checkPin(roots: Buffer[], where: string): void {
+    const pin = this.cfg.rootFingerprint;
+    if (!pin) return;
+    if (!roots.some((r) => sha256Hex(r) === pin)) {
+      throw new CaError(
+        'FAILED_PRECONDITION',
+        `vault: root certificate from ${where} has SHA-256 fingerprint ${roots.map(sha256Hex).join(', ')}, which does not match authority.vault.rootFingerprint ${pin}`,
+        { retryable: false },
+      );
+    }
+  }
+
+  private async fetchAnchors(): Promise<Buffer[]> {
+    const path = `${this.cfg.pkiMount}/cert/ca_chain`;
+    const res = await this.authed('ca_chain', path, (headers) => this.client.read(path, { headers }));
+    const data = (res?.data ?? {}) as Record<string, unknown>;
+    let certs = certsFrom(data.certificate, data.ca_chain);
+    let roots = certs.filter(isSelfSigned);
+    if (roots.length === 0) {
+      const ipath = `${this.cfg.pkiMount}/issuer/default/json`;
+      const ires = await this.authed('issuer', ipath, (headers) => this.client.read(ipath, { headers }));
+      const idata = (ires?.data ?? {}) as Record<string, unknown>;
+      certs = certsFrom(idata.certificate, idata.ca_chain);
+      roots = certs.filter(isSelfSigned);
+    }
+    if (roots.length === 0) {
+      throw new CaError('FAILED_PRECONDITION', `vault: ${path} holds no self-signed root; configure the mount's issuer chain (Vault 1.11+ includes the root)`, { retryable: false });
+    }
+    const ders = roots.map((r) => r.raw);
+    this.checkPin(ders, path);
+    const pinned = this.cfg.rootFingerprint ? ders.filter((d) => sha256Hex(d) === this.cfg.rootFingerprint) : ders;
+    await this.rememberAnchors(pinned, true);
+    return pinned;
+  }
+
+  private async rememberAnchors(roots: Buffer[], replace: boolean): Promise<void> {
+    const before = this.anchors?.roots ?? [];
+    const merged = replace ? roots : [...before, ...roots.filter((r) => !before.some((b) => b.equals(r)))];
+    const changed = merged.length !== before.length || merged.some((r, i) => !r.equals(before[i]!));
+    this.anchors = { roots: merged, fetchedAtMs: replace ? this.ctx.clock.nowMs() : (this.anchors?.fetchedAtMs ?? 0) };
+    if (!changed) return;
+    try {
+      const doc = { roots: merged.map((r) => r.toString('base64')) };
+      await this.ctx.store.write(ANCHORS_KEY, Buffer.from(JSON.stringify(doc)));
+    } catch (e) {
+      this.ctx.log.warn({ reason: e instanceof Error ? e.message : String(e) }, 'could not persist vault trust anchors');
+    }
+  }
+
+  private async loadStoredAnchors(): Promise<void> {
+    const raw = await this.ctx.store.read(ANCHORS_KEY);
+    if (!raw) return;
+    try {
+      const doc = JSON.parse(raw.toString('utf8')) as { roots?: unknown };
+      if (!Array.isArray(doc.roots)) throw new Error('no roots array');
+      const roots = doc.roots.map((r) => {
+        const der = Buffer.from(String(r), 'base64');
+        new X509Certificate(der);
+        return der;
+      });
+      this.anchors = { roots, fetchedAtMs: -Infinity };
+    } catch (e) {
+      throw new CaError('FAILED_PRECONDITION', `vault: ${this.ctx.store.location} key ${ANCHORS_KEY} is corrupt (${e instanceof Error ? e.message : String(e)}); delete it to refetch from Vault`);
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+
+  private async makeClient(): Promise<nodeVault.client> {
+    const t = this.cfg.tls;
+    const read = async (file: string, key: string): Promise<string> => {
+      try {
+        return await readFile(file, 'utf8');
+      } catch (e) {
+        throw new CaError('FAILED_PRECONDITION', `vault: cannot read authority.vault.tls.${key} ${file} (${(e as { code?: string }).code ?? 'error'})`);
+      }
+    };
+    const timeout = this.opts.requestTimeoutMs ?? 10_000;
+    const requestOptions: Record<string, unknown> = { timeout };
+    if (t.caFile) requestOptions.ca = await read(t.caFile, 'caFile');
+    if (t.certFile) requestOptions.cert = await read(t.certFile, 'certFile');
+    if (t.keyFile) requestOptions.key = await read(t.keyFile, 'keyFile');
+    if (t.serverName) requestOptions.agentOptions = { servername: t.serverName };
+    const client = nodeVault({
+      endpoint: this.cfg.address,
+      ...(this.cfg.namespace ? { namespace: this.cfg.namespace } : {}),
+      requestOptions,
+      rpDefaults: { timeout, strictSSL: true },
+      noCustomHTTPVerbs: true,
+    } as Parameters<typeof nodeVault>[0]);
+    // node-vault falls back to VAULT_TOKEN / VAULT_NAMESPACE / VAULT_PREFIX; meshca's config is the only source.
+    const c = client as unknown as { token?: string; namespace?: string; pathPrefix: string };
+    c.token = undefined;
+    c.namespace = this.cfg.namespace || undefined;
+    c.pathPrefix = '';
+    return client;
+  }
+
+  /** One HTTP call with retry/backoff and metrics; throws raw → VaultCallError or CaError. */
+  private vaultCall<T>(pathClass: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return withRetry(
+      async () => {
+        if (this.closed) throw new CaError('UNAVAILABLE', 'vault: backend is closed', { retryable: false });
+        try {
+          const r = await fn();
+          this.m.requests.inc({ path_class: pathClass, status: '200' });
+          return r;
+        } catch (e) {
+          if (e instanceof CaError) throw e;
+          const f = toVaultFailure(e);
+          this.m.requests.inc({ path_class: pathClass, status: statusLabel(f) });
+          if (isRetryable(f) || f.kind === 'tls') this.degrade(unavailableReason(f));
+          throw e;
+        }
+      },
+      {
+        policy: this.policy,
+        sleep: this.sleep,
+        ...(this.opts.random ? { random: this.opts.random } : {}),
+        ...(signal ? { signal } : {}),
+        onRetry: (f, attempt, delayMs) =>
+          this.ctx.log.warn({ pathClass, status: statusLabel(f), attempt: attempt + 1, delayMs, reason: this.scrub(f.errors.join('; ')) }, 'vault call failed; retrying'),
+      },
+    );
+  }
+
+  /** An authenticated call: on 403, log in again (or re-read the token) once and retry. */
+  private async authed<T>(pathClass: string, path: string, fn: (headers: Record<string, string>) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    let token: string;
+    try {
+      token = await this.tokens.token();
+    } catch (e) {
+      const err = e instanceof CaError ? e : this.toCaError(e, 'login');
+      this.degrade(err.message);
+      throw err;
+    }
+    try {
+      const r = await this.vaultCall(pathClass, () => fn({ 'X-Vault-Token': token }), signal);
+      this.markUp();
+      return r;
+    } catch (e) {
+      if (e instanceof VaultCallError && e.failure.kind === 'http' && e.failure.status === 403) {
+        let next: string | undefined;
+        try {
+          next = await this.tokens.refresh(token);
+        } catch (le) {
+          const err = le instanceof CaError ? le : this.toCaError(le, 'login');
+          this.degrade(err.message);
+          throw err;
+        }
+        if (next) {
+          this.ctx.log.info({ path }, 'vault refused the token; logged in again, retrying once');
+          try {
+            const r = await this.vaultCall(pathClass, () => fn({ 'X-Vault-Token': next }), signal);
+            this.markUp();
+            return r;
+          } catch (e2) {
+            throw this.toCaError(e2, path);
+          }
+        }
+      }
+      throw this.toCaError(e, path);
+    }
+  }
+
+  /** Turns any failure into a CaError whose message starts with "vault: " and holds no secret. */
+  private toCaError(e: unknown, context: string): CaError {
+    if (e instanceof CaError) return e;
+    if (!(e instanceof VaultCallError)) {
+      const f = toVaultFailure(e);
+      if (f.kind === 'http' || f.kind === 'timeout' || f.kind === 'connection' || f.kind === 'tls') return this.toCaError(new VaultCallError(f, isRetryable(f)), context);
+      return new CaError('INTERNAL', `vault: ${context}: ${this.scrub(e instanceof Error ? e.message : String(e))}`);
+    }
+    const f = e.failure;
+    const text = this.scrub(f.errors.join('; '));
+    if (e.exhausted || isRetryable(f)) {
+      const reason = unavailableReason(f);
+      this.degrade(reason);
+      return new CaError('UNAVAILABLE', `${this.scrub(reason)} (${context}; gave up after ${this.policy.attempts} attempts)`, { retryable: true });
+    }
+    if (f.kind === 'tls') {
+      return new CaError('FAILED_PRECONDITION', `vault: TLS verification of ${this.cfg.address} failed (${text}); check authority.vault.tls.caFile and serverName`, { retryable: false });
+    }
+    const ns = this.cfg.namespace ? ` in namespace "${this.cfg.namespace}"` : '';
+    switch (f.status) {
+      case 400:
+        return new CaError('INVALID_ARGUMENT', `vault: ${context}: ${text || 'bad request'}`, { retryable: false });
+      case 403:
+        return new CaError(
+          'PERMISSION_DENIED',
+          `vault: permission denied for ${context}${ns} (${text || 'permission denied'}); the token's policy must allow this path (see providers/vault/README.md)`,
+          { retryable: false },
+        );
+      case 404:
+        return new CaError('FAILED_PRECONDITION', `vault: ${context} not found${ns} (404${text ? `: ${text}` : ''}); is the PKI mount "${this.cfg.pkiMount}" enabled and the path right?`, {
+          retryable: false,
+        });
+      default:
+        return new CaError('FAILED_PRECONDITION', `vault: ${context} failed with status ${f.status}${text ? `: ${text}` : ''}`, { retryable: false });
+    }
+  }
+
+  private scrub(text: string): string {
+    return this.tokens ? this.tokens.scrub(text) : text;
+  }
+
+  private degrade(reason: string): void {
+    const r = this.scrub(reason.startsWith('vault:') ? reason : `vault: ${reason}`);
+    if (this.state.ok || this.state.reason !== r) this.ctx.log.warn({ reason: r }, 'vault backend degraded');
+    this.state = { ok: false, reason: r };
+    this.m.up.set(0);
+  }
+
+  private markUp(): void {
+    if (!this.state.ok) this.ctx.log.info('vault backend available again');
+    this.state = { ok: true };
+    this.m.up.set(1);
+  }
+
+  private logWarnings(path: string, res: unknown): void {
+    const w = (res as { warnings?: unknown } | undefined)?.warnings;
+    if (Array.isArray(w) && w.length) this.ctx.log.warn({ path, warnings: w.map((x) => this.scrub(String(x))) }, 'vault returned warnings');
+  }
+}
+
+/** CN of a PKCS#10 CSR's subject, or "" (Vault's sign-intermediate otherwise takes none). */
+function csrCommonName(der: Buffer): string {
+  try {
+    const csr = new x509.Pkcs10CertificateRequest(der);
+    return csr.subjectName.getField('CN')[0] ?? '';
+  } catch {
+    return '';
+  }
+}

@@ -1,0 +1,411 @@
+import { describe, it, before, after, beforeEach, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino, type Logger } from 'pino';
+import { Registry } from 'prom-client';
+import { startFakeVault, createTestCsr, type FakeVault } from '../fakes/vault.js';
+import { ManualClock } from '../fakes/clock.js';
+import { VaultBackend, type VaultBackendOptions } from '../../providers/vault/backend.js';
+import { vaultConfigSchema } from '../../providers/vault/config.js';
+import { vaultProvider } from '../../providers/vault/index.js';
+import type { BackendContext } from '../../providers/types.js';
+import type { StateStore } from '../../src/store/types.js';
+import { CaError } from '../../src/util/errors.js';
+
+const TD = 'example.org';
+const ID = `spiffe://${TD}/ns/default/sa/web`;
+
+class MemoryStore implements StateStore {
+  readonly location = 'memory';
+  readonly data = new Map<string, Buffer>();
+  async read(key: string) {
+    return this.data.get(key);
+  }
+  async write(key: string, value: Buffer) {
+    this.data.set(key, Buffer.from(value));
+  }
+  async list() {
+    return [...this.data.keys()];
+  }
+  async withLock<T>(fn: () => Promise<T>) {
+    return fn();
+  }
+}
+
+interface Harness {
+  ctx: BackendContext;
+  logs: () => string;
+  metrics: Registry;
+}
+
+function harness(clock: ManualClock): Harness {
+  let buf = '';
+  const log: Logger = pino({ level: 'debug' }, { write: (s: string) => void (buf += s) });
+  const metrics = new Registry();
+  return { ctx: { trustDomain: TD, clock, log, store: new MemoryStore(), metrics }, logs: () => buf, metrics };
+}
+
+/** Fast retries with real (tiny) sleeps so a ManualClock does not have to drive backoff. */
+const FAST: VaultBackendOptions = { retry: { attempts: 3, baseMs: 1, maxMs: 2 }, sleep: (ms) => new Promise((r) => setTimeout(r, ms)), requestTimeoutMs: 3000 };
+
+function cfg(fake: FakeVault, extra: Record<string, unknown>) {
+  return vaultConfigSchema.parse({ address: fake.url, ...extra });
+}
+
+/** Lets promise chains started by fired timers finish (HTTP round trips to the fake need real time). */
+async function settle(check: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (check()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+function verifyChain(leafDer: Buffer, chain: Buffer[], roots: Buffer[]): void {
+  const certs = [leafDer, ...chain].map((d) => new X509Certificate(d));
+  for (let i = 0; i + 1 < certs.length; i++) {
+    assert.ok(certs[i]!.checkIssued(certs[i + 1]!) && certs[i]!.verify(certs[i + 1]!.publicKey), `cert ${i} issued by cert ${i + 1}`);
+  }
+  const top = certs[certs.length - 1]!;
+  const root = roots.map((r) => new X509Certificate(r)).find((r) => top.checkIssued(r) && top.verify(r.publicKey));
+  assert.ok(root, 'chain ends at a returned root');
+  assert.ok(root.checkIssued(root) && root.verify(root.publicKey), 'root is self-signed');
+}
+
+async function opensslVerify(dir: string, leaf: Buffer, chain: Buffer[], roots: Buffer[]): Promise<void> {
+  const pem = (d: Buffer) => new X509Certificate(d).toString();
+  await writeFile(join(dir, 'root.pem'), roots.map(pem).join(''));
+  await writeFile(join(dir, 'untrusted.pem'), chain.map(pem).join('') || pem(roots[0]!));
+  await writeFile(join(dir, 'leaf.pem'), pem(leaf));
+  const out = execFileSync('openssl', ['verify', '-CAfile', join(dir, 'root.pem'), '-untrusted', join(dir, 'untrusted.pem'), join(dir, 'leaf.pem')], { encoding: 'utf8' });
+  assert.match(out, /OK/);
+}
+
+describe('vault backend against the fake Vault with the real node-vault', { timeout: 30_000 }, () => {
+  let fake: FakeVault;
+  let clock: ManualClock;
+  let dir: string;
+  let backends: VaultBackend[] = [];
+  const track = (b: VaultBackend) => (backends.push(b), b);
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'meshca-vault-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+  beforeEach(async () => {
+    clock = new ManualClock(Date.now());
+    fake = await startFakeVault({ now: () => clock.nowMs(), namespaces: ['team-a'] });
+    await fake.mountPki('pki_int', { parent: 'pki', caTtlSeconds: 5 * 365 * 86400 });
+    fake.setRole('pki_int', 'meshca', {
+      allowed_uri_sans: `spiffe://${TD}/ns/*/sa/*`,
+      require_cn: false,
+      key_type: 'any',
+      basic_constraints_valid_for_non_ca: true,
+      max_ttl: '24h',
+      no_store: true,
+    });
+  });
+  afterEach(async () => {
+    for (const b of backends) await b.close();
+    backends = [];
+    await fake.close();
+  });
+
+  it('intermediate mode: signs meshca\'s CA CSR; the chain verifies to the Vault root (Node and openssl)', async () => {
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { auth: { token: fake.rootToken } }), h.ctx, FAST));
+    await b.init();
+    const csr = await createTestCsr({ ca: true, cn: 'meshca signing CA' });
+    const out = await b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 48 * 3600 });
+    assert.equal(out.chain.length, 1, 'issued directly by the root: chain is just our CA');
+    assert.deepEqual(out.roots.map((r) => new X509Certificate(r).toString().trim()), [fake.rootPem('pki').trim()]);
+    const ca = new X509Certificate(out.chain[0]!);
+    assert.ok(ca.ca);
+    assert.ok(ca.publicKey.equals(csr.publicKey));
+    assert.match(ca.subjectAltName ?? '', new RegExp(`URI:spiffe://${TD}`));
+    assert.ok(Math.abs(new Date(ca.validTo).getTime() - clock.nowMs() - 48 * 3600_000) < 2000);
+    verifyChain(out.chain[0]!, out.chain.slice(1), out.roots);
+    await opensslVerify(dir, out.chain[0]!, out.chain.slice(1), out.roots);
+    const sent = fake.requests.find((r) => r.path === 'pki/root/sign-intermediate')!;
+    assert.deepEqual(Object.keys(sent.body as object).sort(), ['common_name', 'csr', 'format', 'ttl', 'uri_sans']);
+    assert.equal((sent.body as { uri_sans: string }).uri_sans, `spiffe://${TD}`);
+    assert.deepEqual(await b.trustAnchors(), out.roots);
+    assert.equal(b.health().ok, true);
+  });
+
+  it('leaf mode: signs each leaf at <pkiMount>/sign/<role>; chain = leaf + Vault intermediate, roots = Vault root', async () => {
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { mode: 'leaf', pkiMount: 'pki_int', role: 'meshca', auth: { token: fake.rootToken } }), h.ctx, FAST));
+    await b.init();
+    const csr = await createTestCsr({ uris: [ID] });
+    const out = await b.signLeaf({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, spiffeId: ID, dnsNames: [], ttlSeconds: 3600 });
+    assert.equal(out.chain.length, 2);
+    const leaf = new X509Certificate(out.chain[0]!);
+    assert.equal(leaf.subjectAltName, `URI:${ID}`);
+    assert.equal(leaf.ca, false);
+    assert.equal(new X509Certificate(out.chain[1]!).toString().trim(), fake.caPem('pki_int').trim());
+    assert.equal(new X509Certificate(out.roots[0]!).toString().trim(), fake.rootPem('pki').trim());
+    verifyChain(out.chain[0]!, out.chain.slice(1), out.roots);
+    await opensslVerify(dir, out.chain[0]!, out.chain.slice(1), out.roots);
+    const sent = fake.requests.find((r) => r.path === 'pki_int/sign/meshca')!;
+    assert.equal((sent.body as Record<string, unknown>).common_name, undefined, 'no common_name: the role has require_cn=false');
+    assert.equal((sent.body as Record<string, unknown>).ttl, '3600s');
+  });
+
+  it('leaf mode: a role that forbids the SPIFFE ID gives a clear INVALID_ARGUMENT naming it, not retried', async () => {
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { mode: 'leaf', pkiMount: 'pki_int', role: 'meshca', auth: { token: fake.rootToken } }), h.ctx, FAST));
+    await b.init();
+    const bad = `spiffe://${TD}/admin/root`;
+    const csr = await createTestCsr({ uris: [bad] });
+    const before = fake.requests.length;
+    await assert.rejects(b.signLeaf({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, spiffeId: bad, dnsNames: [], ttlSeconds: 3600 }), (e: unknown) => {
+      assert.ok(e instanceof CaError);
+      assert.equal(e.code, 'INVALID_ARGUMENT');
+      assert.equal(e.retryable, false);
+      assert.match(e.message, /^vault: role meshca does not allow URI SAN spiffe:\/\/example\.org\/admin\/root/);
+      assert.match(e.message, /not valid for this role/);
+      return true;
+    });
+    assert.equal(fake.requests.length - before, 1, 'one request, no retries');
+    assert.equal(b.health().ok, true, 'a refused ID does not mark Vault down');
+  });
+
+  it('sealed Vault: retried with backoff, then UNAVAILABLE; health degraded "vault: sealed", ok again after unseal', async () => {
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { auth: { token: fake.rootToken } }), h.ctx, FAST));
+    await b.init();
+    fake.seal();
+    const csr = await createTestCsr({ ca: true });
+    const before = fake.requests.length;
+    await assert.rejects(b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 3600 }), (e: unknown) => {
+      assert.ok(e instanceof CaError);
+      assert.equal(e.code, 'UNAVAILABLE');
+      assert.equal(e.retryable, true);
+      assert.match(e.message, /^vault: sealed/);
+      return true;
+    });
+    assert.equal(fake.requests.length - before, 3, 'three attempts');
+    assert.deepEqual(b.health(), { ok: false, reason: 'vault: sealed' });
+    // Trust anchors keep being served from the last good copy while Vault is down.
+    clock.advance(120_000);
+    assert.equal((await b.trustAnchors()).length, 1);
+    const metrics = await h.metrics.getSingleMetricAsString('meshca_vault_requests_total');
+    assert.match(metrics, /path_class="sign-intermediate",status="503"} 3/);
+    assert.match(await h.metrics.getSingleMetricAsString('meshca_vault_up'), /meshca_vault_up 0/);
+    fake.unseal();
+    await b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 3600 });
+    assert.deepEqual(b.health(), { ok: true });
+  });
+
+  it('transient 500s and 429s are retried and then succeed', async () => {
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { auth: { token: fake.rootToken } }), h.ctx, FAST));
+    await b.init();
+    fake.failNext({ count: 1, status: 500, pathPrefix: 'pki/root' });
+    fake.failNext({ count: 1, status: 429, pathPrefix: 'pki/root' });
+    const csr = await createTestCsr({ ca: true });
+    await b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 3600 });
+    assert.equal(fake.requests.filter((r) => r.path === 'pki/root/sign-intermediate').length, 3);
+  });
+
+  it('a hung Vault times out and counts as unavailable', async () => {
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { auth: { token: fake.rootToken } }), h.ctx, { ...FAST, requestTimeoutMs: 150, retry: { attempts: 2, baseMs: 1, maxMs: 2 } }));
+    await b.init();
+    fake.hangNext(2, 'pki/root');
+    const csr = await createTestCsr({ ca: true });
+    await assert.rejects(b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 3600 }), /vault: request timed out/);
+    assert.equal(b.health().reason, 'vault: request timed out');
+  });
+
+  it('approle auth: logs in, renews at 0.8 of the lease on the clock, logs in again when max TTL caps renewal', async () => {
+    fake.setPolicy('meshca', await readFile(new URL('../../../examples/vault/policy-intermediate.hcl', import.meta.url), 'utf8'));
+    const ar = fake.addAppRole('meshca', { policies: ['meshca'], tokenTtlSeconds: 100, tokenMaxTtlSeconds: 250 });
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { auth: { method: 'approle', roleId: ar.roleId, secretId: ar.secretId } }), h.ctx, FAST));
+    await b.init();
+    const logins = () => fake.requests.filter((r) => r.path === 'auth/approle/login').length;
+    const renewals = () => fake.requests.filter((r) => r.path === 'auth/token/renew-self').length;
+    assert.equal(logins(), 1);
+    clock.advance(79_000);
+    assert.equal(renewals(), 0);
+    clock.advance(2_000);
+    await settle(() => renewals() === 1, 'first renewal');
+    // t=80 renewed for 100s; t=160 renewed but capped by the 250s max TTL (90s); t=232 renewed to 18s, which no
+    // longer extends the lease meaningfully, so at t≈246 meshca logs in again instead of renewing.
+    clock.advance(80_000);
+    await settle(() => renewals() === 2, 'second renewal (capped)');
+    clock.advance(72_000);
+    await settle(() => renewals() === 3, 'third renewal');
+    assert.equal(logins(), 1);
+    clock.advance(15_000);
+    await settle(() => logins() === 2, 're-login once renewal stopped extending the lease');
+    assert.equal(renewals(), 3);
+    const csr = await createTestCsr({ ca: true });
+    await b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 3600 });
+    const m = await h.metrics.getSingleMetricAsString('meshca_vault_logins_total');
+    assert.match(m, /method="approle",result="ok"} 2/);
+    const r = await h.metrics.getSingleMetricAsString('meshca_vault_token_renewals_total');
+    assert.match(r, /result="ok"} 3/);
+    assert.match(r, /result="relogin"} 1/);
+  });
+
+  it('re-login after a 403 for an expired token, then the call is retried once', async () => {
+    fake.setPolicy('meshca', 'path "pki/root/sign-intermediate" { capabilities = ["update"] }');
+    const ar = fake.addAppRole('meshca', { policies: ['meshca'], tokenTtlSeconds: 3600 });
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { auth: { method: 'approle', roleId: ar.roleId, secretId: ar.secretId } }), h.ctx, FAST));
+    await b.init();
+    const first = fake.requests.find((r) => r.path === 'auth/token/lookup-self' || r.path === 'pki/cert/ca_chain')!;
+    const token = first.headers['x-vault-token'] as string;
+    assert.ok(token);
+    fake.expireToken(token);
+    const csr = await createTestCsr({ ca: true });
+    await b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 3600 });
+    const signs = fake.requests.filter((r) => r.path === 'pki/root/sign-intermediate');
+    assert.deepEqual(signs.map((r) => r.status), [403, 200]);
+    assert.notEqual(signs[1]!.headers['x-vault-token'], token);
+    assert.equal(fake.requests.filter((r) => r.path === 'auth/approle/login').length, 2);
+  });
+
+  it('a token policy without the path gives PERMISSION_DENIED (after one re-login attempt)', async () => {
+    fake.setPolicy('leafonly', await readFile(new URL('../../../examples/vault/policy-leaf.hcl', import.meta.url), 'utf8'));
+    const ar = fake.addAppRole('meshca', { policies: ['leafonly'] });
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { auth: { method: 'approle', roleId: ar.roleId, secretId: ar.secretId } }), h.ctx, FAST));
+    await b.init();
+    const csr = await createTestCsr({ ca: true });
+    await assert.rejects(b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 3600 }), (e: unknown) => {
+      assert.ok(e instanceof CaError);
+      assert.equal(e.code, 'PERMISSION_DENIED');
+      assert.match(e.message, /^vault: permission denied for pki\/root\/sign-intermediate/);
+      return true;
+    });
+  });
+
+  it('the example leaf policy allows exactly leaf signing', async () => {
+    fake.setPolicy('leafonly', await readFile(new URL('../../../examples/vault/policy-leaf.hcl', import.meta.url), 'utf8'));
+    const t = fake.createToken({ policies: ['leafonly'] });
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { mode: 'leaf', pkiMount: 'pki_int', role: 'meshca', auth: { token: t } }), h.ctx, FAST));
+    await b.init();
+    const csr = await createTestCsr({ uris: [ID] });
+    await b.signLeaf({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, spiffeId: ID, dnsNames: [], ttlSeconds: 600 });
+  });
+
+  it('kubernetes auth on a custom mount, in a namespace: X-Vault-Namespace is sent on every call', async () => {
+    await fake.mountPki('pki', { namespace: 'team-a' });
+    fake.setPolicy('meshca', 'path "pki/root/sign-intermediate" { capabilities = ["update"] }', 'team-a');
+    fake.addKubernetesRole('meshca', {
+      namespace: 'team-a',
+      mount: 'k8s-prod',
+      jwts: { 'sa-jwt-value-123': { serviceAccountName: 'meshca', serviceAccountNamespace: 'mesh-system' } },
+      boundServiceAccountNames: ['meshca'],
+      boundServiceAccountNamespaces: ['mesh-system'],
+      policies: ['meshca'],
+    });
+    const saFile = join(dir, 'sa-token');
+    await writeFile(saFile, 'sa-jwt-value-123\n');
+    const h = harness(clock);
+    const b = track(
+      new VaultBackend(cfg(fake, { namespace: 'team-a', auth: { method: 'kubernetes', role: 'meshca', mount: 'k8s-prod', serviceAccountTokenFile: saFile } }), h.ctx, FAST),
+    );
+    await b.init();
+    const csr = await createTestCsr({ ca: true });
+    const out = await b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 3600 });
+    assert.equal(new X509Certificate(out.roots[0]!).toString().trim(), fake.rootPem('pki', 'team-a').trim());
+    assert.ok(fake.requests.length > 0);
+    for (const r of fake.requests) assert.equal(r.headers['x-vault-namespace'], 'team-a', `${r.path} carries the namespace`);
+    assert.ok(fake.requests.some((r) => r.path === 'auth/k8s-prod/login' && r.status === 200));
+    assert.ok(!h.logs().includes('sa-jwt-value-123'));
+  });
+
+  it('token file: re-read when it changes', async () => {
+    const t1 = fake.createToken({ policies: ['root'], ttlSeconds: 0 });
+    const t2 = fake.createToken({ policies: ['root'], ttlSeconds: 0 });
+    const file = join(dir, 'vault-token');
+    await writeFile(file, `${t1}\n`);
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { auth: { tokenFile: file } }), h.ctx, FAST));
+    await b.init();
+    await writeFile(file, `${t2}\n`, { flag: 'w' });
+    // mtime granularity: make sure the stamp differs even on coarse filesystems
+    await writeFile(file, `${t2}\n\n`);
+    clock.advance(2000);
+    const csr = await createTestCsr({ ca: true });
+    await b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 3600 });
+    const sign = fake.requests.find((r) => r.path === 'pki/root/sign-intermediate')!;
+    assert.equal(sign.headers['x-vault-token'], t2);
+  });
+
+  it('rootFingerprint: a matching pin passes, a wrong pin is refused at init', async () => {
+    const fp = new X509Certificate(fake.rootPem('pki')).fingerprint256;
+    const ok = track(new VaultBackend(cfg(fake, { rootFingerprint: fp, auth: { token: fake.rootToken } }), harness(clock).ctx, FAST));
+    await ok.init();
+    const bad = track(new VaultBackend(cfg(fake, { rootFingerprint: 'ab'.repeat(32), auth: { token: fake.rootToken } }), harness(clock).ctx, FAST));
+    await assert.rejects(bad.init(), /does not match authority\.vault\.rootFingerprint/);
+  });
+
+  it('TLS: CA file, server name and client certificate', async () => {
+    const tlsFake = await startFakeVault({ tls: { serverName: 'vault.test', requireClientCert: true } });
+    try {
+      await writeFile(join(dir, 'ca.pem'), tlsFake.tls!.caPem);
+      await writeFile(join(dir, 'client.pem'), tlsFake.tls!.clientCertPem!);
+      await writeFile(join(dir, 'client-key.pem'), tlsFake.tls!.clientKeyPem!, { mode: 0o600 });
+      const tls = { caFile: join(dir, 'ca.pem'), serverName: 'vault.test', certFile: join(dir, 'client.pem'), keyFile: join(dir, 'client-key.pem') };
+      const b = track(new VaultBackend(cfg(tlsFake, { tls, auth: { token: tlsFake.rootToken } }), harness(clock).ctx, FAST));
+      await b.init();
+      assert.equal((await b.trustAnchors()).length, 1);
+      const wrong = track(new VaultBackend(cfg(tlsFake, { tls: { ...tls, serverName: 'other.test' }, auth: { token: tlsFake.rootToken } }), harness(clock).ctx, FAST));
+      await assert.rejects(wrong.init(), /vault: TLS verification/);
+    } finally {
+      await tlsFake.close();
+    }
+  });
+
+  it('never puts the token or secret ID in logs or error messages', async () => {
+    const secretToken = fake.createToken({ id: 'hvs.SUPERSECRETTOKENVALUE', policies: ['default'], ttlSeconds: 600 });
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { mode: 'leaf', pkiMount: 'pki_int', role: 'meshca', auth: { token: secretToken } }), h.ctx, FAST));
+    await b.init();
+    const errors: string[] = [];
+    const csr = await createTestCsr({ uris: [ID] });
+    const attempt = async () => {
+      try {
+        await b.signLeaf({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, spiffeId: ID, dnsNames: [], ttlSeconds: 600 });
+      } catch (e) {
+        errors.push(`${(e as Error).message} ${JSON.stringify(e)} ${String((e as CaError).detail)}`);
+      }
+    };
+    await attempt(); // 403: default policy cannot sign
+    fake.seal();
+    await attempt(); // 503
+    fake.unseal();
+    fake.expireToken(secretToken);
+    await attempt(); // expired static token
+    const ar = fake.addAppRole('x', { secretId: 'SECRETID-DO-NOT-LOG' });
+    const b2 = track(new VaultBackend(cfg(fake, { auth: { method: 'approle', roleId: ar.roleId, secretId: 'SECRETID-WRONG-VALUE' } }), h.ctx, FAST));
+    await b2.init().catch((e: Error) => errors.push(e.message));
+    assert.equal(errors.length, 4);
+    assert.match(errors[3]!, /vault: approle login at auth\/approle\/login failed: invalid role or secret ID/);
+    const all = errors.join('\n') + h.logs();
+    for (const s of ['SUPERSECRETTOKENVALUE', 'SECRETID-DO-NOT-LOG', 'SECRETID-WRONG-VALUE', fake.rootToken]) assert.ok(!all.includes(s), `${s} leaked`);
+    assert.ok(h.logs().length > 0, 'logs were captured');
+  });
+
+  it('vaultProvider.create builds a backend from parsed config', async () => {
+    const b = await vaultProvider.create(cfg(fake, { auth: { token: fake.rootToken } }), harness(clock).ctx);
+    assert.equal(b.name, 'vault');
+    assert.equal(b.mode, 'intermediate');
+    await b.init();
+    assert.equal((await b.trustAnchors()).length, 1);
+    await b.close();
+  });
+});
