@@ -1,0 +1,45 @@
+import { z } from 'zod';
+import { duration } from '../../src/config/fields.js';
+
+/**
+ * authority.certManager: meshca asks a cert-manager Issuer or ClusterIssuer for its signing intermediate (mode
+ * intermediate, one CertificateRequest per signing-CA rotation) or for every leaf (mode leaf). Validated once here;
+ * the backend never re-checks. Durations are strings ("48h") or seconds and come out as seconds.
+ */
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+export const certManagerConfigSchema = z.strictObject({
+  /** Kubeconfig file; empty = in-cluster service account (then $KUBECONFIG / ~/.kube/config). */
+  kubeconfig: z.string().default(''),
+  /** Namespace the CertificateRequests are created in (and where a namespaced Issuer lives). */
+  namespace: z
+    .string({ message: 'is required: the namespace meshca creates CertificateRequests in' })
+    .refine((v) => v.length <= 63 && DNS_LABEL.test(v), { message: 'must be a Kubernetes namespace name (lowercase RFC 1123 label, at most 63 characters)' }),
+  issuerRef: z.strictObject({
+    name: z
+      .string({ message: 'is required: the name of the cert-manager Issuer or ClusterIssuer' })
+      .refine((v) => v.length <= 253 && DNS_SUBDOMAIN.test(v), { message: 'must be a Kubernetes object name (lowercase RFC 1123 subdomain)' }),
+    kind: z.enum(['Issuer', 'ClusterIssuer'], { message: 'must be Issuer or ClusterIssuer' }).default('Issuer'),
+    group: z
+      .string()
+      .default('cert-manager.io')
+      .refine((v) => DNS_SUBDOMAIN.test(v), { message: 'must be an API group such as cert-manager.io or awspca.cert-manager.io' }),
+  }, { message: 'is required: {name, kind?, group?}' }),
+  mode: z.enum(['intermediate', 'leaf'], { message: 'must be intermediate or leaf' }).default('intermediate'),
+  /** Lifetime requested for meshca's signing CA (spec.duration); the issuer may shorten it. */
+  signingCaTtl: duration({ min: 600 }).default(48 * 3600),
+  /**
+   * PEM file of the trust anchors (roots). When empty, the anchor is the CertificateRequest's status.ca, which
+   * cert-manager fills only best effort: issuance then fails clearly if the issuer leaves it empty.
+   */
+  caFile: z.string().default(''),
+  /** How long one CertificateRequest may take from creation to a certificate (approval included). */
+  requestTimeout: duration({ min: 1, max: 3600 }).default(120),
+  /** Extra labels and annotations for the CertificateRequests (e.g. for approver-policy selectors). */
+  labels: z.record(z.string(), z.string()).default({}),
+  annotations: z.record(z.string(), z.string()).default({}),
+});
+
+export type CertManagerConfig = z.output<typeof certManagerConfigSchema>;
