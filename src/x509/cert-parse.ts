@@ -1,0 +1,203 @@
+import { DerError, TAG, children, decodeTime, expectNode, oidToString, readNode, readWhole, type DerNode } from './der.js';
+import { EXT, ipFromBytes } from './profile.js';
+
+/**
+ * A cheap structural parse of an X.509 certificate: slices into the input plus the few decoded values the SVID
+ * checks need. No signature check and no semantic validation here (see validate.ts). Throws DerError.
+ */
+export interface ParsedCertificate {
+  readonly der: Buffer;
+  readonly tbs: Buffer;
+  readonly version: number;
+  /** INTEGER value bytes as encoded (two's complement). */
+  readonly serial: Buffer;
+  /** OID of the TBS signature AlgorithmIdentifier, and its full DER. */
+  readonly tbsSignatureAlg: { oid: string; raw: Buffer };
+  readonly signatureAlg: { oid: string; raw: Buffer };
+  readonly signature: Buffer;
+  readonly issuer: Buffer;
+  readonly subject: Buffer;
+  readonly subjectEmpty: boolean;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly spki: Buffer;
+  readonly extensions: ReadonlyMap<string, ParsedExtension>;
+  readonly duplicateExtensions: readonly string[];
+}
+
+export interface ParsedExtension {
+  readonly oid: string;
+  readonly critical: boolean;
+  readonly value: Buffer;
+}
+
+export function parseCertificate(der: Buffer): ParsedCertificate {
+  const top = readWhole(der, TAG.SEQUENCE, 'Certificate');
+  const [tbsN, algN, sigN, ...extra] = children(top.value);
+  if (!tbsN || !algN || !sigN || extra.length > 0) throw new DerError('Certificate must have 3 elements');
+  if (tbsN.tag !== TAG.SEQUENCE || algN.tag !== TAG.SEQUENCE || sigN.tag !== TAG.BIT_STRING) throw new DerError('Certificate elements have wrong types');
+  if (sigN.value[0] !== 0) throw new DerError('signature BIT STRING has unused bits');
+  const t = children(tbsN.value);
+  let i = 0;
+  let version = 1;
+  if (t[0]?.tag === 0xa0) {
+    const v = readWhole(t[0].value, TAG.INTEGER, 'version');
+    version = v.value.length === 1 ? v.value[0]! + 1 : -1;
+    i = 1;
+  }
+  const need = (tag: number, what: string): DerNode => {
+    const n = t[i++];
+    if (!n || n.tag !== tag) throw new DerError(`TBSCertificate ${what} missing or of wrong type`);
+    return n;
+  };
+  const serialN = need(TAG.INTEGER, 'serialNumber');
+  const tbsAlgN = need(TAG.SEQUENCE, 'signature');
+  const issuerN = need(TAG.SEQUENCE, 'issuer');
+  const validityN = need(TAG.SEQUENCE, 'validity');
+  const subjectN = need(TAG.SEQUENCE, 'subject');
+  const spkiN = need(TAG.SEQUENCE, 'subjectPublicKeyInfo');
+  const extensions = new Map<string, ParsedExtension>();
+  const duplicates: string[] = [];
+  for (; i < t.length; i++) {
+    const n = t[i]!;
+    if (n.tag === 0xa1 || n.tag === 0xa2 || n.tag === 0x81 || n.tag === 0x82) continue; // unique IDs
+    if (n.tag !== 0xa3) throw new DerError(`unexpected TBSCertificate element tag 0x${n.tag.toString(16)}`);
+    const list = readWhole(n.value, TAG.SEQUENCE, 'extensions');
+    for (const e of children(list.value)) {
+      if (e.tag !== TAG.SEQUENCE) throw new DerError('Extension is not a SEQUENCE');
+      const f = children(e.value);
+      const idN = f[0];
+      if (!idN || idN.tag !== TAG.OID) throw new DerError('Extension without extnID');
+      let critical = false;
+      let k = 1;
+      if (f[1]?.tag === TAG.BOOLEAN) {
+        critical = f[1].value[0] !== 0;
+        k = 2;
+      }
+      const valN = f[k];
+      if (!valN || valN.tag !== TAG.OCTET_STRING || f.length !== k + 1) throw new DerError('Extension without extnValue');
+      const id = oidToString(idN.value);
+      if (extensions.has(id)) duplicates.push(id);
+      extensions.set(id, { oid: id, critical, value: valN.value });
+    }
+  }
+  const [nb, na] = children(validityN.value);
+  if (!nb || !na) throw new DerError('Validity must have notBefore and notAfter');
+  const tbsAlg = readNode(tbsAlgN.value, 0);
+  const outerAlg = readNode(algN.value, 0);
+  return {
+    der,
+    tbs: tbsN.raw,
+    version,
+    serial: serialN.value,
+    tbsSignatureAlg: { oid: oidToString(tbsAlg.value), raw: tbsAlgN.raw },
+    signatureAlg: { oid: oidToString(outerAlg.value), raw: algN.raw },
+    signature: sigN.value.subarray(1),
+    issuer: issuerN.raw,
+    subject: subjectN.raw,
+    subjectEmpty: subjectN.value.length === 0,
+    notBefore: decodeTime(nb),
+    notAfter: decodeTime(na),
+    spki: spkiN.raw,
+    extensions,
+    duplicateExtensions: duplicates,
+  };
+}
+
+export interface SubjectAltNames {
+  readonly uris: string[];
+  readonly dnsNames: string[];
+  readonly ipAddresses: string[];
+  readonly emails: string[];
+  readonly other: number;
+}
+
+/** Decodes a GeneralNames SEQUENCE (the SAN extension value). */
+export function parseGeneralNames(value: Buffer): SubjectAltNames {
+  const top = readWhole(value, TAG.SEQUENCE, 'GeneralNames');
+  const out: SubjectAltNames = { uris: [], dnsNames: [], ipAddresses: [], emails: [], other: 0 };
+  let other = 0;
+  for (const n of children(top.value)) {
+    switch (n.tag) {
+      case 0x86:
+        out.uris.push(n.value.toString('latin1'));
+        break;
+      case 0x82:
+        out.dnsNames.push(n.value.toString('latin1'));
+        break;
+      case 0x87:
+        out.ipAddresses.push(ipFromBytes(n.value));
+        break;
+      case 0x81:
+        out.emails.push(n.value.toString('latin1'));
+        break;
+      default:
+        other++;
+    }
+  }
+  return { ...out, other };
+}
+
+export function sanOf(c: ParsedCertificate): SubjectAltNames | undefined {
+  const e = c.extensions.get(EXT.subjectAltName);
+  return e ? parseGeneralNames(e.value) : undefined;
+}
+
+export interface BasicConstraints {
+  readonly ca: boolean;
+  readonly pathLen?: number;
+}
+
+export function parseBasicConstraints(value: Buffer): BasicConstraints {
+  const top = readWhole(value, TAG.SEQUENCE, 'basicConstraints');
+  const f = children(top.value);
+  let ca = false;
+  let k = 0;
+  if (f[0]?.tag === TAG.BOOLEAN) {
+    ca = f[0].value[0] !== 0;
+    k = 1;
+  }
+  const pl = f[k];
+  if (pl && pl.tag === TAG.INTEGER) return { ca, pathLen: pl.value.readUIntBE(0, Math.min(pl.value.length, 6)) };
+  return { ca };
+}
+
+/** Set bit numbers of a keyUsage extension value. */
+export function parseKeyUsage(value: Buffer): Set<number> {
+  const n = readWhole(value, TAG.BIT_STRING, 'keyUsage');
+  const bits = new Set<number>();
+  for (let i = 1; i < n.value.length; i++) {
+    for (let b = 0; b < 8; b++) if (n.value[i]! & (0x80 >> b)) bits.add((i - 1) * 8 + b);
+  }
+  return bits;
+}
+
+export function parseExtKeyUsage(value: Buffer): string[] {
+  const n = readWhole(value, TAG.SEQUENCE, 'extKeyUsage');
+  return children(n.value).map((c) => oidToString(c.value));
+}
+
+/** keyIdentifier of an authorityKeyIdentifier value, if present. */
+export function parseAuthorityKeyId(value: Buffer): Buffer | undefined {
+  const n = readWhole(value, TAG.SEQUENCE, 'authorityKeyIdentifier');
+  const f = children(n.value).find((c) => c.tag === 0x80);
+  return f?.value;
+}
+
+export function parseSubjectKeyId(value: Buffer): Buffer {
+  return readWhole(value, TAG.OCTET_STRING, 'subjectKeyIdentifier').value;
+}
+
+/** First CN of a Name, if any (UTF8String, PrintableString or IA5String). */
+export function commonNameOf(name: Buffer): string | undefined {
+  const top = expectNode(name, 0, TAG.SEQUENCE, 'Name');
+  for (const rdn of children(top.value)) {
+    for (const atv of children(rdn.value)) {
+      const [type, val] = children(atv.value);
+      if (type && val && oidToString(type.value) === '2.5.4.3') return val.value.toString('utf8');
+    }
+  }
+  return undefined;
+}
+
+export { EXT };

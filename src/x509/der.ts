@@ -1,0 +1,232 @@
+/**
+ * Minimal DER encoding and reading for the certificate hot path. Only what X.509 certificates and PKCS#10 requests
+ * need: definite lengths, single-byte tags, INTEGER/OID/strings/times. Readers are strict (no indefinite lengths,
+ * no trailing garbage where a caller asks for a whole structure) and throw DerError, which callers turn into a
+ * CaError naming what they were parsing.
+ */
+
+export class DerError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DerError';
+  }
+}
+
+export const TAG = {
+  BOOLEAN: 0x01,
+  INTEGER: 0x02,
+  BIT_STRING: 0x03,
+  OCTET_STRING: 0x04,
+  NULL: 0x05,
+  OID: 0x06,
+  UTF8_STRING: 0x0c,
+  PRINTABLE_STRING: 0x13,
+  IA5_STRING: 0x16,
+  UTC_TIME: 0x17,
+  GENERALIZED_TIME: 0x18,
+  SEQUENCE: 0x30,
+  SET: 0x31,
+} as const;
+
+export function encodeLength(len: number): Buffer {
+  if (len < 0x80) return Buffer.from([len]);
+  if (len < 0x100) return Buffer.from([0x81, len]);
+  if (len < 0x10000) return Buffer.from([0x82, len >> 8, len & 0xff]);
+  if (len < 0x1000000) return Buffer.from([0x83, len >> 16, (len >> 8) & 0xff, len & 0xff]);
+  throw new DerError(`DER length ${len} too large`);
+}
+
+/** Number of bytes tag+length take for a value of `len` bytes. */
+function headerSize(len: number): number {
+  return len < 0x80 ? 2 : len < 0x100 ? 3 : len < 0x10000 ? 4 : 5;
+}
+
+/** Encodes one TLV whose value is the concatenation of `parts`. */
+export function tlv(tag: number, ...parts: readonly Buffer[]): Buffer {
+  let len = 0;
+  for (const p of parts) len += p.length;
+  const out = Buffer.allocUnsafe(headerSize(len) + len);
+  out[0] = tag;
+  let o = 1;
+  if (len < 0x80) out[o++] = len;
+  else if (len < 0x100) {
+    out[o++] = 0x81;
+    out[o++] = len;
+  } else if (len < 0x10000) {
+    out[o++] = 0x82;
+    out[o++] = len >> 8;
+    out[o++] = len & 0xff;
+  } else {
+    out[o++] = 0x83;
+    out[o++] = len >> 16;
+    out[o++] = (len >> 8) & 0xff;
+    out[o++] = len & 0xff;
+  }
+  for (const p of parts) {
+    p.copy(out, o);
+    o += p.length;
+  }
+  return out;
+}
+
+export const seq = (...parts: readonly Buffer[]): Buffer => tlv(TAG.SEQUENCE, ...parts);
+export const set = (...parts: readonly Buffer[]): Buffer => tlv(TAG.SET, ...parts);
+export const octetString = (b: Buffer): Buffer => tlv(TAG.OCTET_STRING, b);
+export const bitString = (b: Buffer, unusedBits = 0): Buffer => tlv(TAG.BIT_STRING, Buffer.from([unusedBits]), b);
+export const DER_NULL = Buffer.from([0x05, 0x00]);
+export const DER_TRUE = Buffer.from([0x01, 0x01, 0xff]);
+
+/** Encodes a non-negative integer given as unsigned big-endian bytes, minimally. */
+export function integerFromUnsigned(bytes: Buffer): Buffer {
+  let i = 0;
+  while (i < bytes.length - 1 && bytes[i] === 0) i++;
+  const b = bytes.subarray(i);
+  return b[0]! & 0x80 ? tlv(TAG.INTEGER, Buffer.from([0]), b) : tlv(TAG.INTEGER, b);
+}
+
+export function smallInteger(n: number): Buffer {
+  if (!Number.isInteger(n) || n < 0 || n > 0x7fffffff) throw new DerError(`integer ${n} out of range`);
+  const bytes: number[] = [];
+  let v = n;
+  do {
+    bytes.unshift(v & 0xff);
+    v = Math.floor(v / 256);
+  } while (v > 0);
+  return integerFromUnsigned(Buffer.from(bytes));
+}
+
+const oidCache = new Map<string, Buffer>();
+
+/** Encodes a dotted OID ("1.2.840.10045.4.3.2") as a full TLV. Cached: OIDs are constants. */
+export function oid(dotted: string): Buffer {
+  const hit = oidCache.get(dotted);
+  if (hit) return hit;
+  const arcs = dotted.split('.').map((s) => {
+    if (!/^\d+$/.test(s)) throw new DerError(`bad OID ${dotted}`);
+    return Number(s);
+  });
+  if (arcs.length < 2) throw new DerError(`bad OID ${dotted}`);
+  const body: number[] = [arcs[0]! * 40 + arcs[1]!];
+  for (const arc of arcs.slice(2)) {
+    const chunk: number[] = [arc & 0x7f];
+    let v = Math.floor(arc / 128);
+    while (v > 0) {
+      chunk.unshift((v & 0x7f) | 0x80);
+      v = Math.floor(v / 128);
+    }
+    body.push(...chunk);
+  }
+  const out = tlv(TAG.OID, Buffer.from(body));
+  oidCache.set(dotted, out);
+  return out;
+}
+
+/** Decodes an OID value (without tag/length) to dotted form. */
+export function oidToString(value: Buffer): string {
+  if (value.length === 0) throw new DerError('empty OID');
+  const first = value[0]!;
+  const arcs: number[] = first < 80 ? [Math.floor(first / 40), first % 40] : [2, first - 80];
+  let v = 0;
+  for (let i = 1; i < value.length; i++) {
+    const b = value[i]!;
+    v = v * 128 + (b & 0x7f);
+    if (!(b & 0x80)) {
+      arcs.push(v);
+      v = 0;
+    } else if (i === value.length - 1) throw new DerError('truncated OID');
+  }
+  return arcs.join('.');
+}
+
+const pad2 = (n: number): string => (n < 10 ? `0${n}` : String(n));
+
+/**
+ * RFC 5280 4.1.2.5: UTCTime for years 1950–2049, GeneralizedTime from 2050; always UTC "Z", whole seconds
+ * (milliseconds are truncated).
+ */
+export function encodeTime(d: Date): Buffer {
+  const t = d.getTime();
+  if (!Number.isFinite(t)) throw new DerError('invalid date');
+  const y = d.getUTCFullYear();
+  if (y < 1950 || y > 9999) throw new DerError(`year ${y} cannot be encoded in a certificate`);
+  const rest = `${pad2(d.getUTCMonth() + 1)}${pad2(d.getUTCDate())}${pad2(d.getUTCHours())}${pad2(d.getUTCMinutes())}${pad2(d.getUTCSeconds())}Z`;
+  if (y < 2050) return tlv(TAG.UTC_TIME, Buffer.from(`${pad2(y % 100)}${rest}`, 'latin1'));
+  return tlv(TAG.GENERALIZED_TIME, Buffer.from(`${y}${rest}`, 'latin1'));
+}
+
+/** Decodes a UTCTime/GeneralizedTime node in the strict RFC 5280 forms. */
+export function decodeTime(n: DerNode): Date {
+  const s = n.value.toString('latin1');
+  let m: RegExpExecArray | null;
+  let year: number;
+  if (n.tag === TAG.UTC_TIME) {
+    m = /^(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)Z$/.exec(s);
+    if (!m) throw new DerError(`bad UTCTime "${s}"`);
+    const yy = Number(m[1]);
+    year = yy >= 50 ? 1900 + yy : 2000 + yy;
+  } else if (n.tag === TAG.GENERALIZED_TIME) {
+    m = /^(\d\d\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)Z$/.exec(s);
+    if (!m) throw new DerError(`bad GeneralizedTime "${s}"`);
+    year = Number(m[1]);
+  } else throw new DerError(`expected a time, got tag 0x${n.tag.toString(16)}`);
+  return new Date(Date.UTC(year, Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])));
+}
+
+/** One parsed TLV: `value` and `raw` are views into the input buffer (no copies). */
+export interface DerNode {
+  readonly tag: number;
+  /** Whole TLV bytes. */
+  readonly raw: Buffer;
+  /** Value bytes. */
+  readonly value: Buffer;
+  /** Offset just past this node in the buffer it was read from. */
+  readonly end: number;
+}
+
+/** Reads one TLV at `offset`. Throws DerError on truncation, long-form tags, indefinite or non-minimal lengths. */
+export function readNode(buf: Buffer, offset = 0): DerNode {
+  if (offset + 2 > buf.length) throw new DerError('truncated DER');
+  const tag = buf[offset]!;
+  if ((tag & 0x1f) === 0x1f) throw new DerError('multi-byte tags are not supported');
+  let len = buf[offset + 1]!;
+  let p = offset + 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    if (n === 0) throw new DerError('indefinite length is not DER');
+    if (n > 3) throw new DerError('DER length too large');
+    if (p + n > buf.length) throw new DerError('truncated DER length');
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + buf[p + i]!;
+    if (len < 0x80 || (n > 1 && buf[p] === 0)) throw new DerError('non-minimal DER length');
+    p += n;
+  }
+  const end = p + len;
+  if (end > buf.length) throw new DerError('truncated DER value');
+  return { tag, raw: buf.subarray(offset, end), value: buf.subarray(p, end), end };
+}
+
+/** Reads a node and checks its tag. */
+export function expectNode(buf: Buffer, offset: number, tag: number, what: string): DerNode {
+  const n = readNode(buf, offset);
+  if (n.tag !== tag) throw new DerError(`${what}: expected tag 0x${tag.toString(16)}, got 0x${n.tag.toString(16)}`);
+  return n;
+}
+
+/** All child nodes of a constructed node's value. */
+export function children(value: Buffer): DerNode[] {
+  const out: DerNode[] = [];
+  let o = 0;
+  while (o < value.length) {
+    const n = readNode(value, o);
+    out.push(n);
+    o = n.end;
+  }
+  return out;
+}
+
+/** Reads a buffer that must be exactly one TLV with the given tag. */
+export function readWhole(buf: Buffer, tag: number, what: string): DerNode {
+  const n = expectNode(buf, 0, tag, what);
+  if (n.end !== buf.length) throw new DerError(`${what}: ${buf.length - n.end} trailing bytes`);
+  return n;
+}

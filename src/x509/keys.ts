@@ -1,0 +1,178 @@
+import { createECDH, createHash, generateKeyPairSync, type ECDH, type KeyObject } from 'node:crypto';
+import { invalidArgument } from '../util/errors.js';
+import { DER_NULL, bitString, children, octetString, oid, readWhole, seq, smallInteger, tlv, TAG } from './der.js';
+import { toPem } from './pem.js';
+import type { KeyType } from './types.js';
+
+export const OID = {
+  ecPublicKey: '1.2.840.10045.2.1',
+  p256: '1.2.840.10045.3.1.7',
+  p384: '1.3.132.0.34',
+  rsaEncryption: '1.2.840.113549.1.1.1',
+  ed25519: '1.3.101.112',
+  ecdsaSha256: '1.2.840.10045.4.3.2',
+  ecdsaSha384: '1.2.840.10045.4.3.3',
+  ecdsaSha512: '1.2.840.10045.4.3.4',
+  sha256WithRsa: '1.2.840.113549.1.1.11',
+  sha384WithRsa: '1.2.840.113549.1.1.12',
+  sha512WithRsa: '1.2.840.113549.1.1.13',
+} as const;
+
+/** Generates a key pair for `keyType`. Synchronous: P-256 takes ~40 µs, RSA-3072 can take ~1 s. */
+export function generateKeyPair(keyType: KeyType): { privateKey: KeyObject; publicKey: KeyObject } {
+  switch (keyType) {
+    case 'ec-p256':
+      return generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    case 'ec-p384':
+      return generateKeyPairSync('ec', { namedCurve: 'P-384' });
+    case 'rsa-2048':
+      return generateKeyPairSync('rsa', { modulusLength: 2048, publicExponent: 0x10001 });
+    case 'rsa-3072':
+      return generateKeyPairSync('rsa', { modulusLength: 3072, publicExponent: 0x10001 });
+    case 'ed25519':
+      return generateKeyPairSync('ed25519');
+    default:
+      throw invalidArgument(`unsupported key type "${String(keyType)}"`);
+  }
+}
+
+/** PKCS#8 PEM ("BEGIN PRIVATE KEY"), unencrypted; the caller writes it 0600 or sends it over mTLS only. */
+export function privateKeyToPkcs8Pem(key: KeyObject): string {
+  if (key.type !== 'private') throw invalidArgument('privateKeyToPkcs8Pem needs a private key');
+  return key.export({ type: 'pkcs8', format: 'pem' }) as string;
+}
+
+/** The meshca key type of a key, or undefined for keys meshca does not generate (RSA-4096, P-521, DSA...). */
+export function keyTypeOf(key: KeyObject): KeyType | undefined {
+  const d = key.asymmetricKeyDetails;
+  switch (key.asymmetricKeyType) {
+    case 'ec':
+      return d?.namedCurve === 'prime256v1' ? 'ec-p256' : d?.namedCurve === 'secp384r1' ? 'ec-p384' : undefined;
+    case 'rsa':
+      return d?.modulusLength === 2048 ? 'rsa-2048' : d?.modulusLength === 3072 ? 'rsa-3072' : undefined;
+    case 'ed25519':
+      return 'ed25519';
+    default:
+      return undefined;
+  }
+}
+
+export interface SignatureAlgorithm {
+  /** Digest name for crypto.sign/verify; null for Ed25519 (pure EdDSA). */
+  readonly hash: 'sha256' | 'sha384' | null;
+  readonly oid: string;
+  /** Full AlgorithmIdentifier DER (RSA with explicit NULL parameters, ECDSA/Ed25519 with none, per RFC 5758/8410). */
+  readonly algorithmIdentifier: Buffer;
+  readonly name: string;
+}
+
+const ALG: Record<string, SignatureAlgorithm> = {
+  ecdsaSha256: { hash: 'sha256', oid: OID.ecdsaSha256, algorithmIdentifier: seq(oid(OID.ecdsaSha256)), name: 'ecdsa-with-SHA256' },
+  ecdsaSha384: { hash: 'sha384', oid: OID.ecdsaSha384, algorithmIdentifier: seq(oid(OID.ecdsaSha384)), name: 'ecdsa-with-SHA384' },
+  rsaSha256: {
+    hash: 'sha256',
+    oid: OID.sha256WithRsa,
+    algorithmIdentifier: seq(oid(OID.sha256WithRsa), DER_NULL),
+    name: 'sha256WithRSAEncryption',
+  },
+  ed25519: { hash: null, oid: OID.ed25519, algorithmIdentifier: seq(oid(OID.ed25519)), name: 'Ed25519' },
+};
+
+/** The signature algorithm a certificate signed by `key` uses. Throws INVALID_ARGUMENT for unsupported keys. */
+export function signatureAlgorithmFor(key: KeyObject): SignatureAlgorithm {
+  const t = keyTypeOf(key);
+  switch (t) {
+    case 'ec-p256':
+      return ALG.ecdsaSha256!;
+    case 'ec-p384':
+      return ALG.ecdsaSha384!;
+    case 'rsa-2048':
+    case 'rsa-3072':
+      return ALG.rsaSha256!;
+    case 'ed25519':
+      return ALG.ed25519!;
+    default:
+      if (key.asymmetricKeyType === 'rsa' && (key.asymmetricKeyDetails?.modulusLength ?? 0) >= 2048) return ALG.rsaSha256!;
+      throw invalidArgument(`unsupported signing key: ${describeKey(key)}`);
+  }
+}
+
+export function describeKey(key: KeyObject): string {
+  const d = key.asymmetricKeyDetails;
+  const t = key.asymmetricKeyType ?? 'unknown';
+  if (t === 'ec') return `EC ${d?.namedCurve ?? '?'}`;
+  if (t === 'rsa' || t === 'rsa-pss') return `${t.toUpperCase()} ${d?.modulusLength ?? '?'} bits`;
+  return t;
+}
+
+// SubjectPublicKeyInfo DER for keys whose SPKI we already hold (parsed from a CSR, or built from raw key material),
+// so the hot path never runs OpenSSL's encoder (~100 µs per export). Weak: entries die with the KeyObject.
+const spkiByKey = new WeakMap<KeyObject, Buffer>();
+
+/** Records the SPKI DER of `key` (the caller guarantees they match, e.g. it imported `key` from these bytes). */
+export function rememberSpki(key: KeyObject, spkiDer: Buffer): void {
+  spkiByKey.set(key, spkiDer);
+}
+
+/** SubjectPublicKeyInfo DER of a public (or private) key; cached when known. */
+export function spkiDerOf(key: KeyObject): Buffer {
+  const hit = spkiByKey.get(key);
+  if (hit) return hit;
+  const der = key.export({ type: 'spki', format: 'der' });
+  if (key.type === 'public') spkiByKey.set(key, der);
+  return der;
+}
+
+/** The subjectPublicKey BIT STRING contents (without the unused-bits byte) of an SPKI. */
+export function subjectPublicKeyBits(spkiDer: Buffer): Buffer {
+  const top = readWhole(spkiDer, TAG.SEQUENCE, 'SubjectPublicKeyInfo');
+  const parts = children(top.value);
+  const bits = parts[1];
+  if (parts.length !== 2 || parts[0]!.tag !== TAG.SEQUENCE || !bits || bits.tag !== TAG.BIT_STRING || bits.value[0] !== 0) {
+    throw invalidArgument('malformed SubjectPublicKeyInfo');
+  }
+  return bits.value.subarray(1);
+}
+
+/** RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey bits. */
+export function keyIdentifier(spkiDer: Buffer): Buffer {
+  return createHash('sha1').update(subjectPublicKeyBits(spkiDer)).digest();
+}
+
+// --- Raw P-256 keys for the issuance hot path -------------------------------------------------------------------
+// ECDH generateKeys() yields raw d and Q ~2x faster than generateKeyPairSync, and building SPKI/PKCS#8 from them is
+// byte concatenation, whereas exporting a KeyObject goes through OpenSSL 3's encoders (~100 µs each).
+
+const P256_ALG_ID = seq(oid(OID.ecPublicKey), oid(OID.p256));
+const P256_SPKI_PREFIX = Buffer.from([0x30, 0x59, 0x30, 0x13, ...P256_ALG_ID.subarray(2), 0x03, 0x42, 0x00]);
+
+/** SPKI DER for an uncompressed P-256 point (65 bytes, 0x04 || X || Y). */
+export function p256SpkiFromPoint(q: Buffer): Buffer {
+  if (q.length !== 65 || q[0] !== 0x04) throw invalidArgument('P-256 public point must be 65 bytes uncompressed');
+  return Buffer.concat([P256_SPKI_PREFIX, q]);
+}
+
+/** PKCS#8 DER (RFC 5208 + RFC 5915 ECPrivateKey with the public key, as OpenSSL writes it) for a P-256 key. */
+export function p256Pkcs8FromRaw(d: Buffer, q: Buffer): Buffer {
+  const d32 = d.length === 32 ? d : Buffer.concat([Buffer.alloc(32 - d.length), d]);
+  if (d32.length !== 32) throw invalidArgument('P-256 private scalar must be at most 32 bytes');
+  const ecPrivateKey = seq(smallInteger(1), octetString(d32), tlv(0xa1, bitString(q)));
+  return seq(smallInteger(0), P256_ALG_ID, octetString(ecPrivateKey));
+}
+
+/** A fresh P-256 key as raw encodings only (no KeyObject): what signWithNewKey needs. Not thread-safe across awaits. */
+export class RawP256KeyGenerator {
+  private readonly ecdh: ECDH = createECDH('prime256v1');
+
+  generate(): { spkiDer: Buffer; pkcs8Der: Buffer } {
+    this.ecdh.generateKeys();
+    const q = this.ecdh.getPublicKey();
+    const d = this.ecdh.getPrivateKey();
+    return { spkiDer: p256SpkiFromPoint(q), pkcs8Der: p256Pkcs8FromRaw(d, q) };
+  }
+}
+
+/** PKCS#8 PEM from DER, without a KeyObject round trip. */
+export function pkcs8DerToPem(der: Buffer): string {
+  return toPem(der, 'PRIVATE KEY');
+}

@@ -1,0 +1,167 @@
+import { Worker } from 'node:worker_threads';
+import { CaError, failedPrecondition, type ErrorCode } from '../util/errors.js';
+import { LeafSigner, type LeafWithKey, type NewKeyLeafFields } from './leaf-signer.js';
+import { spkiDerOf } from './keys.js';
+import { noteIssuedBy } from './provenance.js';
+import type { WorkerReply, WorkerRequest } from './signer-protocol.js';
+import type { LeafTemplate, SigningCa } from './types.js';
+
+interface Pending {
+  resolve: (v: { certDer: Buffer; privateKeyPkcs8Pem?: string }) => void;
+  reject: (e: unknown) => void;
+}
+
+interface Slot {
+  worker: Worker;
+  pending: Map<number, Pending>;
+}
+
+/**
+ * Spreads leaf signing over worker threads (`workers` of them; 0 signs inline on the calling thread). Requests
+ * go to the worker with the fewest in flight. setCa() swaps the signing CA everywhere; a request already queued in
+ * a worker is signed with whichever CA that worker holds when it runs it (callers re-check the result against the
+ * CA they expect). A worker that dies fails its in-flight requests with INTERNAL and is replaced.
+ *
+ * Idle workers do not keep the process alive. close() terminates them and fails anything still in flight with
+ * UNAVAILABLE. The CA key is sent to workers as PKCS#8 DER (zeroed after import) and never logged.
+ */
+export class LeafSignerPool {
+  readonly workers: number;
+  private readonly slots: Slot[] = [];
+  private inline: LeafSigner | undefined;
+  private gen = 0;
+  private readonly caByGen = new Map<number, Buffer>();
+  private lastCaMessage: Omit<Extract<WorkerRequest, { type: 'ca' }>, 'keyPkcs8Der'> | undefined;
+  private caKey: SigningCa['key'] | undefined;
+  private nextId = 1;
+  private closed = false;
+
+  constructor(opts: { workers: number }) {
+    if (!Number.isInteger(opts.workers) || opts.workers < 0) throw new CaError('INVALID_ARGUMENT', `signer workers must be a non-negative integer, got ${opts.workers}`);
+    this.workers = opts.workers;
+    for (let i = 0; i < opts.workers; i++) this.slots.push(this.spawn());
+  }
+
+  /** Makes `ca` the signing CA. Throws FAILED_PRECONDITION if its key does not match its certificate. */
+  setCa(ca: SigningCa): void {
+    if (this.closed) throw new CaError('UNAVAILABLE', 'leaf signer pool is closed');
+    this.inline = new LeafSigner(ca); // proves key/cert match before any worker sees it
+    this.gen++;
+    this.caByGen.set(this.gen, ca.certDer);
+    for (const g of this.caByGen.keys()) if (g < this.gen - 8) this.caByGen.delete(g);
+    this.caKey = ca.key;
+    this.lastCaMessage = { type: 'ca', gen: this.gen, certDer: new Uint8Array(ca.certDer), notBefore: ca.notBefore.getTime(), notAfter: ca.notAfter.getTime() };
+    for (const s of this.slots) this.sendCa(s.worker);
+  }
+
+  /** Signs a leaf for `t.publicKey`. */
+  sign(t: LeafTemplate): Promise<Buffer> {
+    const signer = this.ready();
+    if (this.workers === 0) {
+      try {
+        return Promise.resolve(signer.sign(t));
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    }
+    const spki = spkiDerOf(t.publicKey);
+    return this.dispatch({ type: 'sign', ...this.fieldsMsg(t), spkiDer: new Uint8Array(spki) }).then((r) => r.certDer);
+  }
+
+  /** Generates a key of `t.keyType` (in the worker) and signs a leaf for it. */
+  signWithNewKey(t: NewKeyLeafFields): Promise<LeafWithKey> {
+    const signer = this.ready();
+    if (this.workers === 0) {
+      try {
+        return Promise.resolve(signer.signWithNewKey(t));
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    }
+    return this.dispatch({ type: 'signNew', ...this.fieldsMsg(t), keyType: t.keyType }).then((r) => ({
+      certDer: r.certDer,
+      privateKeyPkcs8Pem: r.privateKeyPkcs8Pem!,
+    }));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const slots = this.slots.splice(0);
+    for (const s of slots) this.failAll(s, new CaError('UNAVAILABLE', 'leaf signer pool closed'));
+    await Promise.all(slots.map((s) => s.worker.terminate()));
+    this.inline = undefined;
+    this.caKey = undefined;
+  }
+
+  private ready(): LeafSigner {
+    if (this.closed) throw new CaError('UNAVAILABLE', 'leaf signer pool is closed');
+    if (!this.inline) throw failedPrecondition('no signing CA is loaded yet');
+    return this.inline;
+  }
+
+  private fieldsMsg(t: { spiffeId: string; dnsNames: readonly string[]; ipAddresses?: readonly string[]; notBefore: Date; notAfter: Date }) {
+    return {
+      id: this.nextId++,
+      spiffeId: t.spiffeId,
+      dnsNames: [...t.dnsNames],
+      ipAddresses: [...(t.ipAddresses ?? [])],
+      notBefore: t.notBefore.getTime(),
+      notAfter: t.notAfter.getTime(),
+    };
+  }
+
+  private dispatch(msg: Extract<WorkerRequest, { id: number }>): Promise<{ certDer: Buffer; privateKeyPkcs8Pem?: string }> {
+    let best = this.slots[0]!;
+    for (const s of this.slots) if (s.pending.size < best.pending.size) best = s;
+    return new Promise((resolve, reject) => {
+      if (best.pending.size === 0) best.worker.ref();
+      best.pending.set(msg.id, { resolve, reject });
+      best.worker.postMessage(msg);
+    });
+  }
+
+  private sendCa(w: Worker): void {
+    if (!this.lastCaMessage || !this.caKey) return;
+    const key = new Uint8Array(this.caKey.export({ type: 'pkcs8', format: 'der' }));
+    const msg: WorkerRequest = { ...this.lastCaMessage, keyPkcs8Der: key };
+    w.postMessage(msg, [key.buffer]);
+  }
+
+  private spawn(): Slot {
+    const worker = new Worker(new URL('./signer-worker.js', import.meta.url));
+    worker.unref();
+    const slot: Slot = { worker, pending: new Map() };
+    worker.on('message', (r: WorkerReply) => {
+      const p = slot.pending.get(r.id);
+      if (!p) return;
+      slot.pending.delete(r.id);
+      if (slot.pending.size === 0) worker.unref();
+      if (!r.ok) {
+        p.reject(new CaError(r.code as ErrorCode, r.message));
+        return;
+      }
+      const der = Buffer.from(r.certDer.buffer, r.certDer.byteOffset, r.certDer.byteLength);
+      const ca = this.caByGen.get(r.gen);
+      if (ca) noteIssuedBy(der, ca);
+      p.resolve(r.privateKeyPkcs8Pem !== undefined ? { certDer: der, privateKeyPkcs8Pem: r.privateKeyPkcs8Pem } : { certDer: der });
+    });
+    const onDeath = (why: string): void => {
+      const i = this.slots.indexOf(slot);
+      if (i < 0) return; // closing, or already replaced
+      this.failAll(slot, new CaError('INTERNAL', `signing worker ${why}`));
+      const next = this.spawn();
+      this.slots[i] = next;
+      this.sendCa(next.worker);
+    };
+    worker.on('error', (e) => onDeath(`failed: ${e.message}`));
+    worker.on('exit', (code) => onDeath(`exited with code ${code}`));
+    return slot;
+  }
+
+  private failAll(slot: Slot, err: CaError): void {
+    for (const p of slot.pending.values()) p.reject(err);
+    slot.pending.clear();
+    slot.worker.unref();
+  }
+}

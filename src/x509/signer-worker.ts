@@ -1,0 +1,72 @@
+import { createPrivateKey } from 'node:crypto';
+import { parentPort } from 'node:worker_threads';
+import { LeafSigner } from './leaf-signer.js';
+import type { KeyType } from './types.js';
+import type { WorkerReply, WorkerRequest } from './signer-protocol.js';
+
+/**
+ * Worker side of LeafSignerPool. Holds one LeafSigner for the newest CA it was sent. The CA key arrives as PKCS#8
+ * DER and is never logged or echoed; errors carry only messages produced by our own code.
+ */
+const port = parentPort;
+if (!port) throw new Error('signer-worker must run as a worker thread');
+
+let signer: LeafSigner | undefined;
+let gen = -1;
+let caError: string | undefined;
+
+function fields(m: { spiffeId: string; dnsNames: string[]; ipAddresses: string[]; notBefore: number; notAfter: number }) {
+  return {
+    spiffeId: m.spiffeId,
+    dnsNames: m.dnsNames,
+    ipAddresses: m.ipAddresses,
+    notBefore: new Date(m.notBefore),
+    notAfter: new Date(m.notAfter),
+  };
+}
+
+port.on('message', (m: WorkerRequest) => {
+  if (m.type === 'ca') {
+    gen = m.gen;
+    try {
+      const key = createPrivateKey({ key: Buffer.from(m.keyPkcs8Der), format: 'der', type: 'pkcs8' });
+      m.keyPkcs8Der.fill(0);
+      signer = new LeafSigner({
+        certDer: Buffer.from(m.certDer),
+        chainDer: [],
+        key,
+        notBefore: new Date(m.notBefore),
+        notAfter: new Date(m.notAfter),
+      });
+      caError = undefined;
+    } catch (e) {
+      signer = undefined;
+      caError = e instanceof Error ? e.message : 'cannot load the signing CA';
+    }
+    return;
+  }
+  let reply: WorkerReply;
+  try {
+    if (!signer) throw Object.assign(new Error(caError ?? 'no signing CA'), { code: 'FAILED_PRECONDITION' });
+    if (m.type === 'sign') {
+      const der = signer.signSpki(Buffer.from(m.spkiDer), fields(m));
+      const out = new Uint8Array(der);
+      reply = { id: m.id, ok: true, gen, certDer: out };
+      port.postMessage(reply, [out.buffer]);
+      return;
+    }
+    const r = signer.signWithNewKey({ ...fields(m), keyType: m.keyType as KeyType });
+    const out = new Uint8Array(r.certDer);
+    reply = { id: m.id, ok: true, gen, certDer: out, privateKeyPkcs8Pem: r.privateKeyPkcs8Pem };
+    port.postMessage(reply, [out.buffer]);
+  } catch (e) {
+    const err = e as { code?: unknown; message?: unknown };
+    reply = {
+      id: m.id,
+      ok: false,
+      code: typeof err.code === 'string' ? err.code : 'INTERNAL',
+      message: typeof err.message === 'string' ? err.message : 'signing failed',
+    };
+    port.postMessage(reply);
+  }
+});
