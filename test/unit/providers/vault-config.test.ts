@@ -51,3 +51,16 @@ describe('authority.vault config', () => {
     assert.ok(issues({ address: 'https://v:8200', auth: { token: 't' }, rootFingerprint: 'abc' }).some((m) => m.startsWith('rootFingerprint')));
   });
 });
+
+describe('examples/vault configs', () => {
+  for (const name of ['meshca-intermediate.yaml', 'meshca-leaf.yaml']) {
+    it(`ok/${name} is a valid authority.vault section`, async () => {
+      const { readFile } = await import('node:fs/promises');
+      const { parse } = await import('yaml');
+      const doc = parse(await readFile(new URL(`../../../../examples/vault/${name}`, import.meta.url), 'utf8')) as { authority: { type: string; vault: unknown } };
+      assert.equal(doc.authority.type, 'vault');
+      const c = vaultConfigSchema.parse(doc.authority.vault);
+      assert.equal(c.mode, name.includes('leaf') ? 'leaf' : 'intermediate');
+    });
+  }
+});
