@@ -1,0 +1,253 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { startInstance, type Instance } from '../support/meshca-instance.js';
+import { unary, type ApiClients } from '../support/api-client.js';
+import { corruptSignature, makeCsr } from '../support/csr.js';
+
+const TD = 'ctl.test';
+const WEB = `spiffe://${TD}/ns/default/sa/web`;
+const CTL = `spiffe://${TD}/controller/mesh`;
+const BOOT = `spiffe://${TD}/controller/bootstrap`;
+
+function verifiesTo(chainDer: readonly Buffer[], rootsDer: readonly Buffer[]): boolean {
+  const certs = chainDer.map((d) => new X509Certificate(d));
+  for (let i = 0; i + 1 < certs.length; i++) if (!certs[i]!.verify(certs[i + 1]!.publicKey)) return false;
+  const top = certs[certs.length - 1]!;
+  return rootsDer.some((r) => {
+    const x = new X509Certificate(r);
+    return top.checkIssued(x) && top.verify(x.publicKey);
+  });
+}
+
+async function expectCode(p: Promise<unknown>, code: grpc.status, text?: RegExp): Promise<grpc.ServiceError> {
+  try {
+    await p;
+  } catch (e) {
+    const err = e as grpc.ServiceError;
+    assert.equal(err.code, code, `expected ${grpc.status[code]}, got ${grpc.status[err.code]}: ${err.details}`);
+    if (text) assert.match(err.details, text);
+    return err;
+  }
+  assert.fail(`expected ${grpc.status[code]}, call succeeded`);
+}
+
+describe('meshca.v1 IdentityService and BundleService over mTLS', { timeout: 60_000 }, () => {
+  let m: Instance;
+  let web: ApiClients;
+  let ctl: ApiClients;
+  let boot: ApiClients;
+
+  before(async () => {
+    m = await startInstance({
+      trustDomain: TD,
+      maxMessageBytes: 64 * 1024,
+      workload: { ttl: '1h', maxTtl: '24h' },
+      controllers: [
+        { id: CTL, allow: [`spiffe://${TD}/ns/*`], maxTtl: '2h' },
+        { id: BOOT, allow: [`spiffe://${TD}/bootstrap/*`], maxTtl: '30m', generateKeys: true },
+      ],
+    });
+    web = await m.clientsAs(WEB);
+    ctl = await m.clientsAs(CTL);
+    boot = await m.clientsAs(BOOT);
+  });
+  after(async () => {
+    web?.close();
+    ctl?.close();
+    boot?.close();
+    await m?.close();
+  });
+
+  test('ok/a workload gets its own identity for a PEM CSR: chain, bundle, notAfter, no key', async () => {
+    const csr = await makeCsr({ uris: [WEB] });
+    const res = await unary(web.identity, 'Issue', { spiffe_id: WEB, csr_pem: csr.pem });
+    assert.equal(res.spiffe_id, WEB);
+    assert.equal(res.private_key_pem, '');
+    assert.ok(res.cert_chain_der.length >= 2);
+    const leaf = new X509Certificate(res.cert_chain_der[0]);
+    assert.equal(leaf.subjectAltName, `URI:${WEB}`);
+    assert.ok(leaf.publicKey.equals(createPublicKey(createPrivateKey(csr.privateKeyPem))));
+    assert.equal(res.bundle.trust_domain, TD);
+    assert.equal(res.bundle.source, 'BUNDLE_SOURCE_OWN');
+    assert.ok(verifiesTo(res.cert_chain_der, res.bundle.x509_authorities));
+    assert.equal(Number(res.not_after.seconds), Math.floor(Date.parse(leaf.validTo) / 1000));
+    assert.equal(Number(res.ttl_seconds), 3600 + 30, 'default workload.ttl (plus the 30 s backdate)');
+    assert.equal(res.serial_number, leaf.serialNumber.toLowerCase());
+    assert.ok(res.cert_chain_pem.startsWith('-----BEGIN CERTIFICATE-----'));
+  });
+
+  test('ok/a DER CSR works too, and dns_names default to the CSR DNS SANs', async () => {
+    const csr = await makeCsr({ uris: [WEB], dnsNames: ['web.default.svc'] });
+    const res = await unary(web.identity, 'Issue', { spiffe_id: WEB, csr_der: csr.der, ttl_seconds: 600 });
+    const leaf = new X509Certificate(res.cert_chain_der[0]);
+    assert.match(leaf.subjectAltName!, /DNS:web\.default\.svc/);
+    assert.ok(Number(res.ttl_seconds) <= 630);
+  });
+
+  test('fail/dns_names that differ from the CSR DNS SANs', async () => {
+    const csr = await makeCsr({ uris: [WEB], dnsNames: ['a.example'] });
+    await expectCode(unary(web.identity, 'Issue', { spiffe_id: WEB, csr_pem: csr.pem, dns_names: ['b.example'] }), grpc.status.INVALID_ARGUMENT, /differ from the CSR/);
+  });
+
+  test('fail/a workload asking for another identity is PERMISSION_DENIED and audited', async () => {
+    const other = `spiffe://${TD}/ns/default/sa/db`;
+    const csr = await makeCsr({ uris: [other] });
+    await expectCode(unary(web.identity, 'Issue', { spiffe_id: other, csr_pem: csr.pem }), grpc.status.PERMISSION_DENIED, /not authorized for identity/);
+    const line = m.logs.find((l) => l.logger === 'audit' && l.target === other && l.caller === WEB);
+    assert.ok(line, 'audit line written');
+    assert.equal(line.decision, 'deny');
+    assert.equal(line.via, 'mtls');
+    assert.match(String(line.reason), /not a controller/);
+    assert.ok(!JSON.stringify(m.logs).includes('BEGIN CERTIFICATE REQUEST'), 'CSRs never logged');
+  });
+
+  test('fail/a workload may not have meshca generate its key', async () => {
+    await expectCode(unary(web.identity, 'Issue', { spiffe_id: WEB }), grpc.status.PERMISSION_DENIED, /only with a CSR/);
+  });
+
+  test('ok/a controller gets an allowed identity; the TTL is capped at its maxTtl', async () => {
+    const target = `spiffe://${TD}/ns/shop/sa/cart`;
+    const csr = await makeCsr({ uris: [target] });
+    const res = await unary(ctl.identity, 'Issue', { spiffe_id: target, csr_pem: csr.pem, ttl_seconds: 10 * 3600 });
+    const leaf = new X509Certificate(res.cert_chain_der[0]);
+    const life = (Date.parse(leaf.validTo) - Date.parse(leaf.validFrom)) / 1000;
+    assert.ok(life <= 2 * 3600 + 31 && life >= 2 * 3600, `lifetime ${life}s capped at 2h`);
+    const line = m.logs.find((l) => l.logger === 'audit' && l.target === target);
+    assert.equal(line?.decision, 'allow');
+    assert.match(String(line?.reason), /controller rule/);
+  });
+
+  test('fail/a controller outside its allow patterns, or asking meshca for a key without generateKeys', async () => {
+    const outside = `spiffe://${TD}/infra/x`;
+    const csr = await makeCsr({ uris: [outside] });
+    await expectCode(unary(ctl.identity, 'Issue', { spiffe_id: outside, csr_pem: csr.pem }), grpc.status.PERMISSION_DENIED, /no allow pattern/);
+    await expectCode(unary(ctl.identity, 'Issue', { spiffe_id: `spiffe://${TD}/ns/a/sa/b` }), grpc.status.PERMISSION_DENIED, /generateKeys/);
+  });
+
+  test('ok/a generateKeys controller gets a bootstrap credential with its private key', async () => {
+    const target = `spiffe://${TD}/bootstrap/node-1`;
+    const res = await unary(boot.identity, 'Issue', { spiffe_id: target, key_type: 'KEY_TYPE_EC_P384' });
+    assert.match(res.private_key_pem, /^-----BEGIN PRIVATE KEY-----/);
+    const leaf = new X509Certificate(res.cert_chain_der[0]);
+    assert.ok(leaf.publicKey.equals(createPublicKey(createPrivateKey(res.private_key_pem))));
+    assert.equal(leaf.publicKey.asymmetricKeyDetails?.namedCurve, 'secp384r1');
+    assert.ok(!JSON.stringify(m.logs).includes(res.private_key_pem.split('\n')[1]), 'key never logged');
+  });
+
+  describe('bad CSRs are INVALID_ARGUMENT with a clear message', () => {
+    const cases: [string, () => Promise<{ spiffe_id: string; csr_pem?: string; csr_der?: Buffer }>, RegExp][] = [
+      ['a bad signature', async () => ({ spiffe_id: WEB, csr_der: corruptSignature(await makeCsr({ uris: [WEB] })).der }), /signature does not verify/],
+      ['several URI SANs', async () => ({ spiffe_id: WEB, csr_pem: (await makeCsr({ uris: [WEB, `spiffe://${TD}/x`] })).pem }), /2 URI SANs/],
+      ['a CA:true request', async () => ({ spiffe_id: WEB, csr_pem: (await makeCsr({ uris: [WEB], ca: true })).pem }), /CA certificate/],
+      ['a non-SPIFFE URI', async () => ({ spiffe_id: WEB, csr_pem: (await makeCsr({ uris: ['https://example.com/web'] })).pem }), /is not a SPIFFE ID/],
+      ['a foreign trust domain in the CSR', async () => ({ spiffe_id: WEB, csr_pem: (await makeCsr({ uris: ['spiffe://other.test/ns/default/sa/web'] })).pem }), /trust domain "other.test"/],
+      ['a URI SAN that is not the requested ID', async () => ({ spiffe_id: WEB, csr_pem: (await makeCsr({ uris: [`spiffe://${TD}/ns/default/sa/db`] })).pem }), /CSR URI SAN spiffe:\/\/ctl\.test\/ns\/default\/sa\/db does not match requested identity spiffe:\/\/ctl\.test\/ns\/default\/sa\/web/],
+      ['no URI SAN', async () => ({ spiffe_id: WEB, csr_pem: (await makeCsr({ dnsNames: ['x.example'] })).pem }), /no URI SAN/],
+      ['garbage', async () => ({ spiffe_id: WEB, csr_pem: 'hello' }), /CSR/],
+      ['a requested ID in another trust domain', async () => ({ spiffe_id: 'spiffe://other.test/ns/default/sa/web', csr_pem: (await makeCsr({ uris: ['spiffe://other.test/ns/default/sa/web'] })).pem }), /not this CA's trust domain/],
+      ['a requested ID that is not a SPIFFE ID', async () => ({ spiffe_id: 'web', csr_pem: (await makeCsr({ uris: [WEB] })).pem }), /scheme must be/],
+    ];
+    for (const [name, make, re] of cases) {
+      test(`fail/${name}`, async () => {
+        const seq = m.core.authority.bundle().sequence;
+        await expectCode(unary(web.identity, 'Issue', await make()), grpc.status.INVALID_ARGUMENT, re);
+        assert.equal(m.core.authority.bundle().sequence, seq, 'no state change');
+      });
+    }
+  });
+
+  test('fail/a message larger than server.grpc.maxMessageBytes is RESOURCE_EXHAUSTED and the server keeps serving', async () => {
+    await expectCode(unary(web.identity, 'Issue', { spiffe_id: WEB, csr_pem: 'A'.repeat(100 * 1024) }), grpc.status.RESOURCE_EXHAUSTED);
+    const csr = await makeCsr({ uris: [WEB] });
+    const res = await unary(web.identity, 'Issue', { spiffe_id: WEB, csr_pem: csr.pem });
+    assert.equal(res.spiffe_id, WEB);
+  });
+
+  test('fail/no client certificate is UNAUTHENTICATED for Issue but bundles stay readable', async () => {
+    const anon = await m.clientsAs(undefined);
+    try {
+      const csr = await makeCsr({ uris: [WEB] });
+      await expectCode(unary(anon.identity, 'Issue', { spiffe_id: WEB, csr_pem: csr.pem }), grpc.status.UNAUTHENTICATED, /no client certificate/);
+      const b = await unary(anon.bundle, 'GetBundle', {});
+      assert.equal(b.own_trust_domain, TD);
+    } finally {
+      anon.close();
+    }
+  });
+
+  test('IssueBatch: each entry gets its own result; one bad entry does not fail the others', async () => {
+    const good1 = `spiffe://${TD}/ns/a/sa/one`;
+    const good2 = `spiffe://${TD}/ns/a/sa/two`;
+    const res = await unary(ctl.identity, 'IssueBatch', {
+      requests: [
+        { spiffe_id: good1, csr_pem: (await makeCsr({ uris: [good1] })).pem },
+        { spiffe_id: good2, csr_pem: corruptSignature(await makeCsr({ uris: [good2] })).pem },
+        { spiffe_id: `spiffe://${TD}/infra/nope`, csr_pem: (await makeCsr({ uris: [`spiffe://${TD}/infra/nope`] })).pem },
+        { spiffe_id: good2, csr_pem: (await makeCsr({ uris: [good2] })).pem },
+      ],
+    });
+    assert.equal(res.results.length, 4);
+    assert.equal(res.results[0].result, 'certificate');
+    assert.equal(res.results[0].certificate.spiffe_id, good1);
+    assert.equal(res.results[1].result, 'error');
+    assert.equal(res.results[1].error.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(res.results[1].error.message, /signature/);
+    assert.equal(res.results[2].error.code, grpc.status.PERMISSION_DENIED);
+    assert.equal(res.results[3].result, 'certificate');
+    assert.equal(res.results[3].spiffe_id, good2);
+  });
+
+  test('fail/IssueBatch with no entries or too many', async () => {
+    await expectCode(unary(ctl.identity, 'IssueBatch', { requests: [] }), grpc.status.INVALID_ARGUMENT, /empty/);
+    const many = Array.from({ length: 101 }, () => ({ spiffe_id: WEB }));
+    await expectCode(unary(ctl.identity, 'IssueBatch', { requests: many }), grpc.status.INVALID_ARGUMENT, /maximum 100/);
+  });
+
+  test('GetBundle returns the own bundle; an unknown trust domain is NOT_FOUND', async () => {
+    const res = await unary(web.bundle, 'GetBundle', { trust_domains: [TD] });
+    assert.equal(res.bundles.length, 1);
+    const b = res.bundles[0];
+    assert.equal(b.trust_domain, TD);
+    assert.equal(Number(b.sequence), m.core.authority.bundle().sequence);
+    assert.deepEqual(b.x509_authorities.map((x: Buffer) => x.toString('base64')), m.core.authority.bundle().rootsDer.map((x) => x.toString('base64')));
+    const doc = JSON.parse(b.spiffe_bundle_json);
+    assert.equal(doc.keys[0].use, 'x509-svid');
+    assert.equal(doc.spiffe_sequence, Number(b.sequence));
+    await expectCode(unary(web.bundle, 'GetBundle', { trust_domains: ['nope.test'] }), grpc.status.NOT_FOUND, /nope\.test/);
+  });
+
+  test('WatchBundle sends the current state first, then every change', async () => {
+    const stream = web.bundle.WatchBundle({});
+    const msgs: { bundles: { trust_domain: string; sequence: string }[]; changed_trust_domains: string[] }[] = [];
+    const waitFor = async (n: number) => {
+      const end = Date.now() + 5000;
+      while (msgs.length < n) {
+        if (Date.now() > end) assert.fail(`only ${msgs.length} WatchBundle messages`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    stream.on('data', (d: (typeof msgs)[number]) => msgs.push(d));
+    stream.on('error', () => undefined);
+    try {
+      await waitFor(1);
+      assert.deepEqual(msgs[0]!.changed_trust_domains, [TD]);
+      const seq0 = Number(msgs[0]!.bundles[0]!.sequence);
+      await m.core.authority.rotate({ root: true });
+      await waitFor(2);
+      assert.deepEqual(msgs[1]!.changed_trust_domains, [TD]);
+      assert.ok(Number(msgs[1]!.bundles[0]!.sequence) > seq0);
+      // A federated domain appearing later is pushed to an all-domains watch.
+      const other = await makeCsr();
+      void other;
+      m.registry.setFederated('peer.test', { rootsDer: m.core.authority.bundle().rootsDer.slice(0, 1), refreshHintSeconds: 60, source: 'federated-file' });
+      await waitFor(3);
+      assert.deepEqual(msgs[2]!.changed_trust_domains, ['peer.test']);
+      assert.deepEqual(msgs[2]!.bundles.map((b) => b.trust_domain), [TD, 'peer.test']);
+    } finally {
+      stream.cancel();
+      m.registry.removeFederated('peer.test');
+    }
+  });
+});
