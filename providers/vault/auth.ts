@@ -88,6 +88,10 @@ export class TokenManager {
   async token(): Promise<string> {
     if (this.stopped) throw new CaError('UNAVAILABLE', 'vault: backend is closed', { retryable: false });
     if (this.held && this.deps.auth.method === 'token' && this.deps.auth.tokenFile) await this.checkTokenFile();
+    // A lease that ran out (renewal timers missed, e.g. after a suspend) is replaced before use, not after a 403.
+    if (this.held && this.held.expiresAtMs !== 0 && this.deps.clock.nowMs() >= this.held.expiresAtMs && (this.deps.auth.method !== 'token' || this.deps.auth.tokenFile)) {
+      this.drop();
+    }
     if (this.held) return this.held.token;
     return (await this.acquire()).token;
   }
