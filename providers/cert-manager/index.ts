@@ -1,5 +1,5 @@
 import type { ProviderFactory } from '../types.js';
-import { certManagerConfigSchema, type CertManagerConfig } from './config.js';
+import type { CertManagerConfig } from './config.js';
 import { createCertManagerBackend } from './backend.js';
 
 export { certManagerConfigSchema, type CertManagerConfig } from './config.js';
