@@ -1225,7 +1225,7 @@ export async function startFakeVault(opts: FakeVaultOptions = {}): Promise<FakeV
   }
 
   function send(res: http.ServerResponse, method: string, r: Resp): number {
-    const status = r.status ?? (r.bare !== undefined || r.raw ? 200 : 200);
+    const status = r.status ?? 200;
     if (r.status === 204) {
       res.writeHead(204);
       res.end();
@@ -1292,7 +1292,8 @@ export async function startFakeVault(opts: FakeVaultOptions = {}): Promise<FakeV
       }
     }
     const path = u.pathname.startsWith('/v1/') ? u.pathname.slice(4).replace(/\/+$/, '') : '';
-    const effMethod = method === 'GET' && u.searchParams.get('list') === 'true' ? 'LIST' : method;
+    const listParam = u.searchParams.get('list');
+    const effMethod = method === 'GET' && (listParam === 'true' || listParam === '1') ? 'LIST' : method;
     const entry: LoggedRequest = { method: effMethod, path, query: u.search, namespace: nsName, headers: { ...req.headers }, body, status: 0 };
     requests.push(entry);
 
