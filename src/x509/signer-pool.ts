@@ -56,27 +56,24 @@ export class LeafSignerPool {
 
   /** Signs a leaf for `t.publicKey`. */
   sign(t: LeafTemplate): Promise<Buffer> {
-    const signer = this.ready();
-    if (this.workers === 0) {
-      try {
-        return Promise.resolve(signer.sign(t));
-      } catch (e) {
-        return Promise.reject(e);
-      }
+    try {
+      const signer = this.ready();
+      if (this.workers === 0) return Promise.resolve(signer.sign(t));
+      const spki = spkiDerOf(t.publicKey);
+      return this.dispatch({ type: 'sign', ...this.fieldsMsg(t), spkiDer: new Uint8Array(spki) }).then((r) => r.certDer);
+    } catch (e) {
+      return Promise.reject(e);
     }
-    const spki = spkiDerOf(t.publicKey);
-    return this.dispatch({ type: 'sign', ...this.fieldsMsg(t), spkiDer: new Uint8Array(spki) }).then((r) => r.certDer);
   }
 
   /** Generates a key of `t.keyType` (in the worker) and signs a leaf for it. */
   signWithNewKey(t: NewKeyLeafFields): Promise<LeafWithKey> {
-    const signer = this.ready();
-    if (this.workers === 0) {
-      try {
-        return Promise.resolve(signer.signWithNewKey(t));
-      } catch (e) {
-        return Promise.reject(e);
-      }
+    let signer: LeafSigner;
+    try {
+      signer = this.ready();
+      if (this.workers === 0) return Promise.resolve(signer.signWithNewKey(t));
+    } catch (e) {
+      return Promise.reject(e);
     }
     return this.dispatch({ type: 'signNew', ...this.fieldsMsg(t), keyType: t.keyType }).then((r) => ({
       certDer: r.certDer,

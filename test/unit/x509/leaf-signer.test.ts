@@ -1,0 +1,195 @@
+import 'reflect-metadata';
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { X509Certificate, createPrivateKey, createPublicKey, webcrypto } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
+import { LeafSigner } from '../../../src/x509/leaf-signer.js';
+import { LeafSignerPool } from '../../../src/x509/signer-pool.js';
+import { generateKeyPair, keyIdentifier, spkiDerOf } from '../../../src/x509/keys.js';
+import { parseCertificate } from '../../../src/x509/cert-parse.js';
+import { checkSvidProfile } from '../../../src/x509/validate.js';
+import { toPem } from '../../../src/x509/pem.js';
+import { KEY_TYPES, type KeyType } from '../../../src/x509/types.js';
+import { NOW, TD, makeCa, openssl, opensslVerify } from './fixtures.js';
+
+const ID = `spiffe://${TD}/ns/default/sa/web`;
+const nb = new Date(NOW.getTime() - 30_000);
+const na = new Date(NOW.getTime() + 3600_000);
+
+test('leaves for every CA and leaf key type pass openssl verify -x509_strict and the SVID profile', { timeout: 60_000 }, async () => {
+  const leafTypes = ['ec-p256', 'ec-p384', 'rsa-2048', 'ed25519'] as KeyType[];
+  const leafKeys = leafTypes.map((t) => generateKeyPair(t));
+  for (const caType of ['ec-p256', 'ec-p384', 'rsa-2048', 'ed25519'] as KeyType[]) {
+    const ca = await makeCa(caType);
+    const signer = new LeafSigner(ca.signingCa);
+    const ders = leafKeys.map((kp) =>
+      signer.sign({ spiffeId: ID, dnsNames: ['web.default.svc'], ipAddresses: ['10.1.2.3', '2001:db8::1'], publicKey: kp.publicKey, notBefore: nb, notAfter: na }),
+    );
+    const v = openssl([
+      'verify', '-x509_strict', '-attime', String(Math.floor(NOW.getTime() / 1000)),
+      '-CAfile', { file: 'root.pem', data: toPem(ca.rootDer) }, '-untrusted', { file: 'inter.pem', data: toPem(ca.interDer) },
+      ...ders.map((d, i) => ({ file: `leaf${i}.pem`, data: toPem(d) })),
+    ]);
+    assert.equal(v.status, 0, `${caType}: ${v.out}`);
+    assert.equal(v.out.match(/: OK/g)?.length, 4, v.out);
+    for (let i = 0; i < ders.length; i++) {
+      const der = ders[i]!;
+      const leafType = leafTypes[i]!;
+      checkSvidProfile(der, { trustDomain: TD, issuerCertDer: ca.interDer, verifySignature: 'always' });
+      const x = new X509Certificate(der);
+      assert.ok(x.publicKey.equals(leafKeys[i]!.publicKey));
+      assert.equal(x.checkIssued(new X509Certificate(ca.interDer)), true);
+      if (caType !== 'ec-p256' && i > 0) continue; // text-parse every leaf type once, and every CA type once
+      const text = openssl(['x509', '-noout', '-text', '-in', { file: 'l.pem', data: toPem(der) }]);
+      assert.equal(text.status, 0, text.out);
+      assert.match(text.out, /X509v3 Subject Alternative Name: critical\s+URI:spiffe:\/\/example\.org\/ns\/default\/sa\/web, DNS:web\.default\.svc, IP Address:10\.1\.2\.3, IP Address:2001:DB8:0:0:0:0:0:1/);
+      assert.match(text.out, /Basic Constraints: critical\s+CA:FALSE/);
+      assert.match(text.out, leafType.startsWith('rsa') ? /Key Usage: critical\s+Digital Signature, Key Encipherment/ : /Key Usage: critical\s+Digital Signature\n/);
+      assert.match(text.out, /TLS Web Server Authentication, TLS Web Client Authentication/);
+      assert.match(text.out, /Subject: \n/);
+      const sigName = { 'ec-p256': 'ecdsa-with-SHA256', 'ec-p384': 'ecdsa-with-SHA384', 'rsa-2048': 'sha256WithRSAEncryption', 'rsa-3072': '', ed25519: 'ED25519' }[caType];
+      assert.match(text.out, new RegExp(`Signature Algorithm: ${sigName}`));
+    }
+  }
+});
+
+test('fast leaf TBS equals @peculiar/x509 generator output byte for byte given the same serial and key ids', { timeout: 20_000 }, async () => {
+  const ca = await makeCa('ec-p256');
+  const signer = new LeafSigner(ca.signingCa);
+  const crypto = webcrypto as unknown as Parameters<typeof x509.X509CertificateGenerator.create>[1];
+  const signingKey = await webcrypto.subtle.importKey('pkcs8', ca.interKey.export({ type: 'pkcs8', format: 'der' }), { name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign']);
+  for (const [notAfter, dns, ips] of [
+    [na, ['a.example'], ['192.0.2.1']],
+    [new Date('2049-12-31T23:59:59Z'), [], []],
+    [new Date('2050-01-01T00:00:00Z'), ['x.y'], ['2001:db8::5', '10.0.0.1']],
+  ] as [Date, string[], string[]][]) {
+    const ca2 = notAfter > na ? await makeCa('ec-p256', NOW, 30 * 365 * 86400) : ca;
+    const s = ca2 === ca ? signer : new LeafSigner(ca2.signingCa);
+    const kp = generateKeyPair('ec-p256');
+    const ours = parseCertificate(s.sign({ spiffeId: ID, dnsNames: dns, ipAddresses: ips, publicKey: kp.publicKey, notBefore: nb, notAfter }));
+    const sk = ca2 === ca ? signingKey : await webcrypto.subtle.importKey('pkcs8', ca2.interKey.export({ type: 'pkcs8', format: 'der' }), { name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign']);
+    const ref = await x509.X509CertificateGenerator.create(
+      {
+        serialNumber: ours.serial.toString('hex'),
+        issuer: new x509.Name(new Uint8Array(parseCertificate(ca2.interDer).subject)),
+        notBefore: nb,
+        notAfter,
+        publicKey: new Uint8Array(spkiDerOf(kp.publicKey)),
+        signingKey: sk as never,
+        signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as never,
+        extensions: [
+          new x509.BasicConstraintsExtension(false, undefined, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+          new x509.SubjectKeyIdentifierExtension(keyIdentifier(spkiDerOf(kp.publicKey)).toString('hex')),
+          new x509.AuthorityKeyIdentifierExtension(keyIdentifier(parseCertificate(ca2.interDer).spki).toString('hex')),
+          new x509.SubjectAlternativeNameExtension(
+            [{ type: 'url', value: ID }, ...dns.map((d) => ({ type: 'dns' as const, value: d })), ...ips.map((i) => ({ type: 'ip' as const, value: i }))],
+            true,
+          ),
+        ],
+      },
+      crypto,
+    );
+    const theirs = parseCertificate(Buffer.from(ref.rawData));
+    assert.equal(ours.tbs.toString('hex'), theirs.tbs.toString('hex'), `TBS differs for notAfter ${notAfter.toISOString()}`);
+  }
+});
+
+test('IPv4-mapped and compressed IPv6 SANs encode as 16 bytes (openssl agrees)', async () => {
+  // @peculiar/x509 2.2 mis-encodes "::ffff:1.2.3.4"; ours must match what openssl prints.
+  const ca = await makeCa();
+  const s = new LeafSigner(ca.signingCa);
+  const der = s.sign({ spiffeId: ID, dnsNames: [], ipAddresses: ['::ffff:1.2.3.4', 'fe80::1:2', '::'], publicKey: generateKeyPair('ec-p256').publicKey, notBefore: nb, notAfter: na });
+  const text = openssl(['x509', '-noout', '-ext', 'subjectAltName', '-in', { file: 'l.pem', data: toPem(der) }]);
+  assert.match(text.out, /IP Address:0:0:0:0:0:FFFF:102:304, IP Address:FE80:0:0:0:0:0:1:2, IP Address:0:0:0:0:0:0:0:0/);
+});
+
+test('validity uses UTCTime before 2050 and GeneralizedTime from 2050', async () => {
+  const ca = await makeCa('ec-p256', NOW, 30 * 365 * 86400);
+  const s = new LeafSigner(ca.signingCa);
+  const pub = generateKeyPair('ec-p256').publicKey;
+  const at = (notAfter: Date): Buffer => {
+    const c = parseCertificate(s.sign({ spiffeId: ID, dnsNames: [], publicKey: pub, notBefore: nb, notAfter }));
+    return c.tbs;
+  };
+  assert.ok(at(new Date('2049-12-31T23:59:59.999Z')).includes(Buffer.from('\x17\x0d491231235959Z', 'latin1')));
+  assert.ok(at(new Date('2050-01-01T00:00:00Z')).includes(Buffer.from('\x18\x0f20500101000000Z', 'latin1')));
+  const der = s.sign({ spiffeId: ID, dnsNames: [], publicKey: pub, notBefore: nb, notAfter: new Date('2050-01-01T00:00:05Z') });
+  assert.equal(new X509Certificate(der).validTo, 'Jan  1 00:00:05 2050 GMT');
+  assert.equal(opensslVerify(ca, der).status, 0);
+});
+
+test('serials are 20 positive octets, minimally encoded and distinct', async () => {
+  const ca = await makeCa();
+  const s = new LeafSigner(ca.signingCa);
+  const pub = generateKeyPair('ec-p256').publicKey;
+  const seen = new Set<string>();
+  for (let i = 0; i < 500; i++) {
+    const c = parseCertificate(s.sign({ spiffeId: ID, dnsNames: [], publicKey: pub, notBefore: nb, notAfter: na }));
+    assert.equal(c.serial.length, 20);
+    assert.ok(c.serial[0]! > 0 && c.serial[0]! < 0x80);
+    seen.add(c.serial.toString('hex'));
+  }
+  assert.equal(seen.size, 500);
+});
+
+test('refuses validity outside the CA, a mismatched CA key and unsupported leaf keys', async () => {
+  const ca = await makeCa();
+  const s = new LeafSigner(ca.signingCa);
+  const pub = generateKeyPair('ec-p256').publicKey;
+  assert.throws(() => s.sign({ spiffeId: ID, dnsNames: [], publicKey: pub, notBefore: nb, notAfter: new Date(ca.signingCa.notAfter.getTime() + 1000) }), /outside the signing CA validity/);
+  assert.throws(() => s.sign({ spiffeId: ID, dnsNames: [], publicKey: pub, notBefore: na, notAfter: nb }), /notBefore must be before notAfter/);
+  assert.throws(() => new LeafSigner({ ...ca.signingCa, key: generateKeyPair('ec-p256').privateKey }), /does not match its certificate/);
+  const dsa = (await import('node:crypto')).generateKeyPairSync('dsa', { modulusLength: 2048, divisorLength: 256 }).publicKey;
+  assert.throws(() => s.sign({ spiffeId: ID, dnsNames: [], publicKey: dsa, notBefore: nb, notAfter: na }), /algorithm 1\.2\.840\.10040\.4\.1 is not supported/);
+  assert.throws(() => s.sign({ spiffeId: ID, dnsNames: ['bad\u00e9.example'], publicKey: pub, notBefore: nb, notAfter: na }), /non-ASCII/);
+  assert.throws(() => s.sign({ spiffeId: ID, dnsNames: [], ipAddresses: ['10.0.0.300'], publicKey: pub, notBefore: nb, notAfter: na }), /not an IP address/);
+});
+
+test('signWithNewKey returns a PKCS#8 key matching the certificate for every key type', { timeout: 30_000 }, async () => {
+  const ca = await makeCa();
+  const s = new LeafSigner(ca.signingCa);
+  for (const keyType of KEY_TYPES.filter((k) => k !== 'rsa-3072')) {
+    const r = s.signWithNewKey({ spiffeId: ID, dnsNames: [], notBefore: nb, notAfter: na, keyType });
+    const key = createPrivateKey(r.privateKeyPkcs8Pem);
+    assert.ok(new X509Certificate(r.certDer).publicKey.equals(createPublicKey(key)), keyType);
+    assert.match(r.privateKeyPkcs8Pem, /^-----BEGIN PRIVATE KEY-----\n/);
+    assert.equal(opensslVerify(ca, r.certDer).status, 0, keyType);
+    if (keyType === 'ec-p256') {
+      const ours = createPrivateKey(r.privateKeyPkcs8Pem).export({ type: 'pkcs8', format: 'pem' });
+      assert.equal(ours, r.privateKeyPkcs8Pem, 'hand-built PKCS#8 equals what OpenSSL writes');
+    }
+  }
+});
+
+test('LeafSignerPool signs on workers, follows setCa, and fails cleanly after close', { timeout: 20_000 }, async () => {
+  const pool = new LeafSignerPool({ workers: 2 });
+  try {
+    const pub = generateKeyPair('ec-p256').publicKey;
+    await assert.rejects(pool.sign({ spiffeId: ID, dnsNames: [], publicKey: pub, notBefore: nb, notAfter: na }), { code: 'FAILED_PRECONDITION' });
+    const ca1 = await makeCa();
+    pool.setCa(ca1.signingCa);
+    const ders = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? pool.sign({ spiffeId: ID, dnsNames: [], publicKey: pub, notBefore: nb, notAfter: na }) : pool.signWithNewKey({ spiffeId: ID, dnsNames: [], notBefore: nb, notAfter: na, keyType: 'ec-p256' }).then((r) => r.certDer))));
+    for (const d of ders) checkSvidProfile(d, { trustDomain: TD, issuerCertDer: ca1.interDer, verifySignature: 'always' });
+    assert.equal(opensslVerify(ca1, ders[0]!).status, 0);
+    const ca2 = await makeCa('ec-p384');
+    pool.setCa(ca2.signingCa);
+    const d2 = await pool.sign({ spiffeId: ID, dnsNames: [], publicKey: pub, notBefore: nb, notAfter: na });
+    checkSvidProfile(d2, { trustDomain: TD, issuerCertDer: ca2.interDer });
+    assert.throws(() => checkSvidProfile(d2, { trustDomain: TD, issuerCertDer: ca1.interDer }), /issuer name does not match|authorityKeyIdentifier/);
+    await assert.rejects(pool.sign({ spiffeId: ID, dnsNames: [], publicKey: pub, notBefore: nb, notAfter: new Date(NOW.getTime() + 400 * 86400_000) }), /outside the signing CA validity/);
+  } finally {
+    await pool.close();
+  }
+  await assert.rejects(pool.sign({ spiffeId: ID, dnsNames: [], publicKey: generateKeyPair('ec-p256').publicKey, notBefore: nb, notAfter: na }), { code: 'UNAVAILABLE' });
+});
+
+test('LeafSignerPool with 0 workers signs inline', async () => {
+  const pool = new LeafSignerPool({ workers: 0 });
+  const ca = await makeCa();
+  pool.setCa(ca.signingCa);
+  const r = await pool.signWithNewKey({ spiffeId: ID, dnsNames: [], notBefore: nb, notAfter: na, keyType: 'ec-p256' });
+  checkSvidProfile(r.certDer, { trustDomain: TD, issuerCertDer: ca.interDer });
+  await pool.close();
+});
