@@ -32,8 +32,13 @@ export interface IstioServiceDeps {
   readonly workload: { readonly ttlSeconds: number; readonly maxTtlSeconds: number };
 }
 
+/**
+ * google.protobuf.Value as decoded: protobufjs's bundled well-known types use camelCase names (stringValue) even with
+ * keepCase, so both spellings are read.
+ */
 interface StructValue {
   kind?: string;
+  stringValue?: string;
   string_value?: string;
 }
 
@@ -89,8 +94,9 @@ export function istioServiceHandlers(deps: IstioServiceDeps): grpc.UntypedServic
     const imp = req.metadata?.fields?.[IMPERSONATED_IDENTITY];
     let target = csr.spiffeId ?? caller.spiffeId;
     if (imp !== undefined) {
-      if (typeof imp.string_value !== 'string' || imp.string_value === '') throw invalidArgument(`metadata ${IMPERSONATED_IDENTITY} must be a non-empty string`);
-      const id = parseWorkloadId(imp.string_value, td).uri;
+      const value = imp.stringValue ?? imp.string_value;
+      if (typeof value !== 'string' || value === '') throw invalidArgument(`metadata ${IMPERSONATED_IDENTITY} must be a non-empty string`);
+      const id = parseWorkloadId(value, td).uri;
       if (csr.spiffeId !== undefined && csr.spiffeId !== id) {
         throw invalidArgument(`CSR URI SAN ${csr.spiffeId} does not match metadata ${IMPERSONATED_IDENTITY} ${id}`);
       }

@@ -1,0 +1,146 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { startInstance, type Instance } from '../support/meshca-instance.js';
+import { unary, type ApiClients } from '../support/api-client.js';
+import { corruptSignature, makeCsr } from '../support/csr.js';
+
+const TD = 'mesh.test';
+const POD = `spiffe://${TD}/ns/default/sa/productpage`;
+const ZTUNNEL = `spiffe://${TD}/ns/istio-system/sa/ztunnel`;
+
+async function expectCode(p: Promise<unknown>, code: grpc.status, text?: RegExp): Promise<void> {
+  try {
+    await p;
+  } catch (e) {
+    const err = e as grpc.ServiceError;
+    assert.equal(err.code, code, `expected ${grpc.status[code]}, got ${grpc.status[err.code]}: ${err.details}`);
+    if (text) assert.match(err.details, text);
+    return;
+  }
+  assert.fail(`expected ${grpc.status[code]}, call succeeded`);
+}
+
+/** A Struct as Istio's agent sends it (protobufjs names the bundled Value fields in camelCase). */
+function metadata(fields: Record<string, string>) {
+  return { fields: Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, { stringValue: v }])) };
+}
+
+describe('istio.v1.auth.IstioCertificateService/CreateCertificate', { timeout: 60_000 }, () => {
+  let m: Instance;
+  let pod: ApiClients;
+  let zt: ApiClients;
+
+  before(async () => {
+    m = await startInstance({
+      trustDomain: TD,
+      workload: { ttl: '12h', maxTtl: '48h' },
+      controllers: [{ id: ZTUNNEL, allow: [`spiffe://${TD}/ns/*`], maxTtl: '24h' }],
+    });
+    pod = await m.clientsAs(POD);
+    zt = await m.clientsAs(ZTUNNEL);
+  });
+  after(async () => {
+    pod?.close();
+    zt?.close();
+    await m?.close();
+  });
+
+  test('ok/an agent CSR for its own identity: leaf first, root last, one PEM certificate per element', async () => {
+    const csr = await makeCsr({ uris: [POD] });
+    const res = await unary(pod.istio, 'CreateCertificate', { csr: csr.pem, validity_duration: 3600, metadata: metadata({ ClusterID: 'Kubernetes' }) });
+    const chain: string[] = res.cert_chain;
+    assert.ok(chain.length >= 2, 'istio-agent rejects <= 1 entries');
+    for (const p of chain) {
+      assert.equal(p.match(/-----BEGIN CERTIFICATE-----/g)?.length, 1, 'one certificate per element');
+      assert.ok(p.endsWith('-----END CERTIFICATE-----\n'));
+    }
+    const certs = chain.map((p) => new X509Certificate(p));
+    assert.equal(certs[0]!.subjectAltName, `URI:${POD}`);
+    assert.ok(certs[0]!.publicKey.equals(createPublicKey(createPrivateKey(csr.privateKeyPem))));
+    for (let i = 0; i + 1 < certs.length; i++) assert.ok(certs[i]!.verify(certs[i + 1]!.publicKey), `element ${i} signed by ${i + 1}`);
+    const root = certs[certs.length - 1]!;
+    assert.ok(root.verify(root.publicKey), 'last element is the self-signed root');
+    assert.ok(m.core.authority.bundle().rootsDer.some((r) => r.equals(root.raw)), 'root is in the trust bundle');
+    const life = (Date.parse(certs[0]!.validTo) - Date.parse(certs[0]!.validFrom)) / 1000;
+    assert.ok(life >= 3600 && life <= 3631, `validity_duration honoured (${life}s)`);
+    const line = m.logs.find((l) => l.logger === 'audit' && l.api === 'IstioCertificateService.CreateCertificate');
+    assert.equal(line?.decision, 'allow');
+  });
+
+  test('ok/validity_duration <= 0 means workload.ttl; a CSR without URI SAN gets the caller identity', async () => {
+    const csr = await makeCsr({ cn: 'istio' });
+    const res = await unary(pod.istio, 'CreateCertificate', { csr: csr.pem, validity_duration: 0 });
+    const leaf = new X509Certificate(res.cert_chain[0]);
+    assert.equal(leaf.subjectAltName, `URI:${POD}`);
+    const life = (Date.parse(leaf.validTo) - Date.parse(leaf.validFrom)) / 1000;
+    assert.ok(life >= 12 * 3600 && life <= 12 * 3600 + 31, `default ttl (${life}s)`);
+    const neg = await unary(pod.istio, 'CreateCertificate', { csr: csr.pem, validity_duration: -5 });
+    assert.ok(neg.cert_chain.length >= 2);
+  });
+
+  test('fail/validity_duration above the policy maximum is INVALID_ARGUMENT (as istiod)', async () => {
+    const csr = await makeCsr({ uris: [POD] });
+    await expectCode(unary(pod.istio, 'CreateCertificate', { csr: csr.pem, validity_duration: 49 * 3600 }), grpc.status.INVALID_ARGUMENT, /longer than the maximum 48h/);
+  });
+
+  test('fail/a CSR for another identity is PERMISSION_DENIED for a workload', async () => {
+    const csr = await makeCsr({ uris: [`spiffe://${TD}/ns/default/sa/reviews`] });
+    await expectCode(unary(pod.istio, 'CreateCertificate', { csr: csr.pem }), grpc.status.PERMISSION_DENIED, /not authorized/);
+  });
+
+  test('ok/an authorised controller gets the CSR identity, or the ImpersonatedIdentity; its maxTtl applies', async () => {
+    const target = `spiffe://${TD}/ns/default/sa/reviews`;
+    const res = await unary(zt.istio, 'CreateCertificate', { csr: (await makeCsr({ uris: [target] })).pem, validity_duration: 3600 });
+    assert.equal(new X509Certificate(res.cert_chain[0]).subjectAltName, `URI:${target}`);
+    const imp = `spiffe://${TD}/ns/shop/sa/cart`;
+    const res2 = await unary(zt.istio, 'CreateCertificate', { csr: (await makeCsr()).pem, metadata: metadata({ ImpersonatedIdentity: imp }) });
+    assert.equal(new X509Certificate(res2.cert_chain[0]).subjectAltName, `URI:${imp}`);
+    await expectCode(
+      unary(zt.istio, 'CreateCertificate', { csr: (await makeCsr({ uris: [target] })).pem, validity_duration: 25 * 3600 }),
+      grpc.status.INVALID_ARGUMENT,
+      /maximum 24h/,
+    );
+    await expectCode(
+      unary(pod.istio, 'CreateCertificate', { csr: (await makeCsr()).pem, metadata: metadata({ ImpersonatedIdentity: imp }) }),
+      grpc.status.PERMISSION_DENIED,
+    );
+    await expectCode(
+      unary(zt.istio, 'CreateCertificate', { csr: (await makeCsr({ uris: [target] })).pem, metadata: metadata({ ImpersonatedIdentity: imp }) }),
+      grpc.status.INVALID_ARGUMENT,
+      /does not match metadata ImpersonatedIdentity/,
+    );
+  });
+
+  describe('bad CSRs are INVALID_ARGUMENT', () => {
+    const cases: [string, () => Promise<string>, RegExp][] = [
+      ['empty', async () => '', /csr is required/],
+      ['not PEM', async () => 'MIIB', /must be PEM/],
+      ['a bad signature', async () => corruptSignature(await makeCsr({ uris: [POD] })).pem, /signature does not verify/],
+      ['several URI SANs', async () => (await makeCsr({ uris: [POD, `spiffe://${TD}/b`] })).pem, /2 URI SANs/],
+      ['CA:true', async () => (await makeCsr({ uris: [POD], ca: true })).pem, /CA certificate/],
+      ['a non-SPIFFE URI', async () => (await makeCsr({ uris: ['urn:example:x'] })).pem, /not a SPIFFE ID/],
+      ['a foreign trust domain', async () => (await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/productpage'] })).pem, /not this CA's trust domain/],
+    ];
+    for (const [name, make, re] of cases) {
+      test(`fail/${name}`, async () => {
+        await expectCode(unary(pod.istio, 'CreateCertificate', { csr: await make() }), grpc.status.INVALID_ARGUMENT, re);
+      });
+    }
+  });
+
+  test('fail/no client certificate, or a bearer token with no token authenticator, is UNAUTHENTICATED', async () => {
+    const anon = await m.clientsAs(undefined);
+    try {
+      const csr = await makeCsr({ uris: [POD] });
+      await expectCode(unary(anon.istio, 'CreateCertificate', { csr: csr.pem }), grpc.status.UNAUTHENTICATED);
+      const md = new grpc.Metadata();
+      md.set('authorization', 'Bearer abc.def.ghi');
+      await expectCode(unary(anon.istio, 'CreateCertificate', { csr: csr.pem }, md), grpc.status.UNAUTHENTICATED, /bearer/i);
+      assert.ok(!JSON.stringify(m.logs).includes('abc.def.ghi'), 'token never logged');
+    } finally {
+      anon.close();
+    }
+  });
+});
