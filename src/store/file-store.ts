@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CaError } from '../util/errors.js';
 import type { StateStore } from './types.js';
+import { ReentrantMutex } from './mutex.js';
 
 const KEY_RE = /^[a-z0-9][a-z0-9-]{0,63}$/;
 const LOCK_DIR = 'lock';
@@ -17,6 +18,7 @@ const UNREADABLE_LOCK_STALE_MS = 10_000;
 export class FileStore implements StateStore {
   readonly location: string;
   private readonly dir: string;
+  private readonly mutex = new ReentrantMutex();
 
   private constructor(dir: string) {
     this.dir = dir;
@@ -61,13 +63,17 @@ export class FileStore implements StateStore {
     return names.filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5));
   }
 
+  /** Re-entrant within one async call chain; serialised within the process; exclusive across processes. */
   async withLock<T>(fn: () => Promise<T>): Promise<T> {
-    const release = await this.acquire();
-    try {
-      return await fn();
-    } finally {
-      await release();
-    }
+    if (this.mutex.held()) return fn();
+    return this.mutex.run(async () => {
+      const release = await this.acquire();
+      try {
+        return await fn();
+      } finally {
+        await release();
+      }
+    });
   }
 
   private async acquire(): Promise<() => Promise<void>> {

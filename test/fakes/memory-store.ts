@@ -1,11 +1,12 @@
 import type { StateStore } from '../../src/store/types.js';
+import { ReentrantMutex } from '../../src/store/mutex.js';
 
-/** In-memory StateStore for unit tests; the lock is a promise chain. */
+/** In-memory StateStore for unit tests; the lock is a re-entrant in-process mutex, like FileStore's. */
 export class MemoryStore implements StateStore {
   readonly location = 'memory store';
   readonly data = new Map<string, Buffer>();
   writes = 0;
-  private chain: Promise<unknown> = Promise.resolve();
+  private readonly mutex = new ReentrantMutex();
 
   async read(key: string): Promise<Buffer | undefined> {
     return this.data.get(key);
@@ -18,8 +19,6 @@ export class MemoryStore implements StateStore {
     return [...this.data.keys()];
   }
   withLock<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.chain.then(fn, fn);
-    this.chain = run.catch(() => undefined);
-    return run;
+    return this.mutex.run(fn);
   }
 }

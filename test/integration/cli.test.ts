@@ -38,7 +38,7 @@ test('issue writes a chain, a 0600 key and a bundle that openssl verifies strict
     const chain = splitPem(certPem);
     assert.equal(chain.length, 2, 'leaf + meshca signing CA');
     const leaf = new X509Certificate(chain[0]!);
-    assert.equal(leaf.subjectAltName, 'DNS:web.default.svc, URI:spiffe://test.example/ns/default/sa/web');
+    assert.equal(leaf.subjectAltName, 'URI:spiffe://test.example/ns/default/sa/web, DNS:web.default.svc');
     const life = (Date.parse(leaf.validTo) - Date.parse(leaf.validFrom)) / 1000;
     assert.ok(life >= 7200 && life <= 7200 + 31, `lifetime ${life}s = 2h + backdate`);
     const v = await opensslVerify(t.dir, certPem, bundlePem);
