@@ -90,8 +90,8 @@ export function parseCsr(input: string | Buffer): ParsedCsr {
     throw e;
   }
 
-  const sigAlg = SIG_HASH[sigOid] ?? bad(WEAK_SIG[sigOid] ? `CSR signature algorithm ${WEAK_SIG[sigOid]} is too weak (use SHA-256 or better)` : `CSR signature algorithm ${sigOid} is not supported`);
   const publicKey = importSpki(spkiDer);
+  const sigAlg = SIG_HASH[sigOid] ?? bad(WEAK_SIG[sigOid] ? `CSR signature algorithm ${WEAK_SIG[sigOid]} is too weak (use SHA-256 or better)` : `CSR signature algorithm ${sigOid} is not supported`);
   const family = publicKey.asymmetricKeyType === 'ec' ? 'ec' : publicKey.asymmetricKeyType;
   if (family !== sigAlg.family) bad(`CSR signature algorithm ${sigOid} does not match its ${publicKey.asymmetricKeyType} key`);
   let ok = false;

@@ -47,7 +47,7 @@ export async function makeCa(keyType: KeyType = 'ec-p256', now = NOW, interTtl =
 }
 
 /** Runs openssl with files written to a temp dir; returns {status, out}. */
-export function openssl(args: (string | { file: string; data: string | Buffer })[]): { status: number; out: string } {
+export function openssl(args: (string | { file: string; data: string | Buffer })[]): { status: number; out: string; stdout: string } {
   const dir = mkdtempSync(join(tmpdir(), 'meshca-x509-'));
   try {
     const argv = args.map((a) => {
@@ -57,7 +57,7 @@ export function openssl(args: (string | { file: string; data: string | Buffer })
       return p;
     });
     const r = spawnSync('openssl', argv, { encoding: 'utf8', timeout: 10_000 });
-    return { status: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
+    return { status: r.status ?? -1, out: `${r.stdout}${r.stderr}`, stdout: r.stdout };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
