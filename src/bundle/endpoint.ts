@@ -49,7 +49,8 @@ function splitAddress(address: string): { host: string; port: number } {
  * - https_web: serves certFile/keyFile (Web PKI), re-read when either file changes (a failed re-read keeps the
  *   previous pair and is logged);
  * - https_spiffe: serves a meshca-issued X509-SVID (cfg.spiffeId, default spiffe://<td>/meshca/bundle-endpoint),
- *   re-issued at its renewal time and whenever the signing CA changes.
+ *   re-issued at its renewal time, and no later than 3 refresh hints after the signing CA changed (so peers have
+ *   fetched a new root before the endpoint's certificate chains to it).
  * Start fails (CaError FAILED_PRECONDITION) when the serving credentials cannot be obtained.
  */
 export async function startBundleEndpoint(cfg: BundleEndpointConfig, deps: BundleEndpointDeps): Promise<BundleEndpoint> {
@@ -105,8 +106,10 @@ export async function startBundleEndpoint(cfg: BundleEndpointConfig, deps: Bundl
     let timer: Timer | undefined;
     let retryMs = RETRY_MIN_MS;
     let closed = false;
+    let dueAt = first.renewAt;
     const schedule = (at: Date) => {
       timer?.cancel();
+      dueAt = at;
       if (!closed) timer = deps.clock.setTimer(() => void renew(), Math.max(0, at.getTime() - deps.clock.nowMs()));
     };
     const renew = async () => {
@@ -123,8 +126,13 @@ export async function startBundleEndpoint(cfg: BundleEndpointConfig, deps: Bundl
       }
     };
     schedule(first.renewAt);
+    // A new signing CA (possibly under a new root) is not used at once: federated peers verify this endpoint with
+    // the bundle they fetched last, so the new root must reach them first (SPIFFE_Federation.md: publish new keys
+    // 3-5 refresh hints ahead of use). Renew at the SVID's renewAt or 3 refresh hints from now, whichever is sooner.
     const unsub = authority.onEvent((ev) => {
-      if (ev.type === 'signing-ca' || ev.type === 'reissue-all') void renew();
+      if (ev.type !== 'signing-ca' && ev.type !== 'reissue-all') return;
+      const at = Math.min(dueAt.getTime(), deps.clock.nowMs() + 3 * cfg.refreshHint * 1000);
+      schedule(new Date(at));
     });
     stopCreds = () => {
       closed = true;

@@ -48,7 +48,9 @@ export interface Instance {
   readonly grpc: RunningGrpcServer;
   readonly grpcPort: number;
   readonly endpoint: BundleEndpoint | undefined;
-  readonly federation: FederationManager | undefined;
+  federation: FederationManager | undefined;
+  /** Starts federation later (when the peers' endpoints are known); closed by close(). */
+  federate(raw: unknown): Promise<FederationManager>;
   readonly files: FilePublisher | undefined;
   readonly dataDir: string;
   /** Every log line (parsed JSON). */
@@ -119,9 +121,8 @@ export async function startInstance(o: InstanceOptions): Promise<Instance> {
       const ep = endpoint;
       closers.push(() => ep.close());
     }
-    let federation: FederationManager | undefined;
-    if (o.federation !== undefined) {
-      federation = new FederationManager(federationSchema.parse(o.federation), {
+    const federate = async (raw: unknown): Promise<FederationManager> => {
+      const fed = new FederationManager(federationSchema.parse(raw), {
         registry,
         log,
         clock,
@@ -130,10 +131,11 @@ export async function startInstance(o: InstanceOptions): Promise<Instance> {
         ...(o.fileCheckIntervalMs ? { fileCheckIntervalMs: o.fileCheckIntervalMs } : {}),
         fetchTimeoutMs: 3000,
       });
-      const fed = federation;
       closers.push(() => fed.close());
-      await federation.start();
-    }
+      await fed.start();
+      return fed;
+    };
+    const federation = o.federation !== undefined ? await federate(o.federation) : undefined;
     let files: FilePublisher | undefined;
     if (o.bundle !== undefined) {
       files = await startFilePublisher(bundleFilesSchema.parse(o.bundle), { registry, log, metrics: core.metrics });
@@ -145,7 +147,7 @@ export async function startInstance(o: InstanceOptions): Promise<Instance> {
       return { certPem: s.chainPem, keyPem: s.privateKeyPem! };
     };
     const rootsPem = () => core.authority.bundle().pem;
-    return {
+    const inst: Instance = {
       trustDomain: o.trustDomain,
       core,
       registry,
@@ -153,6 +155,10 @@ export async function startInstance(o: InstanceOptions): Promise<Instance> {
       grpcPort: grpc.port,
       endpoint,
       federation,
+      federate: async (raw) => {
+        inst.federation = await federate(raw);
+        return inst.federation;
+      },
       files,
       dataDir,
       logs,
@@ -165,6 +171,7 @@ export async function startInstance(o: InstanceOptions): Promise<Instance> {
       },
       close: closeAll,
     };
+    return inst;
   } catch (e) {
     await closeAll();
     throw e;
