@@ -14,8 +14,9 @@ import { CaError, errorMessage } from '../util/errors.js';
  *   the still-valid certificate.
  * - when the last subscriber leaves the entry (SVID, key, timer) is dropped at once.
  * - handleAuthorityEvent() is called by the owner AFTER it pushed new validation contexts (bundle first, leaves second):
- *   'reissue-all' re-issues every entry now; 'bundle' / 'signing-ca' re-issue entries whose chain no longer leads to a
- *   trust anchor of the current bundle (other leaves move to the new CA at their normal renewAt).
+ *   'reissue-all' re-issues every entry now; 'signing-ca' re-issues entries whose chain no longer leads to a trust
+ *   anchor of the current bundle (other leaves move to the new CA at their normal renewAt); 'bundle' alone re-issues
+ *   nothing (the new CA does not sign yet).
  */
 export type RenewReason = 'renewal' | 'reissue';
 
@@ -119,6 +120,9 @@ export class SvidCache {
       void this.reissue([...this.entries.values()], 'reissue');
       return;
     }
+    // A 'bundle' event comes BEFORE the new CA signs (a root is trusted before it is used), so re-issuing then would
+    // mint leaves from the outgoing CA; stale leaves are replaced on the 'signing-ca' event that follows.
+    if (ev.type !== 'signing-ca') return;
     const anchors = this.opts.authority.bundle().rootsDer.map((d) => new X509Certificate(d));
     const verdict = new Map<string, boolean>();
     const stale: Entry[] = [];

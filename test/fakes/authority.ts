@@ -82,6 +82,7 @@ export class FakeAuthority implements Authority {
   private sequence = 1;
   private bundleCache: TrustBundle;
   private failures = 0;
+  private failFor: string | undefined;
   private readonly ttl: number;
   private readonly fraction: number;
 
@@ -106,14 +107,16 @@ export class FakeAuthority implements Authority {
     return this.active.generation;
   }
 
-  failNext(n: number): void {
+  /** The next n issue() calls (only those for `spiffeId` when given) fail with UNAVAILABLE. */
+  failNext(n: number, spiffeId?: string): void {
     this.failures = n;
+    this.failFor = spiffeId;
   }
 
   async issue(req: IssueRequest): Promise<IssuedSvid> {
     this.issued.push(req);
     parseWorkloadId(req.spiffeId, this.trustDomain);
-    if (this.failures > 0) {
+    if (this.failures > 0 && (this.failFor === undefined || this.failFor === req.spiffeId)) {
       this.failures--;
       throw new CaError('UNAVAILABLE', 'fake: backend unavailable (failNext)');
     }
