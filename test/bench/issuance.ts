@@ -1,0 +1,231 @@
+import 'reflect-metadata';
+import { X509Certificate, createECDH, generateKeyPairSync, randomBytes, sign as cryptoSign, webcrypto } from 'node:crypto';
+import { availableParallelism, cpus } from 'node:os';
+import { pathToFileURL } from 'node:url';
+import * as x509 from '@peculiar/x509';
+import { createSelfSignedRoot, signCaCertificate } from '../../src/x509/ca-certs.js';
+import { createLeafCsr } from '../../src/x509/leaf-csr.js';
+import { parseCsr } from '../../src/x509/csr.js';
+import { generateKeyPair, keyIdentifier, spkiDerOf } from '../../src/x509/keys.js';
+import { chainToPem } from '../../src/x509/pem.js';
+import { LeafSigner } from '../../src/x509/leaf-signer.js';
+import { LeafSignerPool } from '../../src/x509/signer-pool.js';
+import { checkSvidProfile } from '../../src/x509/validate.js';
+import { parseCertificate } from '../../src/x509/cert-parse.js';
+import type { SigningCa } from '../../src/x509/types.js';
+
+/**
+ * Leaf issuance benchmark (performance.md; issue targets):
+ *   (a) meshca generates the key: keygen + sign + PEM key and chain + checkSvidProfile, per core >= composite raw
+ *       rate 1/(1/sign + 1/keygen) of Node's own P-256 primitives;
+ *   (b) caller sends a CSR: parse + verify CSR + sign + PEM chain + checkSvidProfile, per core >= 25% of raw sign;
+ *   all cores (LeafSignerPool, one worker per core, many requests in flight) >= 1.8x one core.
+ * "Per core" = inline on the calling thread (LeafSignerPool workers: 0). All rates are measured in one run, so
+ * compare ratios, not absolute numbers, across machines.
+ */
+
+const TD = 'bench.example';
+const ID = `spiffe://${TD}/ns/bench/sa/workload`;
+
+async function rate(ms: number, fn: () => unknown): Promise<number> {
+  const warm = Date.now() + Math.min(200, ms / 5);
+  while (Date.now() < warm) await fn();
+  let n = 0;
+  const t0 = performance.now();
+  const end = t0 + ms;
+  let t = t0;
+  while (t < end) {
+    for (let i = 0; i < 20; i++) await fn();
+    n += 20;
+    t = performance.now();
+  }
+  return n / ((t - t0) / 1000);
+}
+
+function rateSync(ms: number, fn: () => unknown): number {
+  const warm = Date.now() + Math.min(200, ms / 5);
+  while (Date.now() < warm) fn();
+  let n = 0;
+  const t0 = performance.now();
+  const end = t0 + ms;
+  let t = t0;
+  while (t < end) {
+    for (let i = 0; i < 50; i++) fn();
+    n += 50;
+    t = performance.now();
+  }
+  return n / ((t - t0) / 1000);
+}
+
+/** Completions per second with `inflight` concurrent loops. */
+async function rateConcurrent(ms: number, inflight: number, fn: () => Promise<unknown>): Promise<number> {
+  const warmEnd = Date.now() + Math.min(300, ms / 5);
+  await Promise.all(Array.from({ length: inflight }, async () => {
+    while (Date.now() < warmEnd) await fn();
+  }));
+  let n = 0;
+  const t0 = performance.now();
+  const end = t0 + ms;
+  await Promise.all(Array.from({ length: inflight }, async () => {
+    while (performance.now() < end) {
+      await fn();
+      n++;
+    }
+  }));
+  return n / ((performance.now() - t0) / 1000);
+}
+
+async function makeCa(): Promise<{ ca: SigningCa; rootDer: Buffer }> {
+  const now = new Date();
+  const root = await createSelfSignedRoot({ trustDomain: TD, keyType: 'ec-p256', ttlSeconds: 86400, now });
+  const ik = generateKeyPair('ec-p256');
+  const interDer = await signCaCertificate({ issuer: { certDer: root.certDer, key: root.privateKey }, publicKey: ik.publicKey, trustDomain: TD, ttlSeconds: 86400, now });
+  const x = new X509Certificate(interDer);
+  return { ca: { certDer: interDer, chainDer: [], key: ik.privateKey, notBefore: new Date(x.validFrom), notAfter: new Date(x.validTo) }, rootDer: root.certDer };
+}
+
+const round = (n: number, d = 0): number => Math.round(n * 10 ** d) / 10 ** d;
+
+export async function runIssuanceBench(opts: { seconds: number }): Promise<object> {
+  const cores = availableParallelism();
+  // Eleven timed phases share the budget; the naive generator gets a short slice (it is ~50x slower).
+  const slice = Math.max(150, (opts.seconds * 1000) / 11);
+  const { ca } = await makeCa();
+  const validity = (): { notBefore: Date; notAfter: Date } => {
+    const now = Date.now();
+    return { notBefore: new Date(Math.max(now - 30_000, ca.notBefore.getTime())), notAfter: new Date(now + 3600_000) };
+  };
+  const chainTail = [ca.certDer];
+
+  // --- raw Node primitives ---
+  const tbsLike = randomBytes(420);
+  const rawSign = rateSync(slice, () => cryptoSign('sha256', tbsLike, ca.key));
+  const rawKeygen = rateSync(slice, () => generateKeyPairSync('ec', { namedCurve: 'P-256' }));
+  const ecdh = createECDH('prime256v1');
+  const rawEcdhKeygen = rateSync(slice / 2, () => ecdh.generateKeys());
+  const compositeRaw = 1 / (1 / rawSign + 1 / rawKeygen);
+
+  // --- checkSvidProfile cost on signer-issued leaves ---
+  const signer = new LeafSigner(ca);
+  const leaves = Array.from({ length: 500 }, () => signer.signWithNewKey({ spiffeId: ID, dnsNames: ['w.bench.svc'], keyType: 'ec-p256', ...validity() }).certDer);
+  let li = 0;
+  const checkAutoPerSec = rateSync(slice / 2, () => checkSvidProfile(leaves[li++ % leaves.length]!, { trustDomain: TD, issuerCertDer: ca.certDer }));
+  const checkAlwaysPerSec = rateSync(slice / 2, () =>
+    checkSvidProfile(leaves[li++ % leaves.length]!, { trustDomain: TD, issuerCertDer: ca.certDer, verifySignature: 'always' }),
+  );
+
+  // --- CSR pool for (b) ---
+  const csrs: Buffer[] = [];
+  for (let i = 0; i < 256; i++) csrs.push((await createLeafCsr({ key: generateKeyPair('ec-p256'), spiffeId: ID, dnsNames: [] })).der);
+  let ci = 0;
+
+  const variantA = async (pool: LeafSignerPool): Promise<void> => {
+    const r = await pool.signWithNewKey({ spiffeId: ID, dnsNames: ['w.bench.svc'], keyType: 'ec-p256', ...validity() });
+    checkSvidProfile(r.certDer, { trustDomain: TD, issuerCertDer: ca.certDer });
+    const pem = chainToPem([r.certDer, ...chainTail]);
+    if (pem.length < 100 || r.privateKeyPkcs8Pem.length < 100) throw new Error('bench: empty output');
+  };
+  const variantB = async (pool: LeafSignerPool): Promise<void> => {
+    const csr = parseCsr(csrs[ci++ % csrs.length]!);
+    const der = await pool.sign({ spiffeId: csr.uris[0]!, dnsNames: csr.dnsNames, publicKey: csr.publicKey, ...validity() });
+    checkSvidProfile(der, { trustDomain: TD, issuerCertDer: ca.certDer });
+    if (chainToPem([der, ...chainTail]).length < 100) throw new Error('bench: empty output');
+  };
+
+  const inline = new LeafSignerPool({ workers: 0 });
+  inline.setCa(ca);
+  const aPerCore = await rate(slice, () => variantA(inline));
+  const bPerCore = await rate(slice, () => variantB(inline));
+  await inline.close();
+
+  const pool = new LeafSignerPool({ workers: cores });
+  pool.setCa(ca);
+  let aAll = 0;
+  let bAll = 0;
+  try {
+    await rateConcurrent(200, 8, () => variantA(pool)); // let the workers load the CA
+    aAll = await rateConcurrent(slice, 32 * cores, () => variantA(pool));
+    bAll = await rateConcurrent(slice, 32 * cores, () => variantB(pool));
+  } finally {
+    await pool.close();
+  }
+
+  // --- naive @peculiar/x509 generator per leaf (key generated, TBS via asn1-schema, WebCrypto sign) ---
+  const wc = webcrypto as unknown as Parameters<typeof x509.X509CertificateGenerator.create>[1];
+  const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
+  const caKey = await webcrypto.subtle.importKey('pkcs8', ca.key.export({ type: 'pkcs8', format: 'der' }), alg, false, ['sign']);
+  const caParsed = parseCertificate(ca.certDer);
+  const issuerName = new x509.Name(new Uint8Array(caParsed.subject));
+  const caKeyId = keyIdentifier(caParsed.spki).toString('hex');
+  const naivePerCore = await rate(Math.min(slice, 1500), async () => {
+    const kp = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const spki = spkiDerOf(kp.publicKey);
+    const cert = await x509.X509CertificateGenerator.create(
+      {
+        issuer: issuerName,
+        ...validity(),
+        publicKey: new Uint8Array(spki),
+        signingKey: caKey as never,
+        signingAlgorithm: alg as never,
+        extensions: [
+          new x509.BasicConstraintsExtension(false, undefined, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+          await x509.SubjectKeyIdentifierExtension.create(new Uint8Array(spki) as never, false, wc),
+          new x509.AuthorityKeyIdentifierExtension(caKeyId),
+          new x509.SubjectAlternativeNameExtension([{ type: 'url', value: ID }], true),
+        ],
+      },
+      wc,
+    );
+    const pem = cert.toString('pem') + kp.privateKey.export({ type: 'pkcs8', format: 'pem' });
+    if (pem.length < 100) throw new Error('bench: empty output');
+  });
+
+  const checkAutoUs = 1e6 / checkAutoPerSec;
+  return {
+    machine: { cores, cpu: cpus()[0]?.model ?? 'unknown', node: process.version, secondsBudget: opts.seconds },
+    raw: {
+      p256SignPerSec: round(rawSign),
+      p256KeygenPerSec: round(rawKeygen),
+      p256EcdhKeygenPerSec: round(rawEcdhKeygen),
+      compositeRawPerSec: round(compositeRaw),
+    },
+    checkSvidProfile: {
+      usPerLeafAuto: round(checkAutoUs, 1),
+      usPerLeafAlwaysVerify: round(1e6 / checkAlwaysPerSec, 1),
+      note: 'auto skips re-verifying signatures this process made with the proven CA key; both variants include it',
+    },
+    variantA_generateKey: {
+      perCorePerSec: round(aPerCore),
+      allCoresPerSec: round(aAll),
+      ratioPerCoreToCompositeRaw: round(aPerCore / compositeRaw, 2),
+      targetPerCoreToCompositeRaw: 1,
+      ratioAllCoresToPerCore: round(aAll / aPerCore, 2),
+      targetAllCoresToPerCore: 1.8,
+      ratioPerCoreToNaive: round(aPerCore / naivePerCore, 1),
+    },
+    variantB_csr: {
+      perCorePerSec: round(bPerCore),
+      allCoresPerSec: round(bAll),
+      ratioPerCoreToRawSign: round(bPerCore / rawSign, 3),
+      targetPerCoreToRawSign: 0.25,
+      ratioAllCoresToPerCore: round(bAll / bPerCore, 2),
+      targetAllCoresToPerCore: 1.8,
+      ratioPerCoreToNaive: round(bPerCore / naivePerCore, 1),
+      note: 'CSR parse+verify runs on the calling thread (as the servers do); only signing is spread over workers',
+    },
+    naivePeculiarX509: { perCorePerSec: round(naivePerCore) },
+  };
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const seconds = Number(process.argv[2] ?? 12);
+  runIssuanceBench({ seconds }).then(
+    (r) => process.stdout.write(`${JSON.stringify(r, null, 2)}\n`),
+    (e) => {
+      process.stderr.write(`${(e as Error).stack ?? String(e)}\n`);
+      process.exit(1);
+    },
+  );
+}
