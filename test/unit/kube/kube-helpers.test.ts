@@ -1,0 +1,48 @@
+// Pure helpers of src/kube: error classification from every shape the client produces, usage words, names.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { isConflict, isNotFound, isRetryableKubeError, kubeCaError, kubeErrorInfo } from '../../../src/kube/errors.js';
+import { goDuration, requestUsages } from '../../../src/kube/usages.js';
+import { labelSelector, trustDomainLabelValue } from '../../../src/kube/names.js';
+import { signerLinkedName } from '../../../src/kube/ctb.js';
+import { intermediateCsr, leafCsr } from './csr-helpers.js';
+
+describe('kube helpers', () => {
+  it('reads ApiException (body as a JSON string), watch errors, Status objects and transport errors', () => {
+    const api = Object.assign(new Error('HTTP-Code: 404\nMessage: ...'), { code: 404, body: JSON.stringify({ kind: 'Status', reason: 'NotFound', message: 'x "a" not found' }) });
+    assert.deepEqual(kubeErrorInfo(api), { code: 404, reason: 'NotFound', message: 'x "a" not found' });
+    assert.ok(isNotFound(api));
+    assert.deepEqual(kubeErrorInfo(Object.assign(new Error('Forbidden'), { statusCode: 403 })), { code: 403, reason: undefined, message: 'Forbidden' });
+    assert.equal(kubeErrorInfo({ kind: 'Status', code: 410, status: 'Failure', reason: 'Expired', message: 'too old' }).code, 410);
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' });
+    assert.equal(kubeErrorInfo(refused).code, undefined);
+    assert.ok(isRetryableKubeError(refused));
+    assert.ok(isConflict({ kind: 'Status', code: 409, status: 'Failure', reason: 'Conflict', message: '' }));
+  });
+
+  it('maps statuses to CaError codes with the component and action in the message', () => {
+    const e403 = kubeCaError('x', 'create thing', { kind: 'Status', code: 403, status: 'Failure', reason: 'Forbidden', message: 'no' });
+    assert.equal(e403.code, 'PERMISSION_DENIED');
+    assert.equal(e403.retryable, false);
+    assert.match(e403.message, /^x: create thing: 403 Forbidden: no \(grant it in the RBAC/);
+    assert.equal(kubeCaError('x', 'y', { kind: 'Status', code: 503, status: 'Failure', reason: 'ServiceUnavailable', message: '' }).retryable, true);
+    assert.equal(kubeCaError('x', 'y', { kind: 'Status', code: 422, status: 'Failure', reason: 'Invalid', message: '' }).code, 'FAILED_PRECONDITION');
+    assert.match(kubeCaError('x', 'y', new Error('socket hang up')).message, /API server unreachable: socket hang up/);
+  });
+
+  it('formats Go durations and picks usages from the CSR or the profile', async () => {
+    assert.equal(goDuration(172800), '48h0m0s');
+    assert.equal(goDuration(5400), '1h30m0s');
+    assert.equal(goDuration(59), '0h0m59s');
+    assert.deepEqual(requestUsages((await intermediateCsr('td')).csrDer, 'intermediate'), ['cert sign', 'crl sign']);
+    assert.deepEqual(requestUsages((await leafCsr('spiffe://td/x')).csrDer, 'leaf'), ['digital signature', 'key encipherment', 'server auth', 'client auth']);
+  });
+
+  it('names: trust-domain label values, selectors, signer-linked bundle names', () => {
+    assert.equal(trustDomainLabelValue('cluster.local'), 'cluster.local');
+    const long = trustDomainLabelValue(`${'a'.repeat(70)}.example`);
+    assert.match(long, /^td-[0-9a-f]{40}$/);
+    assert.equal(labelSelector({ a: 'b', c: 'd' }), 'a=b,c=d');
+    assert.equal(signerLinkedName('example.com/team/meshca', 'live'), 'example.com:team:meshca:live');
+  });
+});
