@@ -200,4 +200,17 @@ export function commonNameOf(name: Buffer): string | undefined {
   return undefined;
 }
 
+/**
+ * Upper-case hex serial of a certificate as Node's X509Certificate.serialNumber prints it, from a DER parse of the
+ * serial only (~1 µs instead of ~100 µs for constructing an X509Certificate through OpenSSL).
+ */
+export function certSerialHex(der: Buffer): string {
+  const top = readNode(der, 0);
+  const tbs = readNode(top.value, 0);
+  let n = readNode(tbs.value, 0);
+  if (n.tag === 0xa0) n = readNode(tbs.value, n.end);
+  if (n.tag !== TAG.INTEGER) throw new DerError('certificate serialNumber missing');
+  return n.value.toString('hex').toUpperCase();
+}
+
 export { EXT };

@@ -121,8 +121,19 @@ export function oid(dotted: string): Buffer {
   return out;
 }
 
-/** Decodes an OID value (without tag/length) to dotted form. */
+const oidNames = new Map<string, string>();
+
+/** Decodes an OID value (without tag/length) to dotted form. Memoised: certificates repeat the same few OIDs. */
 export function oidToString(value: Buffer): string {
+  const k = value.toString('latin1');
+  const hit = oidNames.get(k);
+  if (hit !== undefined) return hit;
+  const s = decodeOid(value);
+  if (oidNames.size < 4096) oidNames.set(k, s);
+  return s;
+}
+
+function decodeOid(value: Buffer): string {
   if (value.length === 0) throw new DerError('empty OID');
   const first = value[0]!;
   const arcs: number[] = first < 80 ? [Math.floor(first / 40), first % 40] : [2, first - 80];

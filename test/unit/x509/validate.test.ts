@@ -87,3 +87,9 @@ test('checkSvidProfile on a signer-issued leaf is cheap', () => {
   const us = Number(process.hrtime.bigint() - t0) / 1000 / ders.length;
   assert.ok(us < 200, `checkSvidProfile took ${us.toFixed(1)} µs per leaf`);
 });
+
+test('certSerialHex matches X509Certificate.serialNumber', async () => {
+  const { certSerialHex } = await import('../../../src/x509/cert-parse.js');
+  const { X509Certificate } = await import('node:crypto');
+  for (const der of [ca.rootDer, ca.interDer, buildLeaf(ca)]) assert.equal(certSerialHex(der), new X509Certificate(der).serialNumber);
+});
