@@ -3,22 +3,30 @@ import type { AuthorityBackend, BackendContext } from './types.js';
 import { internalConfigSchema } from './internal/config.js';
 import { createInternalBackend } from './internal/backend.js';
 import { vaultConfigSchema } from './vault/config.js';
+import { certManagerConfigSchema } from './cert-manager/config.js';
+import { clusterTrustBundleConfigSchema } from './cluster-trust-bundle/config.js';
 
 /**
  * The explicit map of signing backends: config section + factory. No init-time registration.
  * Backends with heavy dependencies are loaded with import() only when selected, so the CLI starts fast.
  */
-export const AUTHORITY_TYPES = ['internal', 'vault'] as const;
+export const AUTHORITY_TYPES = ['internal', 'vault', 'cert-manager', 'cluster-trust-bundle'] as const;
+
+/** authority.type → the key of its config section. */
+const SECTION = { internal: 'internal', vault: 'vault', 'cert-manager': 'certManager', 'cluster-trust-bundle': 'clusterTrustBundle' } as const;
 
 export const authoritySchema = z
   .strictObject({
     type: z.enum(AUTHORITY_TYPES).default('internal'),
     internal: internalConfigSchema.prefault({}),
     vault: vaultConfigSchema.optional(),
+    certManager: certManagerConfigSchema.optional(),
+    clusterTrustBundle: clusterTrustBundleConfigSchema.optional(),
   })
   .superRefine((c, ctx) => {
-    if (c.type !== 'internal' && c[c.type] === undefined) {
-      ctx.addIssue({ code: 'custom', path: [c.type], message: `is required when authority.type is ${c.type}` });
+    const section = SECTION[c.type];
+    if (c[section] === undefined) {
+      ctx.addIssue({ code: 'custom', path: [section], message: `is required when authority.type is ${c.type}` });
     }
   })
   .prefault({});
@@ -33,6 +41,14 @@ export async function createBackend(cfg: AuthorityConfig, ctx: BackendContext): 
       const { vaultProvider } = await import('./vault/index.js');
       return vaultProvider.create(cfg.vault!, ctx);
     }
+    case 'cert-manager': {
+      const { certManagerProvider } = await import('./cert-manager/index.js');
+      return certManagerProvider.create(cfg.certManager!, ctx);
+    }
+    case 'cluster-trust-bundle': {
+      const { clusterTrustBundleProvider } = await import('./cluster-trust-bundle/index.js');
+      return clusterTrustBundleProvider.create(cfg.clusterTrustBundle!, ctx);
+    }
   }
 }
 
@@ -43,5 +59,9 @@ export function signingCaTtlSeconds(cfg: AuthorityConfig): number {
       return cfg.internal.signingCaTtl;
     case 'vault':
       return cfg.vault!.intermediateTtl;
+    case 'cert-manager':
+      return cfg.certManager!.signingCaTtl;
+    case 'cluster-trust-bundle':
+      return cfg.clusterTrustBundle!.signingCaTtl;
   }
 }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { duration, keyType, listenAddress, spiffeIdPattern, trustDomain } from './fields.js';
 import { authoritySchema } from '../../providers/index.js';
+import { bundlePublishersSchema } from '../publish/config.js';
 
 /**
  * The whole meshca configuration. Every key is documented in README.md ("Configuration reference"); unknown keys are
@@ -57,6 +58,7 @@ export const configSchema = z
       .prefault({}),
     workload: workloadSchema.prefault({}),
     authority: authoritySchema,
+    bundlePublishers: bundlePublishersSchema,
     authorization: z
       .strictObject({ controllers: z.array(controllerSchema).default([]) })
       .prefault({}),
