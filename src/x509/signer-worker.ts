@@ -1,6 +1,7 @@
 import { createPrivateKey } from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
 import { LeafSigner } from './leaf-signer.js';
+import { parseCsr } from './csr.js';
 import type { KeyType } from './types.js';
 import type { WorkerReply, WorkerRequest } from './signer-protocol.js';
 
@@ -47,6 +48,12 @@ port.on('message', (m: WorkerRequest) => {
   }
   let reply: WorkerReply;
   try {
+    if (m.type === 'parseCsr') {
+      // CSR checks need no CA; they run here so the calling thread only pays for message passing.
+      const p = parseCsr(typeof m.csr === 'string' ? m.csr : Buffer.from(m.csr.buffer, m.csr.byteOffset, m.csr.byteLength));
+      port.postMessage({ id: m.id, ok: true, csr: { ...p, der: new Uint8Array(p.der), spkiDer: new Uint8Array(p.spkiDer) } } satisfies WorkerReply);
+      return;
+    }
     if (!signer) throw Object.assign(new Error(caError ?? 'no signing CA'), { code: 'FAILED_PRECONDITION' });
     if (m.type === 'sign') {
       const der = signer.signSpki(Buffer.from(m.spkiDer), fields(m));

@@ -193,3 +193,30 @@ test('LeafSignerPool with 0 workers signs inline', async () => {
   checkSvidProfile(r.certDer, { trustDomain: TD, issuerCertDer: ca.interDer });
   await pool.close();
 });
+
+test('LeafSignerPool.parseCsr parses on a worker with parseCsr results and errors', { timeout: 20_000 }, async () => {
+  const { createLeafCsr } = await import('../../../src/x509/leaf-csr.js');
+  const pool = new LeafSignerPool({ workers: 1 });
+  try {
+    const ca = await makeCa();
+    pool.setCa(ca.signingCa);
+    const kp = generateKeyPair('ec-p256');
+    const csr = await createLeafCsr({ key: kp, spiffeId: ID, dnsNames: ['x.svc'] });
+    for (const input of [csr.der, csr.pem]) {
+      const p = await pool.parseCsr(input);
+      assert.deepEqual(p.uris, [ID]);
+      assert.deepEqual(p.dnsNames, ['x.svc']);
+      assert.equal(p.keyType, 'ec-p256');
+      assert.ok(p.publicKey.equals(kp.publicKey));
+      assert.deepEqual(p.der, csr.der);
+      const der = await pool.sign({ spiffeId: p.uris[0]!, dnsNames: p.dnsNames, publicKey: p.publicKey, notBefore: nb, notAfter: na });
+      assert.ok(new X509Certificate(der).publicKey.equals(kp.publicKey));
+    }
+    const bad = Buffer.from(csr.der);
+    bad[bad.length - 3]! ^= 1;
+    await assert.rejects(pool.parseCsr(bad), { code: 'INVALID_ARGUMENT', message: 'CSR signature does not verify' });
+    await assert.rejects(pool.parseCsr('junk'), { code: 'INVALID_ARGUMENT', message: 'CSR is not valid PEM or DER' });
+  } finally {
+    await pool.close();
+  }
+});
