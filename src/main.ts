@@ -2,18 +2,35 @@ import 'reflect-metadata';
 import type { Logger } from 'pino';
 import type { Config } from './config/schema.js';
 import { openCore, type Core } from './core.js';
+import { Authorizer } from './identity/authorization.js';
 import { startOpsServer, splitHostPort } from './servers/ops-http.js';
+import { buildGrpcServerWithSds, type RunningGrpcServer } from './servers/sds-server.js';
+import { callAuthenticator } from './servers/call-auth.js';
+import { registerControllerServices } from './servers/controller/index.js';
+import { registerIstioService } from './servers/istio/service.js';
+import { BundleRegistry } from './bundle/registry.js';
+import { registryBundleProvider } from './bundle/sds-provider.js';
+import { startBundleEndpoint } from './bundle/endpoint.js';
+import { FederationManager } from './bundle/federation.js';
+import { startFilePublisher } from './bundle/file-publisher.js';
 import { createLogger } from './telemetry/logger.js';
 import { SystemClock, type Clock } from './util/clock.js';
 import { errorMessage } from './util/errors.js';
 
 /** Hard limit for a SIGTERM drain; the brief promises exit within 20 s. */
 const DRAIN_LIMIT_MS = 15_000;
+/** Open gRPC calls get this long to finish before they are cut. */
+const GRPC_DRAIN_MS = 5_000;
+const OWN_REFRESH_HINT_SECONDS = 300;
 
 export interface RunningServer {
   readonly core: Core;
+  readonly registry: BundleRegistry;
+  readonly grpc: RunningGrpcServer;
   readonly httpPort: number;
-  readonly grpcPort: number | undefined;
+  readonly grpcPort: number;
+  readonly bundleEndpointPort: number | undefined;
+  readonly federation: FederationManager | undefined;
   /** Drains and stops everything; resolves when all listeners are closed. */
   stop(): Promise<void>;
 }
@@ -25,33 +42,85 @@ export interface StartOptions {
 
 /**
  * The composition root: opens the CA core and starts the listeners. Only this module sees every part.
+ * Order: core (state, backend, authority) → bundle registry → gRPC (SDS, controller API, Istio CA) → bundle
+ * distribution (federation, bundle endpoint, files, Kubernetes publishers) → ops HTTP. Stopped in reverse.
  */
 export async function startServer(cfg: Config, opts: StartOptions = {}): Promise<RunningServer> {
   const log = opts.log ?? createLogger(cfg.log.level);
   const clock = opts.clock ?? new SystemClock();
   const core = await openCore(cfg, { log, clock });
-  core.authority.start();
-  const closers: (() => Promise<void>)[] = [];
+  const { authority, metrics } = core;
+  const closers: { name: string; close: () => Promise<void> }[] = [{ name: 'core', close: () => core.close() }];
+  const stopAll = async () => {
+    for (const c of closers.reverse()) await c.close().catch((e) => log.warn({ err: errorMessage(e), part: c.name }, 'close failed'));
+  };
   try {
+    authority.start();
+    const registry = new BundleRegistry(authority.bundle(), { ownRefreshHintSeconds: cfg.server.bundleEndpoint?.refreshHint ?? OWN_REFRESH_HINT_SECONDS });
+    const detach = registry.attachAuthority(authority);
+    closers.push({ name: 'registry', close: async () => detach() });
+
+    const authorizer = new Authorizer(
+      cfg.authorization.controllers.map((c) => ({ id: c.id, allow: c.allow, maxTtlSeconds: c.maxTtl, generateKeys: c.generateKeys })),
+    );
+    const workload = { ttlSeconds: cfg.workload.ttl, maxTtlSeconds: cfg.workload.maxTtl };
+    const grpc = await buildGrpcServerWithSds(cfg.server, {
+      authority,
+      authorizer,
+      clock,
+      log,
+      metrics,
+      bundles: registryBundleProvider(registry),
+    });
+    const authenticate = callAuthenticator(grpc.authenticator);
+    registerControllerServices(grpc.server, { authority, authorizer, authenticate, log, metrics, bundles: registry, workload });
+    registerIstioService(grpc.server, { authority, authorizer, authenticate, log, metrics, workload });
+    const { port: grpcPort } = await grpc.server.start();
+    closers.push({ name: 'grpc', close: () => grpc.close(GRPC_DRAIN_MS) });
+    log.info({ address: `${splitHostPort(cfg.server.grpc.address).host}:${grpcPort}`, uds: cfg.server.uds.path || undefined }, 'gRPC listening (SDS, IdentityService, BundleService, IstioCertificateService)');
+
+    let federation: FederationManager | undefined;
+    if (cfg.federation.trustDomains.length > 0) {
+      federation = new FederationManager(cfg.federation, { registry, log, clock, metrics, store: core.store });
+      await federation.start();
+      const f = federation;
+      closers.push({ name: 'federation', close: () => f.close() });
+    }
+    let bundleEndpointPort: number | undefined;
+    if (cfg.server.bundleEndpoint) {
+      const ep = await startBundleEndpoint(cfg.server.bundleEndpoint, { registry, log, clock, metrics, authority });
+      bundleEndpointPort = ep.port;
+      closers.push({ name: 'bundle-endpoint', close: () => ep.close() });
+      log.info({ address: `${ep.host}:${ep.port}`, profile: cfg.server.bundleEndpoint.profile }, 'SPIFFE bundle endpoint listening');
+    }
+    if (cfg.bundle.files.length > 0) {
+      const files = await startFilePublisher(cfg.bundle, { registry, log, metrics });
+      closers.push({ name: 'bundle-files', close: () => files.close() });
+    }
+    if (cfg.bundlePublishers.kubernetes) {
+      const { startPublishers } = await import('./publish/index.js');
+      const pubs = await startPublishers(cfg.bundlePublishers, { authority, log, clock });
+      closers.push({ name: 'publishers', close: () => pubs.close() });
+    }
+
     const { host, port } = splitHostPort(cfg.server.http.address);
-    const ops = await startOpsServer({ host, port, metrics: core.metrics, health: () => core.authority.health() });
-    closers.push(() => ops.close());
+    const ops = await startOpsServer({ host, port, metrics, health: () => authority.health() });
+    closers.push({ name: 'ops-http', close: () => ops.close() });
     log.info({ address: `${host}:${ops.port}` }, 'ops HTTP listening (/healthz, /readyz, /metrics)');
-    let stopped = false;
+
+    let stopped: Promise<void> | undefined;
     return {
       core,
+      registry,
+      grpc,
       httpPort: ops.port,
-      grpcPort: undefined,
-      stop: async () => {
-        if (stopped) return;
-        stopped = true;
-        for (const c of closers.reverse()) await c().catch((e) => log.warn({ err: errorMessage(e) }, 'close failed'));
-        await core.close();
-      },
+      grpcPort,
+      bundleEndpointPort,
+      federation,
+      stop: () => (stopped ??= stopAll()),
     };
   } catch (e) {
-    for (const c of closers.reverse()) await c().catch(() => undefined);
-    await core.close();
+    await stopAll();
     throw e;
   }
 }

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { duration, keyType, listenAddress, spiffeIdPattern, trustDomain } from './fields.js';
 import { authoritySchema } from '../../providers/index.js';
 import { bundlePublishersSchema } from '../publish/config.js';
+import { bundleEndpointSchema, bundleFilesSchema, checkFederationAgainstOwn, federationSchema } from '../bundle/config.js';
 
 /**
  * The whole meshca configuration. Every key is documented in README.md ("Configuration reference"); unknown keys are
@@ -54,10 +55,14 @@ export const configSchema = z
         grpc: grpcSchema.prefault({}),
         uds: udsSchema.prefault({}),
         http: httpSchema.prefault({}),
+        /** SPIFFE bundle endpoint (absent = not served). */
+        bundleEndpoint: bundleEndpointSchema.optional(),
       })
       .prefault({}),
     workload: workloadSchema.prefault({}),
     authority: authoritySchema,
+    federation: federationSchema.prefault({}),
+    bundle: bundleFilesSchema.prefault({}),
     bundlePublishers: bundlePublishersSchema,
     authorization: z
       .strictObject({ controllers: z.array(controllerSchema).default([]) })
@@ -73,6 +78,9 @@ export const configSchema = z
       .prefault({}),
   })
   .superRefine((c, ctx) => {
+    for (const issue of checkFederationAgainstOwn(c.trustDomain, c.federation)) {
+      ctx.addIssue({ code: 'custom', path: issue.path, message: issue.message });
+    }
     if (c.workload.ttl > c.workload.maxTtl) {
       ctx.addIssue({ code: 'custom', path: ['workload', 'ttl'], message: `is longer than workload.maxTtl` });
     }
