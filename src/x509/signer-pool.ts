@@ -4,7 +4,7 @@ import { LeafSigner, type LeafWithKey, type NewKeyLeafFields } from './leaf-sign
 import { rememberSpki, spkiDerOf } from './keys.js';
 import { parseCsr, type ParsedCsr } from './csr.js';
 import { noteIssuedBy } from './provenance.js';
-import type { WorkerReply, WorkerRequest } from './signer-protocol.js';
+import type { JobMsg, WorkerBatchReply, WorkerReply, WorkerRequest } from './signer-protocol.js';
 import type { LeafTemplate, SigningCa } from './types.js';
 
 interface Pending {
@@ -15,6 +15,8 @@ interface Pending {
 interface Slot {
   worker: Worker;
   pending: Map<number, Pending>;
+  /** Jobs queued in this turn of the event loop, sent as one message (a microtask later). */
+  queue: JobMsg[];
 }
 
 /**
@@ -126,14 +128,21 @@ export class LeafSignerPool {
     };
   }
 
-  private dispatch(msg: Extract<WorkerRequest, { id: number }>): Promise<{ certDer: Buffer; privateKeyPkcs8Pem?: string; csr?: ParsedCsr }> {
+  private dispatch(msg: JobMsg): Promise<{ certDer: Buffer; privateKeyPkcs8Pem?: string; csr?: ParsedCsr }> {
     let best = this.slots[0]!;
     for (const s of this.slots) if (s.pending.size < best.pending.size) best = s;
     return new Promise((resolve, reject) => {
       if (best.pending.size === 0) best.worker.ref();
       best.pending.set(msg.id, { resolve, reject });
-      best.worker.postMessage(msg);
+      best.queue.push(msg);
+      if (best.queue.length === 1) queueMicrotask(() => this.flush(best));
     });
+  }
+
+  private flush(slot: Slot): void {
+    const jobs = slot.queue.splice(0);
+    if (jobs.length === 0 || !this.slots.includes(slot)) return;
+    slot.worker.postMessage(jobs.length === 1 ? jobs[0] : ({ type: 'batch', jobs } satisfies WorkerRequest));
   }
 
   private sendCa(w: Worker): void {
@@ -146,27 +155,9 @@ export class LeafSignerPool {
   private spawn(): Slot {
     const worker = new Worker(new URL('./signer-worker.js', import.meta.url));
     worker.unref();
-    const slot: Slot = { worker, pending: new Map() };
-    worker.on('message', (r: WorkerReply) => {
-      const p = slot.pending.get(r.id);
-      if (!p) return;
-      slot.pending.delete(r.id);
-      if (slot.pending.size === 0) worker.unref();
-      if (!r.ok) {
-        p.reject(new CaError(r.code as ErrorCode, r.message));
-        return;
-      }
-      if (r.csr) {
-        const c = r.csr;
-        const parsed: ParsedCsr = { ...c, der: Buffer.from(c.der.buffer, c.der.byteOffset, c.der.byteLength), spkiDer: Buffer.from(c.spkiDer.buffer, c.spkiDer.byteOffset, c.spkiDer.byteLength) };
-        rememberSpki(parsed.publicKey, parsed.spkiDer);
-        p.resolve({ certDer: Buffer.alloc(0), csr: parsed });
-        return;
-      }
-      const der = Buffer.from(r.certDer.buffer, r.certDer.byteOffset, r.certDer.byteLength);
-      const ca = this.caByGen.get(r.gen);
-      if (ca) noteIssuedBy(der, ca);
-      p.resolve(r.privateKeyPkcs8Pem !== undefined ? { certDer: der, privateKeyPkcs8Pem: r.privateKeyPkcs8Pem } : { certDer: der });
+    const slot: Slot = { worker, pending: new Map(), queue: [] };
+    worker.on('message', (b: WorkerBatchReply) => {
+      for (const r of b.replies) this.settle(slot, r);
     });
     const onDeath = (why: string): void => {
       const i = this.slots.indexOf(slot);
@@ -181,9 +172,33 @@ export class LeafSignerPool {
     return slot;
   }
 
+  private settle(slot: Slot, r: WorkerReply): void {
+    const worker = slot.worker;
+    const p = slot.pending.get(r.id);
+    if (!p) return;
+    slot.pending.delete(r.id);
+    if (slot.pending.size === 0) worker.unref();
+    if (!r.ok) {
+      p.reject(new CaError(r.code as ErrorCode, r.message));
+      return;
+    }
+    if (r.csr) {
+      const c = r.csr;
+      const parsed: ParsedCsr = { ...c, der: Buffer.from(c.der.buffer, c.der.byteOffset, c.der.byteLength), spkiDer: Buffer.from(c.spkiDer.buffer, c.spkiDer.byteOffset, c.spkiDer.byteLength) };
+      rememberSpki(parsed.publicKey, parsed.spkiDer);
+      p.resolve({ certDer: Buffer.alloc(0), csr: parsed });
+      return;
+    }
+    const der = Buffer.from(r.certDer.buffer, r.certDer.byteOffset, r.certDer.byteLength);
+    const ca = this.caByGen.get(r.gen);
+    if (ca) noteIssuedBy(der, ca);
+    p.resolve(r.privateKeyPkcs8Pem !== undefined ? { certDer: der, privateKeyPkcs8Pem: r.privateKeyPkcs8Pem } : { certDer: der });
+  }
+
   private failAll(slot: Slot, err: CaError): void {
     for (const p of slot.pending.values()) p.reject(err);
     slot.pending.clear();
+    slot.queue.length = 0;
     slot.worker.unref();
   }
 }

@@ -3,7 +3,7 @@ import { parentPort } from 'node:worker_threads';
 import { LeafSigner } from './leaf-signer.js';
 import { parseCsr } from './csr.js';
 import type { KeyType } from './types.js';
-import type { WorkerReply, WorkerRequest } from './signer-protocol.js';
+import type { JobMsg, WorkerBatchReply, WorkerReply, WorkerRequest } from './signer-protocol.js';
 
 /**
  * Worker side of LeafSignerPool. Holds one LeafSigner for the newest CA it was sent. The CA key arrives as PKCS#8
@@ -46,34 +46,42 @@ port.on('message', (m: WorkerRequest) => {
     }
     return;
   }
-  let reply: WorkerReply;
+  if (m.type === 'batch') {
+    const replies: WorkerReply[] = [];
+    const transfer: ArrayBuffer[] = [];
+    for (const job of m.jobs) replies.push(runJob(job, transfer));
+    port.postMessage({ type: 'batch', replies } satisfies WorkerBatchReply, transfer);
+    return;
+  }
+  const transfer: ArrayBuffer[] = [];
+  const r = runJob(m, transfer);
+  port.postMessage({ type: 'batch', replies: [r] } satisfies WorkerBatchReply, transfer);
+});
+
+function runJob(m: JobMsg, transfer: ArrayBuffer[]): WorkerReply {
   try {
     if (m.type === 'parseCsr') {
       // CSR checks need no CA; they run here so the calling thread only pays for message passing.
       const p = parseCsr(typeof m.csr === 'string' ? m.csr : Buffer.from(m.csr.buffer, m.csr.byteOffset, m.csr.byteLength));
-      port.postMessage({ id: m.id, ok: true, csr: { ...p, der: new Uint8Array(p.der), spkiDer: new Uint8Array(p.spkiDer) } } satisfies WorkerReply);
-      return;
+      return { id: m.id, ok: true, csr: { ...p, der: new Uint8Array(p.der), spkiDer: new Uint8Array(p.spkiDer) } };
     }
     if (!signer) throw Object.assign(new Error(caError ?? 'no signing CA'), { code: 'FAILED_PRECONDITION' });
     if (m.type === 'sign') {
-      const der = signer.signSpki(Buffer.from(m.spkiDer), fields(m));
-      const out = new Uint8Array(der);
-      reply = { id: m.id, ok: true, gen, certDer: out };
-      port.postMessage(reply, [out.buffer]);
-      return;
+      const out = new Uint8Array(signer.signSpki(Buffer.from(m.spkiDer), fields(m)));
+      transfer.push(out.buffer);
+      return { id: m.id, ok: true, gen, certDer: out };
     }
     const r = signer.signWithNewKey({ ...fields(m), keyType: m.keyType as KeyType });
     const out = new Uint8Array(r.certDer);
-    reply = { id: m.id, ok: true, gen, certDer: out, privateKeyPkcs8Pem: r.privateKeyPkcs8Pem };
-    port.postMessage(reply, [out.buffer]);
+    transfer.push(out.buffer);
+    return { id: m.id, ok: true, gen, certDer: out, privateKeyPkcs8Pem: r.privateKeyPkcs8Pem };
   } catch (e) {
     const err = e as { code?: unknown; message?: unknown };
-    reply = {
+    return {
       id: m.id,
       ok: false,
       code: typeof err.code === 'string' ? err.code : 'INTERNAL',
       message: typeof err.message === 'string' ? err.message : 'signing failed',
     };
-    port.postMessage(reply);
   }
-});
+}
