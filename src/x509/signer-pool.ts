@@ -7,6 +7,8 @@ import { noteIssuedBy } from './provenance.js';
 import type { JobMsg, WorkerBatchReply, WorkerReply, WorkerRequest } from './signer-protocol.js';
 import type { LeafTemplate, SigningCa } from './types.js';
 
+const BATCH_MAX = 8;
+
 interface Pending {
   resolve: (v: { certDer: Buffer; privateKeyPkcs8Pem?: string; csr?: ParsedCsr }) => void;
   reject: (e: unknown) => void;
@@ -142,7 +144,11 @@ export class LeafSignerPool {
   private flush(slot: Slot): void {
     const jobs = slot.queue.splice(0);
     if (jobs.length === 0 || !this.slots.includes(slot)) return;
-    slot.worker.postMessage(jobs.length === 1 ? jobs[0] : ({ type: 'batch', jobs } satisfies WorkerRequest));
+    // Chunks keep the worker busy while this thread handles the previous chunk's replies.
+    for (let i = 0; i < jobs.length; i += BATCH_MAX) {
+      const chunk = jobs.slice(i, i + BATCH_MAX);
+      slot.worker.postMessage(chunk.length === 1 ? chunk[0] : ({ type: 'batch', jobs: chunk } satisfies WorkerRequest));
+    }
   }
 
   private sendCa(w: Worker): void {
