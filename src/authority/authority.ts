@@ -13,6 +13,7 @@ import { generateKeyPair, keyTypeOf, privateKeyToPkcs8Pem } from '../x509/keys.j
 import { createCaCsr } from '../x509/ca-certs.js';
 import { createLeafCsr } from '../x509/leaf-csr.js';
 import { checkSvidProfile } from '../x509/validate.js';
+import { certSerialHex } from '../x509/cert-parse.js';
 import type { LeafSignerPool } from '../x509/signer-pool.js';
 import type { KeyType } from '../x509/types.js';
 import { nextDecisionAtMs, nextStep, renewAtMs } from './rotation.js';
@@ -260,7 +261,7 @@ export class LocalAuthority implements Authority {
       chainPem: chainToPem(chainDer),
       ...(privateKeyPem !== undefined ? { privateKeyPem } : {}),
       keyType,
-      serialHex: new X509Certificate(certDer).serialNumber,
+      serialHex: certSerialHex(certDer),
       notBefore,
       notAfter,
       renewAt: new Date(renewAtMs(nowMs, notAfterMs, w.renewFraction, Math.random())),
