@@ -16,6 +16,7 @@ import { checkSvidProfile } from '../x509/validate.js';
 import { certSerialHex } from '../x509/cert-parse.js';
 import type { LeafSignerPool } from '../x509/signer-pool.js';
 import type { KeyType } from '../x509/types.js';
+import type { ParsedCsr } from '../x509/csr.js';
 import { nextDecisionAtMs, nextStep, renewAtMs } from './rotation.js';
 import {
   AUTHORITY_KEY,
@@ -320,6 +321,10 @@ export class LocalAuthority implements Authority {
       this.backendAnchors = merged;
       await this.reconcile();
     }
+  }
+
+  parseCsr(input: string | Buffer): Promise<ParsedCsr> {
+    return this.deps.signer.parseCsr(input);
   }
 
   async rotate(opts: { root?: boolean } = {}): Promise<void> {

@@ -1,5 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import type { KeyType } from '../x509/types.js';
+import type { ParsedCsr } from '../x509/csr.js';
 
 /** A request to certify one SPIFFE ID. The ID has been parsed and authorised before it gets here. */
 export interface IssueRequest {
@@ -73,6 +74,11 @@ export interface Authority {
   bundle(): TrustBundle;
   /** Listens to bundle and signing-CA changes. Returns unsubscribe. */
   onEvent(listener: (ev: AuthorityEvent) => void): () => void;
+  /**
+   * Optional: parses and verifies a CSR (PEM or DER) off the calling thread when the authority has signing workers.
+   * Same result and errors as src/x509/csr.ts parseCsr.
+   */
+  parseCsr?(input: string | Buffer): Promise<ParsedCsr>;
   /** Operator "rotate now": new signing CA (and, with root=true, a new root), then a reissue-all event. */
   rotate(opts?: { root?: boolean }): Promise<void>;
   health(): AuthorityHealth;

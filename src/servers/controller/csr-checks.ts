@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { parseSpiffeId } from '../../identity/spiffe-id.js';
 import { CaError, invalidArgument } from '../../util/errors.js';
-import { parseCsr } from '../../x509/csr.js';
+import { parseCsr, type ParsedCsr } from '../../x509/csr.js';
 
 /** A CSR that passed the checks common to the controller and Istio APIs. */
 export interface CheckedCsr {
@@ -20,14 +20,19 @@ function shown(v: string): string {
  * Parses a CSR (PEM text or DER) and applies the X509-SVID rules to what it asks for: its signature must verify
  * (parseCsr), it must not request a CA certificate, it may carry at most one URI SAN, and that URI must be a SPIFFE ID
  * in `trustDomain`. Every failure is CaError INVALID_ARGUMENT naming the problem and the offending value.
+ * `parse` is the authority's off-thread parser when it has one (signing workers), else the inline parseCsr.
  */
-export function checkCsr(input: string | Buffer, trustDomain: string): CheckedCsr {
+export async function checkCsr(
+  input: string | Buffer,
+  trustDomain: string,
+  parse: (input: string | Buffer) => Promise<ParsedCsr> = async (i) => parseCsr(i),
+): Promise<CheckedCsr> {
   if ((typeof input === 'string' && input.trim().length === 0) || (Buffer.isBuffer(input) && input.length === 0)) {
     throw invalidArgument('CSR is empty');
   }
-  let csr: ReturnType<typeof parseCsr>;
+  let csr: ParsedCsr;
   try {
-    csr = parseCsr(input);
+    csr = await parse(input);
   } catch (e) {
     if (e instanceof CaError) throw e;
     throw invalidArgument(`CSR cannot be parsed: ${(e as Error).message}`);

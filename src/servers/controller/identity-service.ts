@@ -98,7 +98,7 @@ export async function issueOne(deps: ControllerServiceDeps, audit: AuditLog, cal
   if (!req.spiffe_id) throw invalidArgument('spiffe_id is required');
   const target = parseWorkloadId(req.spiffe_id, td).uri;
   const csrInput = req.csr === 'csr_pem' ? req.csr_pem ?? '' : req.csr === 'csr_der' ? req.csr_der ?? Buffer.alloc(0) : undefined;
-  const csr = csrInput !== undefined ? checkCsr(csrInput, td) : undefined;
+  const csr = csrInput !== undefined ? await checkCsr(csrInput, td, deps.authority.parseCsr?.bind(deps.authority)) : undefined;
   if (csr) {
     if (csr.spiffeId === undefined) throw invalidArgument(`CSR has no URI SAN; it must carry the requested identity ${target}`);
     if (csr.spiffeId !== target) throw invalidArgument(`CSR URI SAN ${csr.spiffeId} does not match requested identity ${target}`);

@@ -90,7 +90,7 @@ export function istioServiceHandlers(deps: IstioServiceDeps): grpc.UntypedServic
     const req = call.request;
     if (!req.csr) throw invalidArgument('csr is required (a PEM PKCS#10 certificate request)');
     if (!req.csr.includes('-----BEGIN')) throw invalidArgument('csr must be PEM (-----BEGIN CERTIFICATE REQUEST-----)');
-    const csr = checkCsr(req.csr, td);
+    const csr = await checkCsr(req.csr, td, deps.authority.parseCsr?.bind(deps.authority));
     const imp = req.metadata?.fields?.[IMPERSONATED_IDENTITY];
     let target = csr.spiffeId ?? caller.spiffeId;
     if (imp !== undefined) {
