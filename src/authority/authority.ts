@@ -104,6 +104,8 @@ export class LocalAuthority implements Authority {
   private retryMs = RETRY_MIN_MS;
   private lastError: string | undefined;
   private closed = false;
+  /** False on HA replicas that do not hold the rotation Lease: they sign and adopt state but never rotate. */
+  private rotationEnabled = true;
   private readonly m: {
     issued: Counter<'key_type' | 'source' | 'mode'>;
     latency: Histogram<'source'>;
@@ -163,6 +165,25 @@ export class LocalAuthority implements Authority {
     this.deps.backend.watchTrustAnchors?.(() => {
       void this.reconcile().catch((e) => this.deps.log.error({ err: errorMessage(e) }, 'trust anchor update failed'));
     });
+  }
+
+  /**
+   * Turns the clock-driven rotation work on or off (HA on Kubernetes: only the replica holding the Lease rotates;
+   * every replica keeps signing and adopting the shared state). Turning it on runs an overdue step at once.
+   */
+  setRotationEnabled(on: boolean): void {
+    this.rotationEnabled = on;
+    if (!on) {
+      this.timer?.cancel();
+      this.timer = undefined;
+    } else if (this.pollTimer) {
+      this.schedule();
+    }
+  }
+
+  /** Re-reads the store now and adopts what another process or replica wrote (HA: called on Secret watch events). */
+  async reload(): Promise<void> {
+    await this.pollStore();
   }
 
   async close(): Promise<void> {
@@ -481,7 +502,7 @@ export class LocalAuthority implements Authority {
 
   private schedule(): void {
     this.timer?.cancel();
-    if (this.closed) return;
+    if (this.closed || !this.rotationEnabled) return;
     const s = this.state;
     const now = this.deps.clock.nowMs();
     const candidates = [nextDecisionAtMs(s.active, s.next), ...s.retired.map((r) => r.notAfterMs + 1000)].filter(
@@ -504,7 +525,7 @@ export class LocalAuthority implements Authority {
       const delay = Math.min(this.retryMs, RETRY_MAX_MS) * (0.8 + 0.4 * Math.random());
       this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
       this.timer?.cancel();
-      if (!this.closed) this.timer = this.deps.clock.setTimer(() => void this.tick(), delay);
+      if (!this.closed && this.rotationEnabled) this.timer = this.deps.clock.setTimer(() => void this.tick(), delay);
     }
   }
 
