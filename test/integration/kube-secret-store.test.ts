@@ -2,7 +2,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import { startFakeKubeApiServer, type FakeKube } from '../fakes/kube-apiserver.js';
-import { KubeSecretStore, STATE_ANNOTATION } from '../../src/store/kube-secret-store.js';
+import { KubeSecretStore, STATE_ANNOTATION, openKubeSecretStore } from '../../src/store/kube-secret-store.js';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { connectKube } from '../../src/kube/client.js';
 import { kubernetesStateSchema, stateSchema } from '../../src/store/config.js';
 import { CaError } from '../../src/util/errors.js';
@@ -209,6 +212,20 @@ test('API server errors are UNAVAILABLE and retryable', async () => {
   const s = await open(name);
   kube.failNext(1, { code: 503, match: (r) => r.resource === 'secrets' });
   await assert.rejects(s.read('authority'), (e: unknown) => e instanceof CaError && e.code === 'UNAVAILABLE' && e.retryable && /Secret meshca\/state-\d+: get: 503/.test(e.message));
+});
+
+test('openKubeSecretStore opens the configured Secret through a kubeconfig file', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'meshca-state-'));
+  try {
+    const file = join(dir, 'kubeconfig');
+    await writeFile(file, kube.kubeconfigYaml('meshca'), { mode: 0o600 });
+    const cfg = kubernetesStateSchema.parse({ secret: { namespace: NS, name: 'state-rbac' }, kubeconfig: file });
+    const s = await openKubeSecretStore(cfg, { log });
+    assert.equal(s.location, 'Secret meshca/state-rbac');
+    assert.ok(Array.isArray(await s.list()));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('config: state.kubernetes defaults and checks', () => {

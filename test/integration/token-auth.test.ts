@@ -8,6 +8,10 @@ import { ManualClock } from '../fakes/clock.js';
 import { TokenReviewAuthenticator, createTokenAuthenticator } from '../../src/auth/token.js';
 import { kubernetesTokensSchema } from '../../src/auth/config.js';
 import { CaError } from '../../src/util/errors.js';
+import { CompositeAuthenticator } from '../../src/auth/composite.js';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /** JWT-shaped test tokens (the fake only looks them up; the authenticator reads `exp` to bound its cache). */
 function jwt(sub: string, expSeconds?: number): string {
@@ -197,6 +201,30 @@ test('API server failure: retryable UNAUTHENTICATED, not cached; missing RBAC is
   assert.match(e2.message, /TokenReview failed/);
   assert.match(e2.detail ?? '', /403.*tokenreviews.*create|create.*tokenreviews/);
   assert.ok(lines.some((l) => l.includes('needs \\"create\\" on tokenreviews.authentication.k8s.io') || l.includes('needs "create" on tokenreviews')));
+});
+
+test('the composite authenticator routes Bearer headers to the token authenticator (never to mTLS)', async () => {
+  const token = (await makeAuth())!;
+  const mtls = { authenticate: async () => assert.fail('mTLS must not be consulted for a bearer token') };
+  const c = new CompositeAuthenticator({ mtls, token, log, metrics: new Registry() });
+  assert.equal((await c.authenticate(bearer(GOOD))).via, 'k8s-token');
+  await assert.rejects(c.authenticate(bearer(OTHER_AUD)), (e: unknown) => e instanceof CaError && e.code === 'UNAUTHENTICATED');
+});
+
+test('auth.kubernetesTokens.kubeconfig: a kubeconfig file is used; a bad path is named', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'meshca-token-'));
+  try {
+    const file = join(dir, 'kubeconfig');
+    await writeFile(file, kube.kubeconfigYaml('meshca'), { mode: 0o600 });
+    const a = (await createTokenAuthenticator(kubernetesTokensSchema.parse({ enabled: true, kubeconfig: file }), { trustDomain: 'td.test', clock, log, metrics: new Registry() }))!;
+    assert.equal((await a.authenticate(bearer(GOOD))).spiffeId, 'spiffe://td.test/ns/shop/sa/cart');
+    await assert.rejects(
+      createTokenAuthenticator(kubernetesTokensSchema.parse({ enabled: true, kubeconfig: join(dir, 'missing') }), { trustDomain: 'td.test', clock, log, metrics: new Registry() }),
+      /auth\.kubernetesTokens\.kubeconfig: cannot load kubeconfig/,
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('disabled config builds no authenticator', async () => {
