@@ -16,6 +16,7 @@ import { eventually, fingerprints, opensslVerify, pemCerts, sleep, startE2eMeshc
 const TD = 'example.org';
 const POLICY_DIR = new URL('../../../examples/vault/', import.meta.url);
 const GRPC_INVALID_ARGUMENT = 3;
+const GRPC_UNAVAILABLE = 14;
 
 /** The SPIFFE role of examples/vault/setup.sh, in the fake's terms. */
 function spiffeRole(allowedUriSans: string): Record<string, unknown> {
@@ -204,6 +205,30 @@ describe('e2e: meshca serve with the Vault backend, through SDS', { timeout: 30_
       const ok = await subscribe(m, `spiffe://${TD}/ns/default/sa/web2`);
       verifyChain(certPem(ok.cert), rootsPem(ok.rootca), Date.now());
       fake.setRole('pki_int', 'meshca', spiffeRole(`spiffe://${TD}/*`));
+    });
+
+    it('Vault sealed in leaf mode: a new leaf fails UNAVAILABLE "vault: sealed", /readyz 503 with the reason; recovers after unseal', async () => {
+      const id = `spiffe://${TD}/ns/default/sa/late`;
+      const client = await m.clientFor(id); // its own certificate was signed while Vault was up
+      fake.seal();
+      try {
+        const s = client.streamSecrets();
+        s.request(['default']);
+        const st = await s.status(20_000);
+        assert.equal(st.code, GRPC_UNAVAILABLE, `status ${st.code}: ${st.details}`);
+        assert.match(st.details, /vault: sealed/);
+        const sealedTries = fake.requests.filter((r) => r.path === 'pki_int/sign/meshca' && r.status === 503);
+        assert.ok(sealedTries.length > 1, 'retried with backoff before giving up');
+        assert.deepEqual(await m.readyz(), { status: 503, body: { ready: false, reason: 'vault: sealed' } }, 'leaf mode cannot issue without Vault: not ready');
+      } finally {
+        fake.unseal();
+      }
+      const again = client.streamSecrets();
+      again.request(['default']);
+      const r = await again.next(10_000);
+      again.ack(r);
+      assert.equal(verifyChain(certPem(r), fake.rootPem('pki'), Date.now()).leaf.subjectAltName, `URI:${id}`);
+      assert.deepEqual(await m.readyz(), { status: 200, body: { ready: true } });
     });
   });
 
