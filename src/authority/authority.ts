@@ -104,6 +104,8 @@ export class LocalAuthority implements Authority {
   private retryMs = RETRY_MIN_MS;
   private lastError: string | undefined;
   private closed = false;
+  /** State changes under way; close() waits for them so no write lands after it returns. */
+  private readonly inflight = new Set<Promise<unknown>>();
   /** False on HA replicas that do not hold the rotation Lease: they sign and adopt state but never rotate. */
   private rotationEnabled = true;
   private readonly m: {
@@ -190,6 +192,7 @@ export class LocalAuthority implements Authority {
     this.closed = true;
     this.timer?.cancel();
     if (this.pollTimer) clearInterval(this.pollTimer);
+    await Promise.allSettled([...this.inflight]);
     this.listeners.clear();
   }
 
@@ -420,6 +423,16 @@ export class LocalAuthority implements Authority {
    * bundle, persist when anything changed, then adopt the result and emit events.
    */
   private async mutate(fn: (s: AuthorityState, nowMs: number) => Promise<AuthorityState>): Promise<void> {
+    const p = this.mutateInner(fn);
+    this.inflight.add(p);
+    try {
+      await p;
+    } finally {
+      this.inflight.delete(p);
+    }
+  }
+
+  private async mutateInner(fn: (s: AuthorityState, nowMs: number) => Promise<AuthorityState>): Promise<void> {
     const store = this.deps.store;
     const result = await store.withLock(async () => {
       const raw = await store.read(AUTHORITY_KEY);

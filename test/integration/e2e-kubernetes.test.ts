@@ -24,10 +24,6 @@ const rootsPem = (r: SotwResponse): string => {
   assert.ok(s?.validation_context?.trusted_ca, `response carries ROOTCA: ${JSON.stringify(r.secrets.map((x) => x.name))}`);
   return s.validation_context.trusted_ca.inline_bytes.toString();
 };
-const FAKE_SAN_TODO =
-  'test/fakes/kube/pki.ts signCsr copies the SAN extension as non-critical even when the subject is empty; Go signers ' +
-  '(cert-manager, Kubernetes) mark it critical, and meshca rightly refuses such a leaf (X509-SVID profile). Remove ' +
-  'this todo once signCsr passes `critical: subject is empty`.';
 
 const fps = (pem: string): string[] => fingerprints(pemCerts(pem));
 
@@ -113,7 +109,7 @@ describe('e2e: meshca serve with the Kubernetes backends, through SDS', { timeou
     }
   });
 
-  it('cert-manager (leaf): every SDS leaf is one CertificateRequest signed by the Issuer, each deleted', { todo: FAKE_SAN_TODO }, async () => {
+  it('cert-manager (leaf): every SDS leaf is one CertificateRequest signed by the Issuer, each deleted', async () => {
     const tmp = await tempDir('meshca-e2e-cm-leaf-');
     const NS = 'mesh-system';
     const fake = await startFakeKubeApiServer({
@@ -234,7 +230,7 @@ describe('e2e: meshca serve with the Kubernetes backends, through SDS', { timeou
     }
   });
 
-  it('cluster-trust-bundle (leaf): each SDS leaf is a CSR approved and signed by the cluster signer, verifying to the CTB', { todo: FAKE_SAN_TODO }, async () => {
+  it('cluster-trust-bundle (leaf): each SDS leaf is a CSR approved and signed by the cluster signer, verifying to the CTB', async () => {
     const tmp = await tempDir('meshca-e2e-ctb-leaf-');
     const SIGNER = 'example.com/meshca-leaf';
     const fake = await startFakeKubeApiServer({

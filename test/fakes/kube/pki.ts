@@ -249,7 +249,8 @@ export async function signCsr(opts: {
 }): Promise<string> {
   const extensions = usageExtensions(opts.usages, opts.isCA);
   const san = ext(opts.csr, x509.SubjectAlternativeNameExtension);
-  if (san) extensions.push(new x509.SubjectAlternativeNameExtension(san.names.toJSON(), false));
+  // RFC 5280: the SAN extension is critical when the subject is empty (as Go's x509, used by real signers, does).
+  if (san) extensions.push(new x509.SubjectAlternativeNameExtension(san.names.toJSON(), opts.csr.subject === ''));
   extensions.push(await x509.SubjectKeyIdentifierExtension.create(opts.csr.publicKey, false, cryptoImpl));
   extensions.push(await x509.AuthorityKeyIdentifierExtension.create(opts.ca.keys.publicKey, false, cryptoImpl));
   const publicKey = await opts.csr.publicKey.export(cryptoImpl);
