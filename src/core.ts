@@ -36,14 +36,24 @@ export function signingWorkers(cfg: Config): number {
   return n > 1 ? n : 0;
 }
 
+/** dataDir, or the Kubernetes Secret named by state.kubernetes (loaded only then: the client is heavy). */
+async function openStore(cfg: Config, log: Logger, clock: Clock): Promise<StateStore> {
+  const k = cfg.state.kubernetes;
+  if (!k) return FileStore.open(cfg.dataDir);
+  const { connectKube } = await import('./kube/client.js');
+  const { KubeSecretStore } = await import('./store/kube-secret-store.js');
+  const kube = await connectKube({ component: 'state', configKey: 'state.kubernetes.kubeconfig', ...(k.kubeconfig ? { kubeconfig: k.kubeconfig } : {}) });
+  return KubeSecretStore.open({ kube, namespace: k.secret.namespace, name: k.secret.name, log: log.child({ component: 'state' }), clock });
+}
+
 /**
  * Opens the CA: the state store, the selected backend and the authority (initialising a new root only when the
  * store is empty). Shared by `serve` and the one-shot commands, so all of them see the same CA.
  */
 export async function openCore(cfg: Config, deps: CoreDeps): Promise<Core> {
   const metrics = deps.metrics ?? new Registry();
-  const store: StateStore = deps.store ?? (await FileStore.open(cfg.dataDir));
   const log = deps.log;
+  const store: StateStore = deps.store ?? (await openStore(cfg, log, deps.clock));
   const backend = await createBackend(cfg.authority, {
     trustDomain: cfg.trustDomain,
     clock: deps.clock,

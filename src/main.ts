@@ -55,7 +55,27 @@ export async function startServer(cfg: Config, opts: StartOptions = {}): Promise
     for (const c of closers.reverse()) await c.close().catch((e) => log.warn({ err: errorMessage(e), part: c.name }, 'close failed'));
   };
   try {
-    authority.start();
+    if (cfg.state.kubernetes) {
+      // HA: every replica signs and serves; only the Lease holder rotates; replicas follow the Secret by watch.
+      const k = cfg.state.kubernetes;
+      const { connectKube } = await import('./kube/client.js');
+      const { LeaseElector, createHaCoordinator } = await import('./kube/lease.js');
+      const kube = await connectKube({ component: 'state', configKey: 'state.kubernetes.kubeconfig', ...(k.kubeconfig ? { kubeconfig: k.kubeconfig } : {}) });
+      const elector = new LeaseElector({
+        kube,
+        namespace: k.lease.namespace,
+        name: k.lease.name,
+        ...(k.lease.identity ? { identity: k.lease.identity } : {}),
+        leaseDurationSeconds: k.lease.duration,
+        clock,
+        log: log.child({ component: 'lease' }),
+        metrics,
+      });
+      const ha = createHaCoordinator({ store: core.store, elector, authority, log });
+      closers.push({ name: 'ha', close: () => ha.stop({ release: true }) });
+    } else {
+      authority.start();
+    }
     const registry = new BundleRegistry(authority.bundle(), { ownRefreshHintSeconds: cfg.server.bundleEndpoint?.refreshHint ?? OWN_REFRESH_HINT_SECONDS });
     const detach = registry.attachAuthority(authority);
     closers.push({ name: 'registry', close: async () => detach() });
@@ -64,7 +84,11 @@ export async function startServer(cfg: Config, opts: StartOptions = {}): Promise
       cfg.authorization.controllers.map((c) => ({ id: c.id, allow: c.allow, maxTtlSeconds: c.maxTtl, generateKeys: c.generateKeys })),
     );
     const workload = { ttlSeconds: cfg.workload.ttl, maxTtlSeconds: cfg.workload.maxTtl };
+    const tokenAuthenticator = cfg.auth.kubernetesTokens.enabled
+      ? await (await import('./auth/token.js')).createTokenAuthenticator(cfg.auth.kubernetesTokens, { trustDomain: cfg.trustDomain, clock, log, metrics })
+      : undefined;
     const grpc = await buildGrpcServerWithSds(cfg.server, {
+      ...(tokenAuthenticator ? { tokenAuthenticator } : {}),
       authority,
       authorizer,
       clock,

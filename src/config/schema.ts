@@ -2,6 +2,8 @@ import { z } from 'zod';
 import { duration, keyType, listenAddress, spiffeIdPattern, trustDomain } from './fields.js';
 import { authoritySchema } from '../../providers/index.js';
 import { bundlePublishersSchema } from '../publish/config.js';
+import { authConfigSchema } from '../auth/config.js';
+import { stateSchema } from '../store/config.js';
 import { bundleEndpointSchema, bundleFilesSchema, checkFederationAgainstOwn, federationSchema } from '../bundle/config.js';
 
 /**
@@ -50,6 +52,8 @@ export const configSchema = z
   .strictObject({
     trustDomain: trustDomain.default('cluster.local'),
     dataDir: z.string().min(1).default('./.meshca'),
+    /** Where CA state lives when not in dataDir (HA on Kubernetes: one Secret shared by every replica). */
+    state: stateSchema,
     server: z
       .strictObject({
         grpc: grpcSchema.prefault({}),
@@ -64,6 +68,7 @@ export const configSchema = z
     federation: federationSchema.prefault({}),
     bundle: bundleFilesSchema.prefault({}),
     bundlePublishers: bundlePublishersSchema,
+    auth: authConfigSchema,
     authorization: z
       .strictObject({ controllers: z.array(controllerSchema).default([]) })
       .prefault({}),

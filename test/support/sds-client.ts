@@ -92,6 +92,8 @@ export interface SdsClientOptions {
   readonly tls?: { readonly caPem: string; readonly certPem?: string; readonly keyPem?: string; readonly serverName?: string };
   /** Default node for the first request of every stream. */
   readonly node?: Node;
+  /** Sent as `authorization: Bearer <token>` on every call (Kubernetes ServiceAccount token callers). */
+  readonly bearerToken?: string;
 }
 
 export function decodeSecret(any: { type_url: string; value: Buffer }): DecodedSecret {
@@ -251,13 +253,25 @@ export class SdsClient {
 
   constructor(readonly opts: SdsClientOptions) {
     const { Client } = clientProtos();
-    const creds = opts.tls
+    const ssl = opts.tls
       ? grpc.credentials.createSsl(
           Buffer.from(opts.tls.caPem),
           opts.tls.keyPem ? Buffer.from(opts.tls.keyPem) : null,
           opts.tls.certPem ? Buffer.from(opts.tls.certPem) : null,
         )
       : grpc.credentials.createInsecure();
+    const token = opts.bearerToken;
+    const creds =
+      token && opts.tls
+        ? grpc.credentials.combineChannelCredentials(
+            ssl,
+            grpc.credentials.createFromMetadataGenerator((_ctx, cb) => {
+              const md = new grpc.Metadata();
+              md.set('authorization', `Bearer ${token}`);
+              cb(null, md);
+            }),
+          )
+        : ssl;
     const serverName = opts.tls?.serverName ?? 'localhost';
     this.client = new Client(opts.target, creds, {
       'grpc.use_local_subchannel_pool': 1,
