@@ -39,7 +39,10 @@ export function authFailuresCounter(registry: Registry): Counter<'reason'> {
  * checks, CA flag on every issuer) to an anchor of our current trust bundle or of the bootstrap CA bundle, every
  * certificate on the path must be valid at Clock time, and the leaf must carry exactly one URI SAN, a valid workload
  * SPIFFE ID in our trust domain, which becomes the Caller. Anything else is CaError UNAUTHENTICATED naming the reason,
- * logged and counted. Positive results are cached per chain until the earliest notAfter on the path or a bundle change.
+ * logged and counted. Positive results are cached per leaf until the earliest notAfter on the path or a bundle change.
+ * When the TLS layer reports that OpenSSL already validated the chain against the same anchors (AuthInput.tlsVerified),
+ * only the leaf is checked (validity at Clock time, CA flag, SPIFFE ID); a refused chain always takes the full path so
+ * the reason logged is precise.
  */
 export class MtlsAuthenticator implements Authenticator {
   private readonly failures: Counter<'reason'>;
@@ -54,16 +57,46 @@ export class MtlsAuthenticator implements Authenticator {
   }
 
   async authenticate(input: AuthInput): Promise<Caller> {
+    if (input.peerLeafDer && input.tlsVerified) return this.verifyLeafOnly(input.peerLeafDer, () => input.peerCertChainDer);
     return this.verify(input.peerCertChainDer);
+  }
+
+  /**
+   * The TLS layer already validated the chain against the same anchors at wall-clock time: check the leaf at Clock
+   * time and its SPIFFE ID, without extracting the whole chain. Anything unexpected falls back to the full check.
+   */
+  private verifyLeafOnly(leafDer: Buffer, chain: () => readonly Buffer[]): Caller {
+    const seq = this.refreshAnchors();
+    const key = createHash('sha256').update(leafDer).digest('base64');
+    const now = this.opts.clock.nowMs();
+    const hit = this.cache.get(key);
+    if (hit && hit.seq === seq && now < hit.validUntilMs && now >= hit.validFromMs) return hit.caller;
+    let leaf: X509Certificate;
+    try {
+      leaf = new X509Certificate(leafDer);
+    } catch {
+      return this.verify(chain());
+    }
+    const window = { from: -Infinity, until: Infinity };
+    this.checkTime(leaf, now, 'client certificate', window);
+    if (leaf.ca) return this.refuse('not-a-leaf', 'the client certificate is a CA certificate, not an X.509-SVID leaf');
+    const caller: Caller = { spiffeId: this.spiffeIdOf(leaf), via: 'mtls' };
+    this.remember(key, { caller, validUntilMs: window.until, validFromMs: window.from, seq });
+    return caller;
+  }
+
+  private remember(key: string, v: { caller: Caller; validUntilMs: number; validFromMs: number; seq: number }): void {
+    if (this.cache.size >= MAX_CACHE) this.cache.delete(this.cache.keys().next().value!);
+    this.cache.set(key, v);
   }
 
   /** Synchronous core of authenticate(). */
   verify(chainDer: readonly Buffer[]): Caller {
     if (chainDer.length === 0) return this.refuse('no-certificate', 'no client certificate was presented (meshca requires mTLS with a SPIFFE X.509-SVID)');
     const seq = this.refreshAnchors();
-    const h = createHash('sha256');
-    for (const d of chainDer) h.update(d);
-    const key = h.digest('base64');
+    // Keyed by the leaf alone: once a leaf's signature chained to the current anchors, other intermediates presented
+    // with it later cannot make it less trustworthy (the window covers the whole verified path).
+    const key = createHash('sha256').update(chainDer[0]!).digest('base64');
     const now = this.opts.clock.nowMs();
     const hit = this.cache.get(key);
     if (hit && hit.seq === seq && now < hit.validUntilMs && now >= hit.validFromMs) return hit.caller;
@@ -82,8 +115,7 @@ export class MtlsAuthenticator implements Authenticator {
     this.buildPath(certs, now, window);
     const id = this.spiffeIdOf(leaf);
     const caller: Caller = { spiffeId: id, via: 'mtls' };
-    if (this.cache.size >= MAX_CACHE) this.cache.delete(this.cache.keys().next().value!);
-    this.cache.set(key, { caller, validUntilMs: window.until, validFromMs: window.from, seq });
+    this.remember(key, { caller, validUntilMs: window.until, validFromMs: window.from, seq });
     return caller;
   }
 

@@ -11,10 +11,15 @@ export type AnyServerCall =
 
 interface SocketInfo {
   readonly tls: boolean;
-  readonly chainDer: readonly Buffer[];
+  /** Leaf DER (cheap: getPeerX509Certificate), undefined without a client certificate. */
+  readonly leafDer: Buffer | undefined;
+  /** OpenSSL accepted the chain against the context's CA list (bundle + bootstrap CA) during the handshake. */
+  readonly authorized: boolean;
+  /** Full presented chain, extracted only when an authenticator asks for it. */
+  chain: () => readonly Buffer[];
 }
 
-/** Peer chain per connection: extracted once, all streams of one HTTP/2 connection share it. */
+/** Peer info per connection: extracted once, all streams of one HTTP/2 connection share it. */
 const perSocket = new WeakMap<object, SocketInfo>();
 
 /**
@@ -50,24 +55,51 @@ function chainFrom(socket: TLSSocket): Buffer[] {
   return out;
 }
 
-export function authInputOf(call: AnyServerCall): AuthInput {
+function lazy<T>(fn: () => T): () => T {
+  let done = false;
+  let v: T;
+  return () => {
+    if (!done) {
+      v = fn();
+      done = true;
+    }
+    return v;
+  };
+}
+
+function infoOf(call: AnyServerCall): SocketInfo {
   const socket = socketOf(call);
   let info = socket ? perSocket.get(socket) : undefined;
-  if (!info) {
-    if (socket instanceof TLSSocket) info = { tls: true, chainDer: chainFrom(socket) };
-    else if (socket) info = { tls: false, chainDer: [] };
-    else {
-      // Internals changed: fall back to the public API (only OpenSSL-verified peers are visible there).
-      const ctx = (call as { getAuthContext?: () => { transportSecurityType?: string; sslPeerCertificate?: { raw?: Buffer } } }).getAuthContext?.();
-      const raw = ctx?.sslPeerCertificate?.raw;
-      info = { tls: ctx?.transportSecurityType === 'ssl' || raw !== undefined, chainDer: raw ? [Buffer.from(raw)] : [] };
-    }
-    if (socket) perSocket.set(socket, info);
+  if (info) return info;
+  if (socket instanceof TLSSocket) {
+    const leaf = socket.getPeerX509Certificate();
+    info = { tls: true, leafDer: leaf?.raw, authorized: socket.authorized, chain: lazy(() => chainFrom(socket)) };
+  } else if (socket) {
+    info = { tls: false, leafDer: undefined, authorized: false, chain: () => [] };
+  } else {
+    // Internals changed: fall back to the public API (only OpenSSL-verified peers are visible there).
+    const ctx = (call as { getAuthContext?: () => { transportSecurityType?: string; sslPeerCertificate?: { raw?: Buffer } } }).getAuthContext?.();
+    const raw = ctx?.sslPeerCertificate?.raw;
+    const chain = raw ? [Buffer.from(raw)] : [];
+    info = { tls: ctx?.transportSecurityType === 'ssl' || raw !== undefined, leafDer: chain[0], authorized: raw !== undefined, chain: () => chain };
   }
+  if (socket) perSocket.set(socket, info);
+  return info;
+}
+
+export function authInputOf(call: AnyServerCall): AuthInput {
+  const info = infoOf(call);
   const auth = call.metadata.get('authorization');
   const authorization = auth.length > 0 ? String(auth[0]) : undefined;
   // meshca's TCP listener is always TLS; a plaintext socket can only be the Unix socket listener.
-  return { peerCertChainDer: info.chainDer, viaUds: !info.tls, ...(authorization !== undefined ? { authorization } : {}) };
+  return {
+    get peerCertChainDer() {
+      return info.chain();
+    },
+    viaUds: !info.tls,
+    ...(info.leafDer ? { peerLeafDer: info.leafDer, tlsVerified: info.authorized } : {}),
+    ...(authorization !== undefined ? { authorization } : {}),
+  };
 }
 
 /** The `authenticate` function SDS and the other gRPC services take. */

@@ -2,6 +2,7 @@ import { chmod, mkdir, rm, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { constants as cryptoConstants } from 'node:crypto';
 import type { SecureContextOptions } from 'node:tls';
+import type { Http2Session } from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { Authority, IssuedSvid } from '../authority/types.js';
@@ -119,9 +120,14 @@ export class GrpcServer {
     this.stopped = true;
     this.timer?.cancel();
     this.unsubscribe();
+    // Captured before tryShutdown starts removing listeners from grpc-js's bookkeeping.
+    const sessions = this.openSessions();
     await new Promise<void>((resolve) => {
       const t = setTimeout(() => {
         this.server.forceShutdown();
+        // grpc-js 1.14 with channelz off tracks sessions only per listener and forceShutdown() does not destroy
+        // those, so open SDS streams would keep their sockets (and the process) alive: destroy them here.
+        for (const s of sessions) if (!s.destroyed) s.destroy();
         resolve();
       }, Math.max(0, timeoutMs));
       t.unref();
@@ -131,6 +137,15 @@ export class GrpcServer {
       });
     });
     if (this.opts.udsPath) await rm(this.opts.udsPath, { force: true }).catch(() => undefined);
+  }
+
+  /** HTTP/2 sessions grpc-js currently holds (private grpc-js state; empty if its shape changes). */
+  private openSessions(): Http2Session[] {
+    const servers = (this.server as unknown as { http2Servers?: Map<unknown, { sessions?: Set<Http2Session> }> }).http2Servers;
+    const out: Http2Session[] = [];
+    if (!(servers instanceof Map)) return out;
+    for (const info of servers.values()) for (const s of info?.sessions ?? []) out.push(s);
+    return out;
   }
 
   private async issueServing(): Promise<IssuedSvid> {

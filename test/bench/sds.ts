@@ -1,0 +1,447 @@
+import { fork } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import * as http2 from 'node:http2';
+import * as tls from 'node:tls';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { execSync } from 'node:child_process';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { pino } from 'pino';
+
+/**
+ * SDS fan-out benchmark (issue #3): meshca's real core (internal backend, signer pool) and gRPC server with SDS in
+ * THIS process; the load (N Envoy-like clients, each its own mTLS HTTP/2 connection with one StreamSecrets stream
+ * subscribing `default` + `ROOTCA`, ACKing every response) in a SEPARATE child process speaking raw HTTP/2 + gRPC
+ * framing (an independent client stack, and light enough for 10,000 connections).
+ *
+ * Per N: first-secret latency p50/p99 during a connect storm at 200 new streams/s (the first min(N, 2000) streams;
+ * the rest are opened as fast as the server accepts them), streams held, (a) root rotation -> time until every stream
+ * has the new ROOTCA (and then the re-issued leaf), (b) `meshca rotate` (new signing CA + reissue-all) -> time until
+ * every stream has a new certificate, and server RSS per stream. Runnable alone:
+ *   node dist/test/bench/sds.js [1000,10000]
+ */
+
+const CHILD_FLAG = '--sds-load-child';
+const SECRET_TYPE_URL = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret';
+const TD = 'bench.local';
+const STORM_RATE = 200;
+const STORM_MAX = 2000;
+const CLIENT_IDENTITIES = 50;
+
+export interface SdsBenchOptions {
+  readonly streams: readonly number[];
+}
+
+interface Percentiles {
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+function percentiles(xs: number[]): Percentiles {
+  const s = [...xs].sort((a, b) => a - b);
+  const at = (q: number) => (s.length ? s[Math.min(s.length - 1, Math.floor(q * s.length))]! : NaN);
+  const r = (x: number) => Math.round(x * 10) / 10;
+  return { p50: r(at(0.5)), p99: r(at(0.99)), max: r(s[s.length - 1] ?? NaN) };
+}
+
+function openFileLimit(): number | 'unlimited' | undefined {
+  try {
+    const v = execSync('ulimit -n', { shell: '/bin/sh', encoding: 'utf8' }).trim();
+    return v === 'unlimited' ? v : Number(v);
+  } catch {
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------- parent (server side)
+
+type ChildMsg = Record<string, unknown> & { type: string };
+
+class ChildLoad {
+  private readonly waiters = new Map<string, (m: ChildMsg) => void>();
+  readonly proc;
+  constructor() {
+    this.proc = fork(fileURLToPath(import.meta.url), [CHILD_FLAG], { execArgv: ['--max-old-space-size=4096', ...(process.env.BENCH_CHILD_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CHILD_PROF}`] : [])], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.proc.on('message', (m: ChildMsg) => {
+      const w = this.waiters.get(m.type);
+      if (w) {
+        this.waiters.delete(m.type);
+        w(m);
+      }
+    });
+  }
+  ask(msg: ChildMsg, reply: string, timeoutMs: number): Promise<ChildMsg> {
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`sds bench: child did not answer ${msg.type} within ${timeoutMs} ms`)), timeoutMs);
+      this.waiters.set(reply, (m) => {
+        clearTimeout(t);
+        resolve(m);
+      });
+      this.proc.send(msg);
+    });
+  }
+  async stop(): Promise<void> {
+    if (this.proc.exitCode !== null) return;
+    const exited = new Promise((r) => this.proc.once('exit', r));
+    this.proc.send({ type: 'close' });
+    const t = setTimeout(() => this.proc.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(t);
+  }
+}
+
+async function runOne(n: number, gc: () => void): Promise<Record<string, unknown>> {
+  const { parseConfig } = await import('../../src/config/load.js');
+  const { openCore } = await import('../../src/core.js');
+  const { Authorizer } = await import('../../src/identity/authorization.js');
+  const { startGrpcServerWithSds } = await import('../../src/servers/sds-server.js');
+  const { SystemClock } = await import('../../src/util/clock.js');
+  const { Registry } = await import('prom-client');
+
+  const dataDir = await mkdtemp(join(tmpdir(), 'meshca-bench-sds-'));
+  const cfg = parseConfig({ trustDomain: TD, dataDir, log: { level: 'silent' }, server: { grpc: { address: '127.0.0.1:0' } } });
+  const log = pino({ level: process.env.BENCH_LOG ?? 'silent' });
+  const clock = new SystemClock();
+  const metrics = new Registry();
+  const core = await openCore(cfg, { log, clock, metrics });
+  core.authority.start();
+  const running = await startGrpcServerWithSds(cfg.server, { authority: core.authority, authorizer: new Authorizer([]), clock, log, metrics });
+  const child = new ChildLoad();
+  try {
+    const creds: Array<{ certPem: string; keyPem: string }> = [];
+    for (let i = 0; i < CLIENT_IDENTITIES; i++) {
+      const s = await core.authority.issue({ spiffeId: `spiffe://${TD}/bench/w${i}`, ttlSeconds: 3600, source: 'cli' });
+      creds.push({ certPem: s.chainPem, keyPem: s.privateKeyPem! });
+    }
+    gc();
+    const rssBefore = process.memoryUsage().rss;
+    const storm = Math.min(n, STORM_MAX);
+    const cpu0 = process.cpuUsage();
+    const opened = await child.ask(
+      { type: 'open', port: running.port, caPem: core.authority.bundle().pem, creds, count: n, stormCount: storm, stormRate: STORM_RATE },
+      'opened',
+      170_000,
+    );
+    const cpu = process.cpuUsage(cpu0);
+    const held = running.sds.openStreams();
+    gc();
+    await new Promise((r) => setTimeout(r, 200));
+    gc();
+    const rssAfter = process.memoryUsage().rss;
+
+    // (a) trust bundle change: a new root joins the bundle, ROOTCA is pushed; then every leaf is re-issued.
+    let bundleEventAt = 0;
+    const off = core.authority.onEvent((ev) => {
+      if (ev.type === 'bundle' && !bundleEventAt) bundleEventAt = Date.now();
+    });
+    await child.ask({ type: 'mark', expectRootFirst: true }, 'marked', 30_000);
+    const a0 = Date.now();
+    const rotateRoot = core.authority.rotate({ root: true });
+    const rootDone = await child.ask({ type: 'await', what: 'root', timeoutMs: 60_000 }, 'done-root', 65_000);
+    await rotateRoot;
+    const rootCerts = await child.ask({ type: 'await', what: 'cert', timeoutMs: 60_000 }, 'done-cert', 65_000);
+    off();
+
+    // (b) `meshca rotate`: new signing CA and re-issue of every leaf.
+    await new Promise((r) => setTimeout(r, 500));
+    await child.ask({ type: 'mark' }, 'marked', 30_000);
+    const b0 = Date.now();
+    await core.authority.rotate();
+    const reissued = await child.ask({ type: 'await', what: 'cert', timeoutMs: 60_000 }, 'done-cert', 65_000);
+
+    const streamsHeld = Number(opened.opened);
+    return {
+      streamsRequested: n,
+      streamsHeld,
+      serverOpenStreams: held,
+      failed: opened.failed,
+      errors: opened.errors,
+      connectStorm: {
+        streams: storm,
+        ratePerSecond: STORM_RATE,
+        firstSecretMs: opened.firstInStorm,
+        allSecretsMs: opened.fullInStorm,
+        tlsHandshakeMs: opened.handshakeInStorm,
+      },
+      serverMainThreadCpuMsPerConnection: Math.round(((cpu.user + cpu.system) / 1000 / n) * 100) / 100,
+      restOpenedPerSecond: opened.restRate,
+      openWallSeconds: opened.wallSeconds,
+      tlsSessionTicketsReceived: opened.tickets,
+      bundleChange: {
+        allStreamsNewRootcaMs: Number(rootDone.lastAt) - a0,
+        fromBundleEventMs: bundleEventAt ? Number(rootDone.lastAt) - bundleEventAt : null,
+        streamsUpdated: rootDone.count,
+        missing: rootDone.missing,
+        thenAllLeavesReissuedMs: Number(rootCerts.lastAt) - a0,
+        rootcaBeforeLeafOnEveryStream: rootCerts.rootFirstViolations === 0,
+      },
+      reissueAll: { allStreamsNewCertMs: Number(reissued.lastAt) - b0, streamsUpdated: reissued.count, missing: reissued.missing },
+      serverRssPerStreamKB: streamsHeld ? Math.round((rssAfter - rssBefore) / streamsHeld / 102.4) / 10 : null,
+      serverRssMB: Math.round(rssAfter / 1048576),
+      targets: { bundleChangeMs: 2000, reissueAllMs: 5000, firstSecretP99Ms: 50, rssPerStreamKB: 30, note: 'performance.md: ~70 KB per mTLS connection is the realistic bound for grpc-js; 30 KB was set from plaintext figures' },
+    };
+  } finally {
+    await child.stop();
+    await running.close(1000);
+    await core.close();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+export async function runSdsBench(opts: SdsBenchOptions): Promise<object> {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const limit = openFileLimit();
+  const results: Record<string, unknown> = { openFileLimit: limit, cores: (await import('node:os')).availableParallelism() };
+  for (const n of opts.streams) {
+    const key = `streams_${n}`;
+    if (typeof limit === 'number' && n + 200 > limit) {
+      results[key] = { skipped: `open-file limit ${limit} is below ${n} connections + margin (each process holds one fd per connection)` };
+      continue;
+    }
+    const t0 = Date.now();
+    try {
+      results[key] = { ...(await runOne(n, gc)), benchSeconds: Math.round((Date.now() - t0) / 100) / 10 };
+    } catch (e) {
+      results[key] = { error: (e as Error).message };
+    }
+    console.error(JSON.stringify({ sds: { [key]: results[key] } }));
+  }
+  return results;
+}
+
+// ---------------------------------------------------------------- child (load generator)
+
+interface ClientState {
+  root?: string;
+  cert?: string;
+  baseRoot?: string;
+  baseCert?: string;
+  rootAt?: number;
+  certAt?: number;
+  rootFirstViolation?: boolean;
+  firstAt?: number;
+  fullAt?: number;
+  connectedAt?: number;
+  openedAt: number;
+}
+
+async function childMain(): Promise<void> {
+  const protoLoader = await import('@grpc/proto-loader');
+  const protoDir = join(fileURLToPath(import.meta.url), '..', '..', '..', '..', 'proto');
+  const def = protoLoader.loadSync(['envoy/service/secret/v3/sds.proto', 'envoy/extensions/transport_sockets/tls/v3/secret.proto'], {
+    keepCase: true,
+    longs: String,
+    enums: String,
+    defaults: false,
+    oneofs: true,
+    includeDirs: [protoDir],
+  });
+  /* eslint-disable @typescript-eslint/no-explicit-any */
+  const reqCodec = def['envoy.service.discovery.v3.DiscoveryRequest'] as any;
+  const resCodec = def['envoy.service.discovery.v3.DiscoveryResponse'] as any;
+  const secretCodec = def['envoy.extensions.transport_sockets.tls.v3.Secret'] as any;
+  const sessions: http2.ClientHttp2Session[] = [];
+  const states: ClientState[] = [];
+  let tickets = 0;
+  let failed = 0;
+  const errors = new Map<string, number>();
+  const noteError = (m: string) => errors.set(m, (errors.get(m) ?? 0) + 1);
+  const hash = (b: Buffer) => createHash('sha1').update(b).digest('base64');
+  const frame = (msg: Buffer) => {
+    const h = Buffer.alloc(5);
+    h.writeUInt32BE(msg.length, 1);
+    return Buffer.concat([h, msg]);
+  };
+  let awaiting: { what: 'root' | 'cert'; resolve: () => void } | undefined;
+  /** Set by 'mark' for the bundle-change phase: a new leaf must not arrive on a stream before its new ROOTCA. */
+  let expectRootFirst = false;
+  const checkAwait = () => {
+    if (!awaiting) return;
+    const key = awaiting.what === 'root' ? 'rootAt' : 'certAt';
+    if (states.every((s) => s[key] !== undefined)) {
+      const a = awaiting;
+      awaiting = undefined;
+      a.resolve();
+    }
+  };
+
+  // One SecureContext per identity: parsing the key and certificates per connection would dominate the client's CPU.
+  const contexts = new Map<string, tls.SecureContext>();
+  function open(i: number, port: number, caPem: string, cred: { certPem: string; keyPem: string }, onFull: () => void): void {
+    const st: ClientState = { openedAt: performance.now() };
+    states.push(st);
+    let secureContext = contexts.get(cred.certPem);
+    if (!secureContext) {
+      secureContext = tls.createSecureContext({ ca: caPem, cert: cred.certPem, key: cred.keyPem });
+      contexts.set(cred.certPem, secureContext);
+    }
+    const session = http2.connect(`https://127.0.0.1:${port}`, { secureContext, servername: 'localhost' });
+    sessions.push(session);
+    session.on('error', (e) => {
+      noteError(e.message);
+    });
+    session.socket?.on('session', () => tickets++);
+    session.once('connect', () => (st.connectedAt = performance.now()));
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': '/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets',
+      'content-type': 'application/grpc',
+      te: 'trailers',
+    });
+    const names = ['default', 'ROOTCA'];
+    stream.write(frame(reqCodec.serialize({ node: { id: `bench-node-${i}`, cluster: 'bench' }, resource_names: names, type_url: SECRET_TYPE_URL })));
+    let buf: Buffer = Buffer.alloc(0);
+    let counted = false;
+    stream.on('response', (headers) => {
+      const status = headers['grpc-status'];
+      if (status !== undefined && status !== '0') {
+        failed++;
+        counted = true;
+        noteError(`grpc-status ${status}: ${String(headers['grpc-message'] ?? '')}`);
+      }
+    });
+    stream.on('trailers', (t) => {
+      if (!counted && t['grpc-status'] !== '0') {
+        failed++;
+        counted = true;
+        noteError(`grpc-status ${String(t['grpc-status'])}: ${decodeURIComponent(String(t['grpc-message'] ?? ''))}`);
+      }
+    });
+    stream.on('error', (e) => noteError(e.message));
+    stream.on('data', (chunk: Buffer) => {
+      buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
+      while (buf.length >= 5) {
+        const len = buf.readUInt32BE(1);
+        if (buf.length < 5 + len) break;
+        const msg = buf.subarray(5, 5 + len);
+        buf = buf.subarray(5 + len);
+        const r = resCodec.deserialize(msg);
+        const now = Date.now();
+        for (const any of r.resources ?? []) {
+          const s = secretCodec.deserialize(any.value);
+          if (s.tls_certificate) {
+            st.cert = hash(s.tls_certificate.certificate_chain.inline_bytes);
+            if (st.baseCert !== undefined && st.cert !== st.baseCert && st.certAt === undefined) {
+              st.certAt = now;
+              if (expectRootFirst && st.rootAt === undefined) st.rootFirstViolation = true;
+            }
+          } else if (s.validation_context) {
+            st.root = hash(s.validation_context.trusted_ca.inline_bytes);
+            if (st.baseRoot !== undefined && st.root !== st.baseRoot && st.rootAt === undefined) st.rootAt = now;
+          }
+        }
+        if (st.firstAt === undefined) st.firstAt = performance.now();
+        if (st.fullAt === undefined && st.cert && st.root) {
+          st.fullAt = performance.now();
+          onFull();
+        }
+        stream.write(frame(reqCodec.serialize({ version_info: r.version_info, resource_names: names, type_url: SECRET_TYPE_URL, response_nonce: r.nonce })));
+        checkAwait();
+      }
+    });
+  }
+
+  process.on('message', async (m: ChildMsg) => {
+    if (m.type === 'open') {
+      const port = m.port as number;
+      const caPem = m.caPem as string;
+      const creds = m.creds as Array<{ certPem: string; keyPem: string }>;
+      const count = m.count as number;
+      const storm = m.stormCount as number;
+      const rate = m.stormRate as number;
+      const t0 = performance.now();
+      let full = 0;
+      let doneResolve!: () => void;
+      const allFull = new Promise<void>((r) => (doneResolve = r));
+      const onFull = () => {
+        full++;
+        if (full === count) doneResolve();
+      };
+      // Storm phase: exactly `rate` new streams per second.
+      for (let i = 0; i < storm; i++) {
+        const due = t0 + (i * 1000) / rate;
+        const wait = due - performance.now();
+        if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+        open(i, port, caPem, creds[i % creds.length]!, onFull);
+      }
+      // Wait for the storm to settle before measuring the rest.
+      const settle = Date.now() + 20_000;
+      while (states.slice(0, storm).some((s) => s.fullAt === undefined) && Date.now() < settle && failed === 0) await new Promise((r) => setTimeout(r, 20));
+      const stormStates = states.slice(0, storm);
+      // Rest: as fast as the server takes them, at most 64 waiting for their secrets.
+      const r0 = performance.now();
+      for (let i = storm; i < count; i++) {
+        while (i - full - failed >= 64) await new Promise((r) => setTimeout(r, 2));
+        open(i, port, caPem, creds[i % creds.length]!, onFull);
+      }
+      const deadline = Date.now() + 150_000;
+      await Promise.race([allFull, new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())))]);
+      const restSecs = (performance.now() - r0) / 1000;
+      process.send!({
+        type: 'opened',
+        opened: states.filter((s) => s.fullAt !== undefined).length,
+        failed,
+        errors: Object.fromEntries([...errors].slice(0, 5)),
+        tickets,
+        firstInStorm: percentiles(stormStates.filter((s) => s.firstAt !== undefined).map((s) => s.firstAt! - s.openedAt)),
+        handshakeInStorm: percentiles(stormStates.filter((s) => s.connectedAt !== undefined).map((s) => s.connectedAt! - s.openedAt)),
+        fullInStorm: percentiles(stormStates.filter((s) => s.fullAt !== undefined).map((s) => s.fullAt! - s.openedAt)),
+        restRate: count > storm ? Math.round((count - storm) / restSecs) : null,
+        wallSeconds: Math.round((performance.now() - t0) / 100) / 10,
+      });
+    } else if (m.type === 'mark') {
+      expectRootFirst = m.expectRootFirst === true;
+      for (const s of states) {
+        s.baseRoot = s.root;
+        s.baseCert = s.cert;
+        delete s.rootAt;
+        delete s.certAt;
+        s.rootFirstViolation = false;
+      }
+      process.send!({ type: 'marked' });
+    } else if (m.type === 'await') {
+      const what = m.what as 'root' | 'cert';
+      const key = what === 'root' ? 'rootAt' : 'certAt';
+      await Promise.race([
+        new Promise<void>((resolve) => {
+          awaiting = { what, resolve };
+          checkAwait();
+        }),
+        new Promise((r) => setTimeout(r, m.timeoutMs as number)),
+      ]);
+      awaiting = undefined;
+      const got = states.filter((s) => s[key] !== undefined);
+      process.send!({
+        type: `done-${what}`,
+        lastAt: Math.max(...got.map((s) => s[key]!)),
+        count: got.length,
+        missing: states.length - got.length,
+        rootFirstViolations: states.filter((s) => s.rootFirstViolation).length,
+      });
+    } else if (m.type === 'close') {
+      for (const s of sessions) s.destroy();
+      setTimeout(() => process.exit(0), 100);
+    }
+  });
+}
+
+if (process.argv.includes(CHILD_FLAG)) {
+  void childMain();
+} else if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const streams = (process.argv[2] ?? process.env.BENCH_STREAMS ?? '1000,10000').split(',').map(Number);
+  runSdsBench({ streams }).then(
+    (r) => {
+      process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+      process.exit(0);
+    },
+    (e) => {
+      console.error(e);
+      process.exit(1);
+    },
+  );
+}
