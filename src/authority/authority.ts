@@ -100,6 +100,9 @@ export class LocalAuthority implements Authority {
   private readonly listeners = new Set<(ev: AuthorityEvent) => void>();
   private timer: Timer | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
+  /** start() was called: rotation timers are armed after every state change. */
+  private started = false;
+  private unwatchAnchors: (() => void) | undefined;
   private lastStoreBytes: string | undefined;
   private retryMs = RETRY_MIN_MS;
   private lastError: string | undefined;
@@ -157,14 +160,21 @@ export class LocalAuthority implements Authority {
     return a;
   }
 
-  /** Starts the rotation timer and the store poll (serve). One-shot CLI commands do not call it. */
+  /**
+   * Starts the rotation timer and, for stores that cannot be watched (dataDir), a poll of the store (serve).
+   * A watchable store (the Kubernetes Secret) is followed by whoever watches it (reload()). One-shot CLI commands
+   * do not call start().
+   */
   start(): void {
+    this.started = true;
     this.schedule();
-    this.pollTimer = setInterval(() => {
-      void this.pollStore();
-    }, STORE_POLL_MS);
-    this.pollTimer.unref();
-    this.deps.backend.watchTrustAnchors?.(() => {
+    if (!this.deps.store.watch) {
+      this.pollTimer = setInterval(() => {
+        void this.pollStore();
+      }, STORE_POLL_MS);
+      this.pollTimer.unref();
+    }
+    this.unwatchAnchors = this.deps.backend.watchTrustAnchors?.(() => {
       void this.reconcile().catch((e) => this.deps.log.error({ err: errorMessage(e) }, 'trust anchor update failed'));
     });
   }
@@ -178,7 +188,7 @@ export class LocalAuthority implements Authority {
     if (!on) {
       this.timer?.cancel();
       this.timer = undefined;
-    } else if (this.pollTimer) {
+    } else if (this.started) {
       this.schedule();
     }
   }
@@ -192,6 +202,7 @@ export class LocalAuthority implements Authority {
     this.closed = true;
     this.timer?.cancel();
     if (this.pollTimer) clearInterval(this.pollTimer);
+    this.unwatchAnchors?.();
     await Promise.allSettled([...this.inflight]);
     this.listeners.clear();
   }
@@ -501,7 +512,7 @@ export class LocalAuthority implements Authority {
         }
       }
     }
-    if (!this.closed && this.pollTimer) this.schedule();
+    if (!this.closed && this.started) this.schedule();
   }
 
   private makeBundle(s: AuthorityState): TrustBundle {
