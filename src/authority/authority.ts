@@ -107,6 +107,7 @@ export class LocalAuthority implements Authority {
   private retryMs = RETRY_MIN_MS;
   private lastError: string | undefined;
   private closed = false;
+  private readonly tailPems = new WeakMap<Slot, string>();
   /** State changes under way; close() waits for them so no write lands after it returns. */
   private readonly inflight = new Set<Promise<unknown>>();
   /** False on HA replicas that do not hold the rotation Lease: they sign and adopt state but never rotate. */
@@ -294,7 +295,7 @@ export class LocalAuthority implements Authority {
     return {
       spiffeId: id,
       chainDer,
-      chainPem: chainToPem(chainDer),
+      chainPem: toPem(certDer) + this.tailPem(slot),
       ...(privateKeyPem !== undefined ? { privateKeyPem } : {}),
       keyType,
       serialHex: certSerialHex(certDer),
@@ -303,6 +304,16 @@ export class LocalAuthority implements Authority {
       renewAt: new Date(renewAtMs(nowMs, notAfterMs, w.renewFraction, Math.random())),
       caGeneration: slot.generation,
     };
+  }
+
+  /** PEM of the signing CA and its chain, encoded once per slot (every leaf's chain ends with it). */
+  private tailPem(slot: Slot): string {
+    let pem = this.tailPems.get(slot);
+    if (pem === undefined) {
+      pem = chainToPem([slot.ca.certDer, ...slot.ca.chainDer]);
+      this.tailPems.set(slot, pem);
+    }
+    return pem;
   }
 
   /** Leaf mode: the backend signs a CSR for every leaf. */

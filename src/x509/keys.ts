@@ -165,8 +165,8 @@ export class RawP256KeyGenerator {
   private readonly ecdh: ECDH = createECDH('prime256v1');
 
   generate(): { spkiDer: Buffer; pkcs8Der: Buffer } {
-    this.ecdh.generateKeys();
-    const q = this.ecdh.getPublicKey();
+    // generateKeys() already returns the uncompressed point; asking getPublicKey() again costs as much as the keygen.
+    const q = this.ecdh.generateKeys();
     const d = this.ecdh.getPrivateKey();
     return { spkiDer: p256SpkiFromPoint(q), pkcs8Der: p256Pkcs8FromRaw(d, q) };
   }
