@@ -119,17 +119,23 @@ export function encodeAny(typeUrl: string, value: Buffer): Buffer {
 const SECRET_TYPE_FIELD_SOTW = lengthDelimited(4, SECRET_TYPE_URL);
 const SECRET_TYPE_FIELD_DELTA = lengthDelimited(4, SECRET_TYPE_URL);
 
-/**
- * A DiscoveryResponse: version_info=1, resources=2 (each an encoded Any), type_url=4 (the Secret type), nonce=5.
- * `resourceFields` are already-encoded `resources` fields (see anyField) so they are shared between streams.
- */
-export function encodeDiscoveryResponse(versionInfo: string, resourceFields: readonly Buffer[], nonce: string): Buffer {
-  return Buffer.concat([lengthDelimited(1, versionInfo), ...resourceFields, SECRET_TYPE_FIELD_SOTW, lengthDelimited(5, nonce)]);
+/** The shared middle of a SotW DiscoveryResponse: resources=2 (one Secret Any) and type_url=4. */
+export function sotwBody(secretAny: Buffer): Buffer {
+  return Buffer.concat([lengthDelimited(2, secretAny), SECRET_TYPE_FIELD_SOTW]);
 }
 
-/** The `resources=2` field of a DiscoveryResponse holding one Secret Any. */
-export function sotwResourceField(secretAny: Buffer): Buffer {
-  return lengthDelimited(2, secretAny);
+/**
+ * A DiscoveryResponse: version_info=1, resources=2, type_url=4 (the Secret type), nonce=5. `body` holds the
+ * already-encoded resources and type_url fields (sotwBody, or several resources + the type field for Fetch), so a
+ * fan-out push copies only the per-stream version and nonce around a shared buffer.
+ */
+export function encodeDiscoveryResponse(versionInfo: string, body: Buffer, nonce: string): Buffer {
+  return Buffer.concat([lengthDelimited(1, versionInfo), body, lengthDelimited(5, nonce)]);
+}
+
+/** Several Secret Anys as the body of one DiscoveryResponse (FetchSecrets). */
+export function multiBody(secretAnys: readonly Buffer[]): Buffer {
+  return Buffer.concat([...secretAnys.map((a) => lengthDelimited(2, a)), SECRET_TYPE_FIELD_SOTW]);
 }
 
 /** A Resource{version=1, resource=2 Any, name=3} as a `resources=2` field of a DeltaDiscoveryResponse. */

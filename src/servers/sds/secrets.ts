@@ -1,7 +1,15 @@
 import { createHash } from 'node:crypto';
 import type { IssuedSvid } from '../../authority/types.js';
 import type { DomainBundle } from './bundles.js';
-import { SECRET_TYPE_URL, SPIFFE_VALIDATOR_NAME, SPIFFE_VALIDATOR_TYPE_URL, encodeAny, type SdsProtos } from './proto.js';
+import {
+  SECRET_TYPE_URL,
+  SPIFFE_VALIDATOR_NAME,
+  SPIFFE_VALIDATOR_TYPE_URL,
+  encodeAny,
+  lengthDelimited as ld,
+  sotwBody,
+  type SdsProtos,
+} from './proto.js';
 
 /**
  * Builds Secret resources and encodes them once as `Any` bytes. An EncodedSecret is immutable and shared by every
@@ -14,32 +22,38 @@ export interface EncodedSecret {
   /** google.protobuf.Any{type_url: Secret, value: Secret bytes}. */
   readonly any: Buffer;
   readonly version: string;
+  /** DiscoveryResponse fields resources=2 (this Any) + type_url=4, shared by every stream it is pushed to. */
+  readonly sotwBody: Buffer;
+}
+
+function fromValue(name: string, kind: EncodedSecret['kind'], value: Buffer): EncodedSecret {
+  const version = createHash('sha256').update(value).digest('base64url').slice(0, 16);
+  const any = encodeAny(SECRET_TYPE_URL, value);
+  return { name, kind, any, version, sotwBody: sotwBody(any) };
 }
 
 function finish(protos: SdsProtos, name: string, kind: EncodedSecret['kind'], secret: object): EncodedSecret {
-  const value = protos.secret.serialize(secret);
-  const version = createHash('sha256').update(value).digest('base64url').slice(0, 16);
-  return { name, kind, any: encodeAny(SECRET_TYPE_URL, value), version };
+  return fromValue(name, kind, protos.secret.serialize(secret));
 }
 
-/** Secret{name, tls_certificate{certificate_chain: PEM leaf then intermediates, private_key: PKCS#8 PEM}}. */
-export function tlsCertificateSecret(protos: SdsProtos, name: string, svid: IssuedSvid): EncodedSecret {
+/** DataSource{inline_bytes=2}. */
+const inlineBytes = (text: string): Buffer => ld(2, Buffer.from(text, 'utf8'));
+
+/**
+ * Secret{name, tls_certificate{certificate_chain: PEM leaf then intermediates, private_key: PKCS#8 PEM}}.
+ * Hand-encoded (hot path: every renewal and re-issue); test/unit/sds/wire.test.ts decodes it with the proto codecs.
+ */
+export function tlsCertificateSecret(_protos: SdsProtos, name: string, svid: IssuedSvid): EncodedSecret {
   if (!svid.privateKeyPem) throw new Error(`sds: SVID for ${svid.spiffeId} has no private key (SDS always needs meshca-generated keys)`);
-  return finish(protos, name, 'tls_certificate', {
-    name,
-    tls_certificate: {
-      certificate_chain: { inline_bytes: Buffer.from(svid.chainPem, 'utf8') },
-      private_key: { inline_bytes: Buffer.from(svid.privateKeyPem, 'utf8') },
-    },
-  });
+  // Secret{name=1, tls_certificate=2{certificate_chain=1, private_key=2}}
+  const tls = Buffer.concat([ld(1, inlineBytes(svid.chainPem)), ld(2, inlineBytes(svid.privateKeyPem))]);
+  return fromValue(name, 'tls_certificate', Buffer.concat([ld(1, name), ld(2, tls)]));
 }
 
 /** Secret{name, validation_context{trusted_ca: PEM bundle}} for ROOTCA and spiffe://<td>. */
-export function trustedCaSecret(protos: SdsProtos, name: string, bundle: DomainBundle): EncodedSecret {
-  return finish(protos, name, 'validation_context', {
-    name,
-    validation_context: { trusted_ca: { inline_bytes: Buffer.from(bundle.pem, 'utf8') } },
-  });
+export function trustedCaSecret(_protos: SdsProtos, name: string, bundle: DomainBundle): EncodedSecret {
+  // Secret{name=1, validation_context=4{trusted_ca=1}}
+  return fromValue(name, 'validation_context', Buffer.concat([ld(1, name), ld(4, ld(1, inlineBytes(bundle.pem)))]));
 }
 
 /**

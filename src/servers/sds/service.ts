@@ -19,7 +19,7 @@ import {
   encodeDeltaResponse,
   encodeDiscoveryResponse,
   loadSdsProtos,
-  sotwResourceField,
+  multiBody,
   type SdsProtos,
 } from './proto.js';
 import { spiffeValidatorSecret, tlsCertificateSecret, trustedCaSecret, type EncodedSecret } from './secrets.js';
@@ -170,16 +170,22 @@ abstract class StreamBase {
     this.subs.delete(name);
   }
 
-  /** Sends `enc` for `sub` unless the same content was already sent and `force` is false. */
-  push(sub: Sub, enc: EncodedSecret, reason: PushReason, force: boolean): void {
-    if (this.closed) return;
+  /**
+   * Sends `enc` for `sub` unless the same content was already sent and `force` is false. Returns whether it was
+   * sent; metrics are counted here unless `count` is false (a fan-out loop counts once at the end).
+   */
+  push(sub: Sub, enc: EncodedSecret, reason: PushReason, force: boolean, count = true): boolean {
+    if (this.closed) return false;
     sub.started = true;
     sub.last = enc;
-    if (!force && sub.sentVersion === enc.version) return;
+    if (!force && sub.sentVersion === enc.version) return false;
     sub.sentVersion = enc.version;
     this.write(enc);
-    this.svc.m.pushes.inc({ reason });
-    this.svc.m.secretsPushed.inc({ type: enc.kind });
+    if (count) {
+      this.svc.m.pushes.inc({ reason });
+      this.svc.m.secretsPushed.inc({ type: enc.kind });
+    }
+    return true;
   }
 
   abstract write(enc: EncodedSecret): void;
@@ -192,7 +198,7 @@ class SotwStream extends StreamBase {
   write(enc: EncodedSecret): void {
     const nonce = this.svc.nextNonce();
     this.lastNonce = nonce;
-    this.call.write(encodeDiscoveryResponse(this.svc.nextVersion(), [sotwResourceField(enc.any)], nonce));
+    this.call.write(encodeDiscoveryResponse(this.svc.nextVersion(), enc.sotwBody, nonce));
   }
 
   async handle(req: SotwRequest): Promise<void> {
@@ -416,16 +422,21 @@ export class SdsService {
 
   /** Pushes every bundle-type subscription whose content changed. Synchronous. */
   pushBundles(): void {
+    let sent = 0;
     for (const s of this.streams) {
       for (const sub of s.subs.values()) {
         if (sub.target.kind === 'cert' || !sub.started) continue;
         try {
-          s.push(sub, this.bundleSecret(sub.target), 'bundle', false);
+          if (s.push(sub, this.bundleSecret(sub.target), 'bundle', false, false)) sent++;
         } catch (e) {
           s.fail(e);
           break;
         }
       }
+    }
+    if (sent > 0) {
+      this.m.pushes.inc({ reason: 'bundle' }, sent);
+      this.m.secretsPushed.inc({ type: 'validation_context' }, sent);
     }
   }
 
@@ -482,7 +493,7 @@ export class SdsService {
       );
       for (const e of encs) this.m.secretsPushed.inc({ type: e.kind });
       this.m.pushes.inc({ reason: 'subscription' }, encs.length);
-      cb(null, encodeDiscoveryResponse(this.nextVersion(), encs.map((e) => sotwResourceField(e.any)), this.nextNonce()));
+      cb(null, encodeDiscoveryResponse(this.nextVersion(), multiBody(encs.map((e) => e.any)), this.nextNonce()));
     } catch (e) {
       const st = toGrpcStatus(e);
       this.m.streamErrors.inc({ method, code: String(st.code) });

@@ -7,7 +7,8 @@ import {
   encodeDeltaResponse,
   encodeDiscoveryResponse,
   loadSdsProtos,
-  sotwResourceField,
+  multiBody,
+  sotwBody,
 } from '../../../src/servers/sds/proto.js';
 import { spiffeValidatorSecret, tlsCertificateSecret, trustedCaSecret } from '../../../src/servers/sds/secrets.js';
 
@@ -16,7 +17,7 @@ const p = loadSdsProtos();
 describe('hand-assembled responses decode with the protobuf codecs', () => {
   it('DiscoveryResponse with one Secret Any', () => {
     const secret = p.secret.serialize({ name: 'ROOTCA', validation_context: { trusted_ca: { inline_bytes: Buffer.from('PEM') } } });
-    const bytes = encodeDiscoveryResponse('v-1', [sotwResourceField(encodeAny(SECRET_TYPE_URL, secret))], 'n-1');
+    const bytes = encodeDiscoveryResponse('v-1', sotwBody(encodeAny(SECRET_TYPE_URL, secret)), 'n-1');
     const r = p.discoveryResponse.deserialize(bytes);
     assert.equal(r.version_info, 'v-1');
     assert.equal(r.nonce, 'n-1');
@@ -30,7 +31,7 @@ describe('hand-assembled responses decode with the protobuf codecs', () => {
 
   it('long strings use multi-byte varint lengths', () => {
     const long = 'x'.repeat(70_000);
-    const r = p.discoveryResponse.deserialize(encodeDiscoveryResponse(long, [], 'n'));
+    const r = p.discoveryResponse.deserialize(encodeDiscoveryResponse(long, multiBody([]), 'n'));
     assert.equal(r.version_info, long);
   });
 
@@ -63,7 +64,7 @@ describe('hand-assembled responses decode with the protobuf codecs', () => {
     const a = tlsCertificateSecret(p, 'default', svid);
     const b = tlsCertificateSecret(p, 'default', svid);
     assert.equal(a.version, b.version);
-    const s = p.secret.deserialize(Buffer.from(p.discoveryResponse.deserialize(encodeDiscoveryResponse('v', [sotwResourceField(a.any)], 'n')).resources[0].value));
+    const s = p.secret.deserialize(Buffer.from(p.discoveryResponse.deserialize(encodeDiscoveryResponse('v', a.sotwBody, 'n')).resources[0].value));
     assert.equal(s.tls_certificate.certificate_chain.inline_bytes.toString(), 'CHAIN');
     assert.equal(s.tls_certificate.private_key.inline_bytes.toString(), 'KEY');
     assert.throws(() => tlsCertificateSecret(p, 'default', { ...svid, privateKeyPem: undefined }), /no private key/);
@@ -71,10 +72,23 @@ describe('hand-assembled responses decode with the protobuf codecs', () => {
       { trustDomain: 'example.org', pem: 'A', sequence: 1 },
       { trustDomain: 'other.org', pem: 'B', sequence: 1 },
     ]);
-    const anyMsg = p.discoveryResponse.deserialize(encodeDiscoveryResponse('v', [sotwResourceField(all.any)], 'n')).resources[0];
+    const anyMsg = p.discoveryResponse.deserialize(encodeDiscoveryResponse('v', all.sotwBody, 'n')).resources[0];
     const sec = p.secret.deserialize(anyMsg.value);
     const cfg = p.spiffeValidator.deserialize(sec.validation_context.custom_validator_config.typed_config.value);
     assert.deepEqual(cfg.trust_domains.map((t: { name: string }) => t.name), ['example.org', 'other.org']);
+    const ca = trustedCaSecret(p, 'ROOTCA', { trustDomain: 'e', pem: 'BUNDLE', sequence: 1 });
+    const caSecret = p.secret.deserialize(p.discoveryResponse.deserialize(encodeDiscoveryResponse('v', ca.sotwBody, 'n')).resources[0].value);
+    assert.equal(caSecret.name, 'ROOTCA');
+    assert.equal(caSecret.type, 'validation_context');
+    assert.equal(caSecret.validation_context.trusted_ca.inline_bytes.toString(), 'BUNDLE');
+    // Hand-encoded bytes equal the protobuf library's encoding of the same message.
+    const viaLib = p.secret.serialize({ name: 'ROOTCA', validation_context: { trusted_ca: { inline_bytes: Buffer.from('BUNDLE') } } });
+    assert.deepEqual(ca.any, encodeAny(SECRET_TYPE_URL, viaLib));
+    const tlsViaLib = p.secret.serialize({
+      name: 'default',
+      tls_certificate: { certificate_chain: { inline_bytes: Buffer.from('CHAIN') }, private_key: { inline_bytes: Buffer.from('KEY') } },
+    });
+    assert.deepEqual(a.any, encodeAny(SECRET_TYPE_URL, tlsViaLib));
     assert.notEqual(trustedCaSecret(p, 'ROOTCA', { trustDomain: 'e', pem: 'A', sequence: 1 }).version, trustedCaSecret(p, 'ROOTCA', { trustDomain: 'e', pem: 'B', sequence: 2 }).version);
   });
 });
