@@ -45,6 +45,7 @@ export function resolveNames(names: readonly string[], caller: Caller, ctx: Name
   const invalid: string[] = [];
   const reasons: string[] = [];
   const denied: string[] = [];
+  const deniedWhy: string[] = [];
   for (const name of names) {
     if (name === DEFAULT_SVID_NAME) {
       out.push({ kind: 'cert', name, spiffeId: caller.spiffeId });
@@ -96,14 +97,18 @@ export function resolveNames(names: readonly string[], caller: Caller, ctx: Name
     }
     const d = ctx.authorizer.decide({ caller, target: id.uri, generateKey: true, channel: 'sds' });
     if (d.allowed) out.push({ kind: 'cert', name, spiffeId: id.uri });
-    else denied.push(name);
+    else {
+      denied.push(name);
+      deniedWhy.push(d.reason);
+    }
   }
   if (invalid.length > 0) {
     const why = invalid.length === 1 ? `: ${reasons[0]}` : ` (${reasons.map((r, i) => `${show([invalid[i]!])}: ${r}`).join('; ')})`;
     throw invalidArgument(`unknown or invalid SDS resource name${invalid.length > 1 ? 's' : ''} ${show(invalid)}${why}`);
   }
   if (denied.length > 0) {
-    throw permissionDenied(`caller ${caller.spiffeId} is not authorized for SDS resource${denied.length > 1 ? 's' : ''} ${show(denied)}`);
+    const why = [...new Set(deniedWhy)].join('; ');
+    throw permissionDenied(`caller ${caller.spiffeId} is not authorized for SDS resource${denied.length > 1 ? 's' : ''} ${show(denied)}: ${why}`);
   }
   return out;
 }
