@@ -28,8 +28,12 @@ export interface EncodedSecret {
 
 function fromValue(name: string, kind: EncodedSecret['kind'], value: Buffer): EncodedSecret {
   const version = createHash('sha256').update(value).digest('base64url').slice(0, 16);
-  const any = encodeAny(SECRET_TYPE_URL, value);
-  return { name, kind, any, version, sotwBody: sotwBody(any) };
+  const anyBytes = encodeAny(SECRET_TYPE_URL, value);
+  const body = sotwBody(anyBytes);
+  // `any` is a view into `body` (which embeds it after a tag and a length) so each secret is held in memory once.
+  const start = body.indexOf(anyBytes);
+  const any = start >= 0 ? body.subarray(start, start + anyBytes.length) : anyBytes;
+  return { name, kind, any, version, sotwBody: body };
 }
 
 function finish(protos: SdsProtos, name: string, kind: EncodedSecret['kind'], secret: object): EncodedSecret {
