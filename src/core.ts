@@ -61,7 +61,7 @@ export async function openCore(cfg: Config, deps: CoreDeps): Promise<Core> {
     store,
     metrics,
   });
-  const signer = new LeafSignerPool({ workers: deps.workers ?? signingWorkers(cfg) });
+  const signer = new LeafSignerPool({ workers: deps.workers ?? signingWorkers(cfg), trustDomain: cfg.trustDomain });
   try {
     const authority = await LocalAuthority.create(
       {

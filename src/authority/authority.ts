@@ -14,6 +14,7 @@ import { createCaCsr } from '../x509/ca-certs.js';
 import { createLeafCsr } from '../x509/leaf-csr.js';
 import { checkSvidProfile } from '../x509/validate.js';
 import { certSerialHex } from '../x509/cert-parse.js';
+import { issuedInProcessBy } from '../x509/provenance.js';
 import type { LeafSignerPool } from '../x509/signer-pool.js';
 import type { KeyType } from '../x509/types.js';
 import type { ParsedCsr } from '../x509/csr.js';
@@ -289,8 +290,12 @@ export class LocalAuthority implements Authority {
       certDer = r.certDer;
       privateKeyPem = r.privateKeyPkcs8Pem;
     }
-    // The signer may have raced a rotation; re-check against the CA that signed (the slot captured above).
-    checkSvidProfile(certDer, { trustDomain: this.trustDomain, issuerCertDer: slot.ca.certDer });
+    // Every leaf is re-parsed and checked against the SVID profile before it leaves meshca: by the signer pool on
+    // the thread that signed it when the pool was built with our trust domain, otherwise here.
+    if (!this.deps.signer.checksProfile) checkSvidProfile(certDer, { trustDomain: this.trustDomain, issuerCertDer: slot.ca.certDer });
+    // The signer may have raced a rotation: the leaf must come from the CA whose chain we attach.
+    const signedBy = issuedInProcessBy(certDer);
+    if (signedBy !== undefined && !signedBy.equals(slot.ca.certDer)) throw new CaError('UNAVAILABLE', 'signing CA changed during issuance; retry', { retryable: true });
     const chainDer = [certDer, slot.ca.certDer, ...slot.ca.chainDer];
     return {
       spiffeId: id,

@@ -4,10 +4,11 @@ import { LeafSigner, type LeafWithKey, type NewKeyLeafFields } from './leaf-sign
 import { rememberSpki, spkiDerOf } from './keys.js';
 import { parseCsr, type ParsedCsr } from './csr.js';
 import { noteIssuedBy } from './provenance.js';
+import { checkSvidProfile } from './validate.js';
 import type { JobMsg, WorkerBatchReply, WorkerReply, WorkerRequest } from './signer-protocol.js';
 import type { LeafTemplate, SigningCa } from './types.js';
 
-const BATCH_MAX = 8;
+const BATCH_MAX = 32;
 
 interface Pending {
   resolve: (v: { certDer: Buffer; privateKeyPkcs8Pem?: string; csr?: ParsedCsr }) => void;
@@ -32,18 +33,27 @@ interface Slot {
  */
 export class LeafSignerPool {
   readonly workers: number;
+  /**
+   * Set when the pool was given a trust domain: every leaf it returns has already passed checkSvidProfile against
+   * the signing CA, on the thread that signed it (so the check scales with the workers too).
+   */
+  readonly checksProfile: boolean;
+  private readonly trustDomain: string | undefined;
   private readonly slots: Slot[] = [];
   private inline: LeafSigner | undefined;
   private gen = 0;
   private readonly caByGen = new Map<number, Buffer>();
   private lastCaMessage: Omit<Extract<WorkerRequest, { type: 'ca' }>, 'keyPkcs8Der'> | undefined;
   private caKey: SigningCa['key'] | undefined;
+  private caCertDer: Buffer | undefined;
   private nextId = 1;
   private closed = false;
 
-  constructor(opts: { workers: number }) {
+  constructor(opts: { workers: number; trustDomain?: string }) {
     if (!Number.isInteger(opts.workers) || opts.workers < 0) throw new CaError('INVALID_ARGUMENT', `signer workers must be a non-negative integer, got ${opts.workers}`);
     this.workers = opts.workers;
+    this.trustDomain = opts.trustDomain;
+    this.checksProfile = opts.trustDomain !== undefined;
     for (let i = 0; i < opts.workers; i++) this.slots.push(this.spawn());
   }
 
@@ -55,7 +65,15 @@ export class LeafSignerPool {
     this.caByGen.set(this.gen, ca.certDer);
     for (const g of this.caByGen.keys()) if (g < this.gen - 8) this.caByGen.delete(g);
     this.caKey = ca.key;
-    this.lastCaMessage = { type: 'ca', gen: this.gen, certDer: new Uint8Array(ca.certDer), notBefore: ca.notBefore.getTime(), notAfter: ca.notAfter.getTime() };
+    this.lastCaMessage = {
+      type: 'ca',
+      gen: this.gen,
+      certDer: new Uint8Array(ca.certDer),
+      notBefore: ca.notBefore.getTime(),
+      notAfter: ca.notAfter.getTime(),
+      ...(this.trustDomain !== undefined ? { trustDomain: this.trustDomain } : {}),
+    };
+    this.caCertDer = ca.certDer;
     for (const s of this.slots) this.sendCa(s.worker);
   }
 
@@ -63,7 +81,7 @@ export class LeafSignerPool {
   sign(t: LeafTemplate): Promise<Buffer> {
     try {
       const signer = this.ready();
-      if (this.workers === 0) return Promise.resolve(signer.sign(t));
+      if (this.workers === 0) return Promise.resolve(this.checked(signer.sign(t)));
       const spki = spkiDerOf(t.publicKey);
       return this.dispatch({ type: 'sign', ...this.fieldsMsg(t), spkiDer: new Uint8Array(spki) }).then((r) => r.certDer);
     } catch (e) {
@@ -76,7 +94,11 @@ export class LeafSignerPool {
     let signer: LeafSigner;
     try {
       signer = this.ready();
-      if (this.workers === 0) return Promise.resolve(signer.signWithNewKey(t));
+      if (this.workers === 0) {
+        const r = signer.signWithNewKey(t);
+        this.checked(r.certDer);
+        return Promise.resolve(r);
+      }
     } catch (e) {
       return Promise.reject(e);
     }
@@ -111,6 +133,12 @@ export class LeafSignerPool {
     await Promise.all(slots.map((s) => s.worker.terminate()));
     this.inline = undefined;
     this.caKey = undefined;
+  }
+
+  /** Inline path: the same profile check the workers run before replying. */
+  private checked(certDer: Buffer): Buffer {
+    if (this.trustDomain !== undefined) checkSvidProfile(certDer, { trustDomain: this.trustDomain, issuerCertDer: this.caCertDer! });
+    return certDer;
   }
 
   private ready(): LeafSigner {

@@ -17,7 +17,7 @@ export type CaMsg = Extract<RawRequest, { type: 'ca' }>;
 export type JobMsg = Exclude<RawRequest, { type: 'ca' }>;
 
 type RawRequest =
-  | { type: 'ca'; gen: number; certDer: Uint8Array; keyPkcs8Der: Uint8Array; notBefore: number; notAfter: number }
+  | { type: 'ca'; gen: number; certDer: Uint8Array; keyPkcs8Der: Uint8Array; notBefore: number; notAfter: number; trustDomain?: string }
   | (LeafFieldsMsg & { type: 'sign'; spkiDer: Uint8Array })
   | (LeafFieldsMsg & { type: 'signNew'; keyType: string })
   | { type: 'parseCsr'; id: number; csr: string | Uint8Array };

@@ -2,6 +2,7 @@ import { createPrivateKey } from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
 import { LeafSigner } from './leaf-signer.js';
 import { parseCsr } from './csr.js';
+import { checkSvidProfile } from './validate.js';
 import type { KeyType } from './types.js';
 import type { JobMsg, WorkerBatchReply, WorkerReply, WorkerRequest } from './signer-protocol.js';
 
@@ -15,6 +16,9 @@ if (!port) throw new Error('signer-worker must run as a worker thread');
 let signer: LeafSigner | undefined;
 let gen = -1;
 let caError: string | undefined;
+let caCertDer: Buffer | undefined;
+/** When set (pool built with a trust domain), every leaf is profile-checked here before it is sent back. */
+let trustDomain: string | undefined;
 
 function fields(m: { spiffeId: string; dnsNames: string[]; ipAddresses: string[]; notBefore: number; notAfter: number }) {
   return {
@@ -32,8 +36,10 @@ port.on('message', (m: WorkerRequest) => {
     try {
       const key = createPrivateKey({ key: Buffer.from(m.keyPkcs8Der), format: 'der', type: 'pkcs8' });
       m.keyPkcs8Der.fill(0);
+      caCertDer = Buffer.from(m.certDer);
+      trustDomain = m.trustDomain;
       signer = new LeafSigner({
-        certDer: Buffer.from(m.certDer),
+        certDer: caCertDer,
         chainDer: [],
         key,
         notBefore: new Date(m.notBefore),
@@ -67,11 +73,14 @@ function runJob(m: JobMsg, transfer: ArrayBuffer[]): WorkerReply {
     }
     if (!signer) throw Object.assign(new Error(caError ?? 'no signing CA'), { code: 'FAILED_PRECONDITION' });
     if (m.type === 'sign') {
-      const out = new Uint8Array(signer.signSpki(Buffer.from(m.spkiDer), fields(m)));
+      const der = signer.signSpki(Buffer.from(m.spkiDer), fields(m));
+      if (trustDomain !== undefined) checkSvidProfile(der, { trustDomain, issuerCertDer: caCertDer! });
+      const out = new Uint8Array(der);
       transfer.push(out.buffer);
       return { id: m.id, ok: true, gen, certDer: out };
     }
     const r = signer.signWithNewKey({ ...fields(m), keyType: m.keyType as KeyType });
+    if (trustDomain !== undefined) checkSvidProfile(r.certDer, { trustDomain, issuerCertDer: caCertDer! });
     const out = new Uint8Array(r.certDer);
     transfer.push(out.buffer);
     return { id: m.id, ok: true, gen, certDer: out, privateKeyPkcs8Pem: r.privateKeyPkcs8Pem };
