@@ -58,6 +58,32 @@ function rateSync(ms: number, fn: () => unknown): number {
   return n / ((t - t0) / 1000);
 }
 
+/** [operations, milliseconds] of a sync function run for about ms. */
+function countSync(ms: number, fn: () => unknown): [number, number] {
+  let n = 0;
+  const t0 = performance.now();
+  let t = t0;
+  while (t - t0 < ms) {
+    for (let i = 0; i < 20; i++) fn();
+    n += 20;
+    t = performance.now();
+  }
+  return [n, t - t0];
+}
+
+/** [operations, milliseconds] of an async function awaited in sequence for about ms. */
+async function countAsync(ms: number, fn: () => Promise<unknown>): Promise<[number, number]> {
+  let n = 0;
+  const t0 = performance.now();
+  let t = t0;
+  while (t - t0 < ms) {
+    for (let i = 0; i < 10; i++) await fn();
+    n += 10;
+    t = performance.now();
+  }
+  return [n, t - t0];
+}
+
 /** Completions per second with `inflight` concurrent loops. */
 async function rateConcurrent(ms: number, inflight: number, fn: () => Promise<unknown>): Promise<number> {
   const warmEnd = Date.now() + Math.min(300, ms / 5);
@@ -100,11 +126,12 @@ export async function runIssuanceBench(opts: { seconds: number }): Promise<objec
 
   // --- raw Node primitives ---
   const tbsLike = randomBytes(420);
-  const rawSign = rateSync(slice, () => cryptoSign('sha256', tbsLike, ca.key));
-  const rawKeygen = rateSync(slice, () => generateKeyPairSync('ec', { namedCurve: 'P-256' }));
+  // First estimates; re-measured below, interleaved with the variants they are compared with.
+  let rawSign = rateSync(slice / 2, () => cryptoSign('sha256', tbsLike, ca.key));
+  let rawKeygen = rateSync(slice / 2, () => generateKeyPairSync('ec', { namedCurve: 'P-256' }));
   const ecdh = createECDH('prime256v1');
   const rawEcdhKeygen = rateSync(slice / 2, () => ecdh.generateKeys());
-  const compositeRaw = 1 / (1 / rawSign + 1 / rawKeygen);
+  let compositeRaw = 1 / (1 / rawSign + 1 / rawKeygen);
 
   // --- checkSvidProfile cost on signer-issued leaves ---
   const signer = new LeafSigner(ca);
@@ -138,8 +165,26 @@ export async function runIssuanceBench(opts: { seconds: number }): Promise<objec
   const inline = new LeafSignerPool({ workers: 0, trustDomain: TD });
   if (!inline.checksProfile) throw new Error('bench: the pool must profile-check what it signs');
   inline.setCa(ca);
-  const aPerCore = await rate(slice, () => variantA(inline));
-  const bPerCore = await rate(slice, () => variantB(inline));
+  // Baselines and variants run interleaved in short slices, so a machine whose speed drifts during the run (these
+  // VMs do, by up to 2x) slows all of them alike and the ratios stay honest.
+  const acc = { sign: [0, 0], keygen: [0, 0], a: [0, 0], b: [0, 0] };
+  const add = (a: number[], r: [number, number]): void => {
+    a[0]! += r[0];
+    a[1]! += r[1];
+  };
+  const sub = Math.max(60, slice / 2);
+  for (let round = 0; round < 6; round++) {
+    add(acc.sign, countSync(sub, () => cryptoSign('sha256', tbsLike, ca.key)));
+    add(acc.keygen, countSync(sub, () => generateKeyPairSync('ec', { namedCurve: 'P-256' })));
+    add(acc.a, await countAsync(sub, () => variantA(inline)));
+    add(acc.b, await countAsync(sub, () => variantB(inline)));
+  }
+  const perSec = (a: number[]): number => a[0]! / (a[1]! / 1000);
+  rawSign = perSec(acc.sign);
+  rawKeygen = perSec(acc.keygen);
+  compositeRaw = 1 / (1 / rawSign + 1 / rawKeygen);
+  const aPerCore = perSec(acc.a);
+  const bPerCore = perSec(acc.b);
   await inline.close();
 
   const pool = new LeafSignerPool({ workers: cores, trustDomain: TD });
