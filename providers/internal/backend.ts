@@ -92,16 +92,11 @@ export class InternalBackend implements AuthorityBackend {
 
   async mintIntermediate(req: IntermediateRequest): Promise<UpstreamChain> {
     const now = this.ctx.clock.now();
+    const sign = (issuer: { certDer: Buffer; key: KeyObject }): Promise<Buffer> =>
+      signCaCertificate({ issuer, publicKey: req.publicKey, trustDomain: this.ctx.trustDomain, ttlSeconds: req.ttlSeconds, now });
     if (this.operator) {
       const op = this.operator;
-      const certDer = await signCaCertificate({
-        issuer: { certDer: op.certDer, key: op.key },
-        publicKey: req.publicKey,
-        trustDomain: this.ctx.trustDomain,
-        ttlSeconds: req.ttlSeconds,
-        now,
-      });
-      return { chain: [certDer, op.certDer, ...op.chainDer], roots: op.rootsDer };
+      return { chain: [await sign(op), op.certDer, ...op.chainDer], roots: op.rootsDer };
     }
     await this.ctx.store.withLock(async () => {
       // Another process may have started a new root; always sign under the newest persisted one.
@@ -114,14 +109,7 @@ export class InternalBackend implements AuthorityBackend {
       }
     });
     const root = this.roots[this.roots.length - 1]!;
-    const certDer = await signCaCertificate({
-      issuer: { certDer: root.certDer, key: root.key },
-      publicKey: req.publicKey,
-      trustDomain: this.ctx.trustDomain,
-      ttlSeconds: req.ttlSeconds,
-      now,
-    });
-    return { chain: [certDer], roots: [root.certDer] };
+    return { chain: [await sign(root)], roots: [root.certDer] };
   }
 
   private async addRootLocked(): Promise<void> {
