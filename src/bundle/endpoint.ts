@@ -8,6 +8,7 @@ import type { Clock, Timer } from '../util/clock.js';
 import { CaError, errorMessage } from '../util/errors.js';
 import type { BundleEndpointConfig } from './config.js';
 import { bundleToJwks } from './jwks.js';
+import { splitHostPort } from '../util/address.js';
 import { counter } from './metrics.js';
 import type { BundleRegistry } from './registry.js';
 
@@ -34,14 +35,6 @@ export interface BundleEndpoint {
 const RETRY_MIN_MS = 1000;
 const RETRY_MAX_MS = 60_000;
 
-/** Splits "host:port" / "[v6]:port" / ":port". */
-function splitAddress(address: string): { host: string; port: number } {
-  const i = address.lastIndexOf(':');
-  let host = address.slice(0, i);
-  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
-  return { host: host || '0.0.0.0', port: Number(address.slice(i + 1)) };
-}
-
 /**
  * The SPIFFE bundle endpoint (SPIFFE_Federation.md): answers HTTPS GET with our trust bundle as a SPIFFE bundle
  * document (`Content-Type: application/json`, x509-svid keys with x5c, spiffe_sequence, spiffe_refresh_hint).
@@ -56,7 +49,7 @@ function splitAddress(address: string): { host: string; port: number } {
 export async function startBundleEndpoint(cfg: BundleEndpointConfig, deps: BundleEndpointDeps): Promise<BundleEndpoint> {
   const log = deps.log.child({ component: 'bundle-endpoint' });
   const requests = counter(deps.metrics, 'meshca_bundle_endpoint_requests_total', 'Requests to the SPIFFE bundle endpoint', ['code']);
-  const { host, port } = splitAddress(cfg.address);
+  const { host, port } = splitHostPort(cfg.address);
   let cache: { seq: number; body: Buffer } | undefined;
   const body = (): Buffer => {
     const own = deps.registry.own();

@@ -53,11 +53,3 @@ export async function startOpsServer(o: OpsServerOptions): Promise<{ server: Ser
       }),
   };
 }
-
-/** Splits "host:port" / "[v6]:port" / ":port". */
-export function splitHostPort(address: string): { host: string; port: number } {
-  const i = address.lastIndexOf(':');
-  let host = address.slice(0, i);
-  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
-  return { host: host || '0.0.0.0', port: Number(address.slice(i + 1)) };
-}
