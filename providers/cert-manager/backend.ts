@@ -5,7 +5,8 @@ import type { CertManagerConfig } from './config.js';
 import { CaError, errorMessage } from '../../src/util/errors.js';
 import { connectKube, type Kube, type KubeConfig } from '../../src/kube/client.js';
 import { isNotFound, isRetryableKubeError, kubeCaError, kubeErrorInfo } from '../../src/kube/errors.js';
-import { watchUntil, type KubeObject } from '../../src/kube/list-watch.js';
+import { watchNamedUntil, type KubeObject } from '../../src/kube/list-watch.js';
+import { leftoverNames } from '../../src/kube/cleanup.js';
 import { checkAnchors, dedupeDers, parseCertificates, verifyUpstreamChain } from '../../src/kube/chain.js';
 import { goDuration, requestUsages } from '../../src/kube/usages.js';
 import { labelSelector, TRUST_DOMAIN_LABEL, trustDomainLabelValue } from '../../src/kube/names.js';
@@ -205,34 +206,23 @@ export class CertManagerBackend implements AuthorityBackend {
   private waitIssued(kube: Kube, name: string, signal: AbortSignal | undefined): Promise<CertificateRequest> {
     const ns = this.cfg.namespace;
     const full = `CertificateRequest ${ns}/${name}`;
-    let last: CertificateRequest | undefined;
-    return watchUntil<CertificateRequest, CertificateRequest>({
+    return watchNamedUntil<CertificateRequest, CertificateRequest>({
       kube,
       path: `/apis/${GROUP}/${VERSION}/namespaces/${encodeURIComponent(ns)}/${PLURAL}`,
-      fieldSelector: `metadata.name=${name}`,
-      list: async () => {
-        const l = (await kube.custom().listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, fieldSelector: `metadata.name=${name}` })) as {
-          items: CertificateRequest[];
+      name,
+      what: full,
+      listBySelector: async (fieldSelector) =>
+        (await kube.custom().listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, fieldSelector })) as {
+          items?: CertificateRequest[];
           metadata?: { resourceVersion?: string };
-        };
-        return { items: l.items ?? [], resourceVersion: l.metadata?.resourceVersion ?? '' };
-      },
+        },
       clock: this.ctx.clock,
       log: this.ctx.log,
       timeoutMs: this.cfg.requestTimeout * 1000,
       ...(signal ? { signal } : {}),
       component: NAME,
-      action: `wait for ${full}`,
-      until: (items) => {
-        const cr = items.find((i) => i.metadata?.name === name);
-        if (!cr) {
-          if (last) throw new CaError('UNAVAILABLE', `${NAME}: ${full} was deleted by someone else before it was issued`, { retryable: true });
-          return undefined;
-        }
-        last = cr;
-        return this.outcome(name, cr);
-      },
-      onTimeout: (lastError) => {
+      outcome: (cr) => this.outcome(name, cr),
+      onTimeout: (last, lastError) => {
         const ready = cond(last, 'Ready');
         const approved = cond(last, 'Approved') ? '' : '; it was never approved (is an approver running for this issuer?)';
         const state = ready ? `; last Ready=${ready.status} reason ${ready.reason ?? '-'}: ${ready.message ?? ''}` : '';
@@ -336,15 +326,14 @@ export class CertManagerBackend implements AuthorityBackend {
       this.ctx.log[level]({ namespace: ns, err: kubeErrorInfo(e).message }, 'cert-manager: cannot list CertificateRequests to sweep leftovers');
       return;
     }
-    const maxAgeMs = 2 * this.cfg.requestTimeout * 1000;
-    const now = this.ctx.clock.nowMs();
-    for (const cr of items) {
-      const name = cr.metadata?.name;
-      if (!name || this.inFlight.has(name)) continue;
-      const created = Date.parse(String(cr.metadata?.creationTimestamp ?? ''));
-      const stale = Number.isFinite(created) && now - created > maxAgeMs;
-      if (isFinished(cr) || stale || this.undeleted.has(name)) await this.deleteRequest(name);
-    }
+    const leftovers = leftoverNames(items, {
+      inFlight: this.inFlight,
+      undeleted: this.undeleted,
+      nowMs: this.ctx.clock.nowMs(),
+      maxAgeMs: 2 * this.cfg.requestTimeout * 1000,
+      isFinished,
+    });
+    for (const name of leftovers) await this.deleteRequest(name);
   }
 }
 

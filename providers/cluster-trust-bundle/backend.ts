@@ -4,7 +4,8 @@ import type { ClusterTrustBundleConfig } from './config.js';
 import { CaError, errorMessage } from '../../src/util/errors.js';
 import { connectKube, type Kube, type KubeConfig } from '../../src/kube/client.js';
 import { isConflict, isNotFound, isRetryableKubeError, kubeCaError, kubeErrorInfo } from '../../src/kube/errors.js';
-import { ListWatch, watchUntil, type KubeObject } from '../../src/kube/list-watch.js';
+import { ListWatch, watchNamedUntil, type KubeObject } from '../../src/kube/list-watch.js';
+import { leftoverNames } from '../../src/kube/cleanup.js';
 import { parseCertificates, verifyUpstreamChain } from '../../src/kube/chain.js';
 import { requestUsages } from '../../src/kube/usages.js';
 import { labelSelector, TRUST_DOMAIN_LABEL, trustDomainLabelValue } from '../../src/kube/names.js';
@@ -306,31 +307,22 @@ export class ClusterTrustBundleBackend implements AuthorityBackend {
 
   private waitIssued(kube: Kube, name: string, signal: AbortSignal | undefined): Promise<CertificateSigningRequest> {
     const full = `CertificateSigningRequest ${name}`;
-    let last: CertificateSigningRequest | undefined;
-    return watchUntil<CertificateSigningRequest, CertificateSigningRequest>({
+    return watchNamedUntil<CertificateSigningRequest, CertificateSigningRequest>({
       kube,
       path: `/apis/${CSR_GROUP}/${CSR_VERSION}/${CSR_PLURAL}`,
-      fieldSelector: `metadata.name=${name}`,
-      list: async () => {
-        const l = (await kube.custom().listClusterCustomObject({ group: CSR_GROUP, version: CSR_VERSION, plural: CSR_PLURAL, fieldSelector: `metadata.name=${name}` })) as {
+      name,
+      what: full,
+      listBySelector: async (fieldSelector) =>
+        (await kube.custom().listClusterCustomObject({ group: CSR_GROUP, version: CSR_VERSION, plural: CSR_PLURAL, fieldSelector })) as {
           items?: CertificateSigningRequest[];
           metadata?: { resourceVersion?: string };
-        };
-        return { items: l.items ?? [], resourceVersion: l.metadata?.resourceVersion ?? '' };
-      },
+        },
       clock: this.ctx.clock,
       log: this.ctx.log,
       timeoutMs: this.cfg.requestTimeout * 1000,
       ...(signal ? { signal } : {}),
       component: NAME,
-      action: `wait for ${full}`,
-      until: (items) => {
-        const o = items.find((i) => i.metadata?.name === name);
-        if (!o) {
-          if (last) throw new CaError('UNAVAILABLE', `${NAME}: ${full} was deleted by someone else before it was issued`, { retryable: true });
-          return undefined;
-        }
-        last = o;
+      outcome: (o) => {
         const denied = cond(o, 'Denied');
         if (denied) {
           throw new CaError('PERMISSION_DENIED', `${NAME}: ${full} to signer ${this.cfg.signerName} denied (${denied.reason || 'Denied'}): ${denied.message || 'no message'}`, { retryable: false });
@@ -341,7 +333,7 @@ export class ClusterTrustBundleBackend implements AuthorityBackend {
         }
         return cond(o, 'Approved') && o.status?.certificate ? o : undefined;
       },
-      onTimeout: (lastError) => {
+      onTimeout: (last, lastError) => {
         const state = cond(last, 'Approved')
           ? `; it was approved but signer ${this.cfg.signerName} issued nothing (is the signer running?)`
           : `; it was never approved (${this.cfg.approve ? 'approval did not take' : `set ${KEY}.approve: true or run an approver for ${this.cfg.signerName}`})`;
@@ -421,15 +413,14 @@ export class ClusterTrustBundleBackend implements AuthorityBackend {
       this.ctx.log[isRetryableKubeError(e) ? 'warn' : 'error']({ err: kubeErrorInfo(e).message }, 'cluster-trust-bundle: cannot list CertificateSigningRequests to sweep leftovers');
       return;
     }
-    const maxAgeMs = 2 * this.cfg.requestTimeout * 1000;
-    const now = this.ctx.clock.nowMs();
-    for (const o of items) {
-      const name = o.metadata?.name;
-      if (!name || this.inFlight.has(name)) continue;
-      const created = Date.parse(String(o.metadata?.creationTimestamp ?? ''));
-      const stale = Number.isFinite(created) && now - created > maxAgeMs;
-      if (isCsrFinished(o) || stale || this.undeleted.has(name)) await this.deleteCsr(name);
-    }
+    const leftovers = leftoverNames(items, {
+      inFlight: this.inFlight,
+      undeleted: this.undeleted,
+      nowMs: this.ctx.clock.nowMs(),
+      maxAgeMs: 2 * this.cfg.requestTimeout * 1000,
+      isFinished: isCsrFinished,
+    });
+    for (const name of leftovers) await this.deleteCsr(name);
   }
 }
 

@@ -248,3 +248,46 @@ export function watchUntil<T extends KubeObject, R>(o: WatchUntilOptions<T, R>):
     lw.start();
   });
 }
+
+export interface WatchNamedOptions<T extends KubeObject, R>
+  extends Omit<WatchUntilOptions<T, R>, 'fieldSelector' | 'list' | 'until' | 'onTimeout' | 'action'> {
+  /** metadata.name of the one object watched. */
+  readonly name: string;
+  /** How errors name it, e.g. "CertificateRequest ns/meshca-abc". */
+  readonly what: string;
+  /** Lists the collection with this field selector (metadata.name=<name>). */
+  listBySelector(fieldSelector: string): Promise<{ items?: T[]; metadata?: { resourceVersion?: string } }>;
+  /** The object's outcome: a value when done, undefined while pending; throw for a terminal failure. */
+  outcome(obj: T): R | undefined;
+  /** Builds the timeout error from the object as last seen and the most recent list/watch failure. */
+  onTimeout(last: T | undefined, lastError: unknown): Error;
+}
+
+/**
+ * watchUntil for one named object (a CertificateRequest, a CertificateSigningRequest): lists and watches it by
+ * `metadata.name`, and fails retryably when it disappears after having been seen (someone else deleted it).
+ */
+export function watchNamedUntil<T extends KubeObject, R>(o: WatchNamedOptions<T, R>): Promise<R> {
+  const fieldSelector = `metadata.name=${o.name}`;
+  let last: T | undefined;
+  const { name, what, listBySelector, outcome, onTimeout, ...rest } = o;
+  return watchUntil<T, R>({
+    ...rest,
+    fieldSelector,
+    action: `wait for ${what}`,
+    list: async () => {
+      const l = await listBySelector(fieldSelector);
+      return { items: l.items ?? [], resourceVersion: l.metadata?.resourceVersion ?? '' };
+    },
+    until: (items) => {
+      const obj = items.find((i) => i.metadata?.name === name);
+      if (!obj) {
+        if (last) throw new CaError('UNAVAILABLE', `${o.component}: ${what} was deleted by someone else before it was issued`, { retryable: true });
+        return undefined;
+      }
+      last = obj;
+      return outcome(obj);
+    },
+    onTimeout: (lastError) => onTimeout(last, lastError),
+  });
+}
