@@ -34,8 +34,21 @@ export function validateTrustDomain(td: string): string {
   return td;
 }
 
+/** Recently parsed valid IDs (parsing is pure; the same few identities are checked on every issuance). */
+const recent = new Map<string, SpiffeId>();
+const RECENT_MAX = 256;
+
 /** Parses a SPIFFE ID string. Throws INVALID_ARGUMENT naming the rule it broke. */
 export function parseSpiffeId(input: string): SpiffeId {
+  const hit = typeof input === 'string' ? recent.get(input) : undefined;
+  if (hit) return hit;
+  const id = parseSpiffeIdUncached(input);
+  if (recent.size >= RECENT_MAX) recent.delete(recent.keys().next().value!);
+  recent.set(input, id);
+  return id;
+}
+
+function parseSpiffeIdUncached(input: string): SpiffeId {
   if (typeof input !== 'string' || input.length === 0) reject(String(input ?? ''), 'empty');
   if (Buffer.byteLength(input) > MAX_ID_BYTES) reject(input, 'longer than 2048 bytes');
   const schemeEnd = input.indexOf('://');
@@ -62,7 +75,7 @@ export function parseSpiffeId(input: string): SpiffeId {
       if (!SEGMENT_CHARS.test(seg)) reject(input, `path segment "${seg}" may only contain a-z, A-Z, 0-9, ".", "-" and "_"`);
     }
   }
-  return { trustDomain: td, path, uri: `spiffe://${td}${path}` };
+  return Object.freeze({ trustDomain: td, path, uri: `spiffe://${td}${path}` });
 }
 
 /** Parses a workload SPIFFE ID: valid, in the given trust domain, with a non-root path. */

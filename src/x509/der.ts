@@ -165,25 +165,35 @@ export function encodeTime(d: Date): Buffer {
   return tlv(TAG.GENERALIZED_TIME, Buffer.from(`${y}${rest}`, 'latin1'));
 }
 
-/** Decodes a UTCTime/GeneralizedTime node in the strict RFC 5280 forms. */
+/** Decodes a UTCTime/GeneralizedTime node in the strict RFC 5280 forms (YYMMDDHHMMSSZ / YYYYMMDDHHMMSSZ). */
 export function decodeTime(n: DerNode): Date {
-  const s = n.value.toString('latin1');
-  let m: RegExpExecArray | null;
-  let year: number;
-  if (n.tag === TAG.UTC_TIME) {
-    m = /^(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)Z$/.exec(s);
-    if (!m) throw new DerError(`bad UTCTime "${s}"`);
-    const yy = Number(m[1]);
-    year = yy >= 50 ? 1900 + yy : 2000 + yy;
-  } else if (n.tag === TAG.GENERALIZED_TIME) {
-    m = /^(\d\d\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)Z$/.exec(s);
-    if (!m) throw new DerError(`bad GeneralizedTime "${s}"`);
-    year = Number(m[1]);
-  } else throw new DerError(`expected a time, got tag 0x${n.tag.toString(16)}`);
-  return new Date(Date.UTC(year, Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])));
+  const v = n.value;
+  let yearDigits: number;
+  let what: string;
+  if (n.tag === TAG.UTC_TIME) [yearDigits, what] = [2, 'UTCTime'];
+  else if (n.tag === TAG.GENERALIZED_TIME) [yearDigits, what] = [4, 'GeneralizedTime'];
+  else throw new DerError(`expected a time, got tag 0x${n.tag.toString(16)}`);
+  const bad = (): never => {
+    throw new DerError(`bad ${what} "${v.toString('latin1')}"`);
+  };
+  if (v.length !== yearDigits + 11 || v[v.length - 1] !== 0x5a) bad();
+  // Digits only, read as fixed-width numbers (this runs on every issued certificate).
+  const num = (at: number, len: number): number => {
+    let x = 0;
+    for (let i = at; i < at + len; i++) {
+      const d = v[i]! - 0x30;
+      if (d < 0 || d > 9) bad();
+      x = x * 10 + d;
+    }
+    return x;
+  };
+  let year = num(0, yearDigits);
+  if (yearDigits === 2) year = year >= 50 ? 1900 + year : 2000 + year;
+  const o = yearDigits;
+  return new Date(Date.UTC(year, num(o, 2) - 1, num(o + 2, 2), num(o + 4, 2), num(o + 6, 2), num(o + 8, 2)));
 }
 
-/** One parsed TLV: `value` and `raw` are views into the input buffer (no copies). */
+/** One parsed TLV: `value` and `raw` are views into the input buffer (no copies), made on first use. */
 export interface DerNode {
   readonly tag: number;
   /** Whole TLV bytes. */
@@ -192,6 +202,24 @@ export interface DerNode {
   readonly value: Buffer;
   /** Offset just past this node in the buffer it was read from. */
   readonly end: number;
+}
+
+/** Views are created lazily: a certificate walk touches ~30 nodes and needs `raw` of only a few (hot path). */
+class Node implements DerNode {
+  private v: Buffer | undefined;
+  constructor(
+    private readonly buf: Buffer,
+    readonly tag: number,
+    private readonly start: number,
+    private readonly valueStart: number,
+    readonly end: number,
+  ) {}
+  get raw(): Buffer {
+    return this.buf.subarray(this.start, this.end);
+  }
+  get value(): Buffer {
+    return (this.v ??= this.buf.subarray(this.valueStart, this.end));
+  }
 }
 
 /** Reads one TLV at `offset`. Throws DerError on truncation, long-form tags, indefinite or non-minimal lengths. */
@@ -213,7 +241,7 @@ export function readNode(buf: Buffer, offset = 0): DerNode {
   }
   const end = p + len;
   if (end > buf.length) throw new DerError('truncated DER value');
-  return { tag, raw: buf.subarray(offset, end), value: buf.subarray(p, end), end };
+  return new Node(buf, tag, offset, p, end);
 }
 
 /** Reads a node and checks its tag. */

@@ -1,11 +1,12 @@
 import { Worker } from 'node:worker_threads';
+import { ownedCopy } from '../util/buffers.js';
 import { CaError, failedPrecondition, type ErrorCode } from '../util/errors.js';
 import { LeafSigner, type LeafWithKey, type NewKeyLeafFields } from './leaf-signer.js';
 import { rememberSpki, spkiDerOf } from './keys.js';
 import { parseCsr, type ParsedCsr } from './csr.js';
 import { noteIssuedBy } from './provenance.js';
 import { checkSvidProfile } from './validate.js';
-import type { JobMsg, WorkerBatchReply, WorkerReply, WorkerRequest } from './signer-protocol.js';
+import type { JobMsg, WorkerBatchReply, WorkerRequest } from './signer-protocol.js';
 import type { LeafTemplate, SigningCa } from './types.js';
 
 const BATCH_MAX = 32;
@@ -190,9 +191,7 @@ export class LeafSignerPool {
     const worker = new Worker(new URL('./signer-worker.js', import.meta.url));
     worker.unref();
     const slot: Slot = { worker, pending: new Map(), queue: [] };
-    worker.on('message', (b: WorkerBatchReply) => {
-      for (const r of b.replies) this.settle(slot, r);
-    });
+    worker.on('message', (b: WorkerBatchReply) => this.settleBatch(slot, b));
     const onDeath = (why: string): void => {
       const i = this.slots.indexOf(slot);
       if (i < 0) return; // closing, or already replaced
@@ -206,27 +205,34 @@ export class LeafSignerPool {
     return slot;
   }
 
-  private settle(slot: Slot, r: WorkerReply): void {
-    const worker = slot.worker;
-    const p = slot.pending.get(r.id);
-    if (!p) return;
-    slot.pending.delete(r.id);
-    if (slot.pending.size === 0) worker.unref();
-    if (!r.ok) {
-      p.reject(new CaError(r.code as ErrorCode, r.message));
-      return;
+  private settleBatch(slot: Slot, b: WorkerBatchReply): void {
+    const ca = this.caByGen.get(b.gen);
+    const certs = Buffer.from(b.certs.buffer, b.certs.byteOffset, b.certs.byteLength);
+    let start = 0;
+    for (let i = 0; i < b.ids.length; i++) {
+      const end = b.ends[i]!;
+      const p = slot.pending.get(b.ids[i]!);
+      const derView = certs.subarray(start, end);
+      start = end;
+      if (!p) continue;
+      slot.pending.delete(b.ids[i]!);
+      const error = b.errors[i];
+      const csr = b.csrs[i];
+      if (error) {
+        p.reject(new CaError(error[0] as ErrorCode, error[1]));
+      } else if (csr) {
+        const parsed: ParsedCsr = { ...csr, der: Buffer.from(csr.der.buffer, csr.der.byteOffset, csr.der.byteLength), spkiDer: Buffer.from(csr.spkiDer.buffer, csr.spkiDer.byteOffset, csr.spkiDer.byteLength) };
+        rememberSpki(parsed.publicKey, parsed.spkiDer);
+        p.resolve({ certDer: Buffer.alloc(0), csr: parsed });
+      } else {
+        // A copy per certificate: a view would keep the whole batch's buffer alive as long as any one leaf lives.
+        const der = ownedCopy(derView);
+        if (ca) noteIssuedBy(der, ca);
+        const key = b.keys[i];
+        p.resolve(key != null ? { certDer: der, privateKeyPkcs8Pem: key } : { certDer: der });
+      }
     }
-    if (r.csr) {
-      const c = r.csr;
-      const parsed: ParsedCsr = { ...c, der: Buffer.from(c.der.buffer, c.der.byteOffset, c.der.byteLength), spkiDer: Buffer.from(c.spkiDer.buffer, c.spkiDer.byteOffset, c.spkiDer.byteLength) };
-      rememberSpki(parsed.publicKey, parsed.spkiDer);
-      p.resolve({ certDer: Buffer.alloc(0), csr: parsed });
-      return;
-    }
-    const der = Buffer.from(r.certDer.buffer, r.certDer.byteOffset, r.certDer.byteLength);
-    const ca = this.caByGen.get(r.gen);
-    if (ca) noteIssuedBy(der, ca);
-    p.resolve(r.privateKeyPkcs8Pem !== undefined ? { certDer: der, privateKeyPkcs8Pem: r.privateKeyPkcs8Pem } : { certDer: der });
+    if (slot.pending.size === 0) slot.worker.unref();
   }
 
   private failAll(slot: Slot, err: CaError): void {

@@ -22,13 +22,22 @@ type RawRequest =
   | (LeafFieldsMsg & { type: 'signNew'; keyType: string })
   | { type: 'parseCsr'; id: number; csr: string | Uint8Array };
 
-export type WorkerReply =
-  | { id: number; ok: true; gen: number; certDer: Uint8Array; privateKeyPkcs8Pem?: string; csr?: undefined }
-  | { id: number; ok: true; csr: Omit<ParsedCsr, 'der' | 'spkiDer'> & { der: Uint8Array; spkiDer: Uint8Array } }
-  | { id: number; ok: false; code: string; message: string };
+/** A ParsedCsr as it crosses threads (its KeyObject is cloneable; the buffers travel as plain bytes). */
+export type CsrReply = Omit<ParsedCsr, 'der' | 'spkiDer'> & { der: Uint8Array; spkiDer: Uint8Array };
 
-/** Replies travel in batches (one postMessage per batch of jobs) to amortise message-passing cost. */
+/**
+ * One reply per request message (a single job or a batch), laid out flat so that posting it costs one transferred
+ * buffer and a few arrays rather than an object graph per job: job i (in request order) is `ids[i]`; its
+ * certificate DER is `certs[ends[i-1] .. ends[i])` (empty for failures and CSR jobs); `keys[i]` is the generated
+ * key's PKCS#8 PEM or null; `csrs[i]` the parsed CSR or null; `errors[i]` null or [code, message].
+ */
 export interface WorkerBatchReply {
   type: 'batch';
-  replies: WorkerReply[];
+  gen: number;
+  ids: number[];
+  ends: number[];
+  certs: Uint8Array;
+  keys: Array<string | null>;
+  csrs: Array<CsrReply | null>;
+  errors: Array<[string, string] | null>;
 }

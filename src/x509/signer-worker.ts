@@ -4,7 +4,7 @@ import { LeafSigner } from './leaf-signer.js';
 import { parseCsr } from './csr.js';
 import { checkSvidProfile } from './validate.js';
 import type { KeyType } from './types.js';
-import type { JobMsg, WorkerBatchReply, WorkerReply, WorkerRequest } from './signer-protocol.js';
+import type { JobMsg, WorkerBatchReply, WorkerRequest } from './signer-protocol.js';
 
 /**
  * Worker side of LeafSignerPool. Holds one LeafSigner for the newest CA it was sent. The CA key arrives as PKCS#8
@@ -52,45 +52,63 @@ port.on('message', (m: WorkerRequest) => {
     }
     return;
   }
-  if (m.type === 'batch') {
-    const replies: WorkerReply[] = [];
-    const transfer: ArrayBuffer[] = [];
-    for (const job of m.jobs) replies.push(runJob(job, transfer));
-    port.postMessage({ type: 'batch', replies } satisfies WorkerBatchReply, transfer);
-    return;
-  }
-  const transfer: ArrayBuffer[] = [];
-  const r = runJob(m, transfer);
-  port.postMessage({ type: 'batch', replies: [r] } satisfies WorkerBatchReply, transfer);
+  port.postMessage(...runBatch(m.type === 'batch' ? m.jobs : [m]));
 });
 
-function runJob(m: JobMsg, transfer: ArrayBuffer[]): WorkerReply {
-  try {
-    if (m.type === 'parseCsr') {
-      // CSR checks need no CA; they run here so the calling thread only pays for message passing.
-      const p = parseCsr(typeof m.csr === 'string' ? m.csr : Buffer.from(m.csr.buffer, m.csr.byteOffset, m.csr.byteLength));
-      return { id: m.id, ok: true, csr: { ...p, der: new Uint8Array(p.der), spkiDer: new Uint8Array(p.spkiDer) } };
+/** Runs jobs in order and lays the results out as one WorkerBatchReply (one transferred buffer for every DER). */
+function runBatch(jobs: readonly JobMsg[]): [WorkerBatchReply, ArrayBuffer[]] {
+  const ids: number[] = [];
+  const ends: number[] = [];
+  const keys: Array<string | null> = [];
+  const csrs: WorkerBatchReply['csrs'] = [];
+  const errors: WorkerBatchReply['errors'] = [];
+  const ders: Buffer[] = [];
+  let total = 0;
+  for (const job of jobs) {
+    ids.push(job.id);
+    let der: Buffer | undefined;
+    let key: string | null = null;
+    let csr: WorkerBatchReply['csrs'][number] = null;
+    let error: [string, string] | null = null;
+    try {
+      if (job.type === 'parseCsr') csr = runParseCsr(job);
+      else ({ der, key } = runSign(job));
+    } catch (e) {
+      const err = e as { code?: unknown; message?: unknown };
+      error = [typeof err.code === 'string' ? err.code : 'INTERNAL', typeof err.message === 'string' ? err.message : 'signing failed'];
     }
-    if (!signer) throw Object.assign(new Error(caError ?? 'no signing CA'), { code: 'FAILED_PRECONDITION' });
-    if (m.type === 'sign') {
-      const der = signer.signSpki(Buffer.from(m.spkiDer), fields(m));
-      if (trustDomain !== undefined) checkSvidProfile(der, { trustDomain, issuerCertDer: caCertDer! });
-      const out = new Uint8Array(der);
-      transfer.push(out.buffer);
-      return { id: m.id, ok: true, gen, certDer: out };
+    if (der) {
+      ders.push(der);
+      total += der.length;
     }
-    const r = signer.signWithNewKey({ ...fields(m), keyType: m.keyType as KeyType });
-    if (trustDomain !== undefined) checkSvidProfile(r.certDer, { trustDomain, issuerCertDer: caCertDer! });
-    const out = new Uint8Array(r.certDer);
-    transfer.push(out.buffer);
-    return { id: m.id, ok: true, gen, certDer: out, privateKeyPkcs8Pem: r.privateKeyPkcs8Pem };
-  } catch (e) {
-    const err = e as { code?: unknown; message?: unknown };
-    return {
-      id: m.id,
-      ok: false,
-      code: typeof err.code === 'string' ? err.code : 'INTERNAL',
-      message: typeof err.message === 'string' ? err.message : 'signing failed',
-    };
+    ends.push(total);
+    keys.push(key);
+    csrs.push(csr);
+    errors.push(error);
   }
+  const certs = new Uint8Array(total);
+  let off = 0;
+  for (const d of ders) {
+    certs.set(d, off);
+    off += d.length;
+  }
+  return [{ type: 'batch', gen, ids, ends, certs, keys, csrs, errors }, [certs.buffer]];
+}
+
+function runParseCsr(m: Extract<JobMsg, { type: 'parseCsr' }>): WorkerBatchReply['csrs'][number] {
+  // CSR checks need no CA; they run here so the calling thread only pays for message passing.
+  const p = parseCsr(typeof m.csr === 'string' ? m.csr : Buffer.from(m.csr.buffer, m.csr.byteOffset, m.csr.byteLength));
+  return { ...p, der: new Uint8Array(p.der), spkiDer: new Uint8Array(p.spkiDer) };
+}
+
+function runSign(m: Exclude<JobMsg, { type: 'parseCsr' }>): { der: Buffer; key: string | null } {
+  if (!signer) throw Object.assign(new Error(caError ?? 'no signing CA'), { code: 'FAILED_PRECONDITION' });
+  if (m.type === 'sign') {
+    const der = signer.signSpki(Buffer.from(m.spkiDer), fields(m));
+    if (trustDomain !== undefined) checkSvidProfile(der, { trustDomain, issuerCertDer: caCertDer! });
+    return { der, key: null };
+  }
+  const r = signer.signWithNewKey({ ...fields(m), keyType: m.keyType as KeyType });
+  if (trustDomain !== undefined) checkSvidProfile(r.certDer, { trustDomain, issuerCertDer: caCertDer! });
+  return { der: r.certDer, key: r.privateKeyPkcs8Pem };
 }

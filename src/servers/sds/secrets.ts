@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { ownedCopy } from '../../util/buffers.js';
 import type { IssuedSvid } from '../../authority/types.js';
 import type { DomainBundle } from './bundles.js';
 import {
@@ -29,7 +30,8 @@ export interface EncodedSecret {
 function fromValue(name: string, kind: EncodedSecret['kind'], value: Buffer): EncodedSecret {
   const version = createHash('sha256').update(value).digest('base64url').slice(0, 16);
   const anyBytes = encodeAny(SECRET_TYPE_URL, value);
-  const body = sotwBody(anyBytes);
+  // Lives as long as its certificate: kept out of Node's shared buffer pool (util/buffers.ts).
+  const body = ownedCopy(sotwBody(anyBytes));
   // `any` is a view into `body` (which embeds it after a tag and a length) so each secret is held in memory once.
   const start = body.indexOf(anyBytes);
   const any = start >= 0 ? body.subarray(start, start + anyBytes.length) : anyBytes;
