@@ -37,7 +37,7 @@ export function encodeLength(len: number): Buffer {
 }
 
 /** Number of bytes tag+length take for a value of `len` bytes. */
-function headerSize(len: number): number {
+export function headerSize(len: number): number {
   return len < 0x80 ? 2 : len < 0x100 ? 3 : len < 0x10000 ? 4 : 5;
 }
 
@@ -46,8 +46,18 @@ export function tlv(tag: number, ...parts: readonly Buffer[]): Buffer {
   let len = 0;
   for (const p of parts) len += p.length;
   const out = Buffer.allocUnsafe(headerSize(len) + len);
-  out[0] = tag;
-  let o = 1;
+  let o = writeHeader(out, 0, tag, len);
+  for (const p of parts) {
+    p.copy(out, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/** Writes a tag and a definite length at `at`; returns the offset just past them (see headerSize). */
+export function writeHeader(out: Buffer, at: number, tag: number, len: number): number {
+  let o = at;
+  out[o++] = tag;
   if (len < 0x80) out[o++] = len;
   else if (len < 0x100) {
     out[o++] = 0x81;
@@ -62,11 +72,7 @@ export function tlv(tag: number, ...parts: readonly Buffer[]): Buffer {
     out[o++] = (len >> 8) & 0xff;
     out[o++] = len & 0xff;
   }
-  for (const p of parts) {
-    p.copy(out, o);
-    o += p.length;
-  }
-  return out;
+  return o;
 }
 
 export const seq = (...parts: readonly Buffer[]): Buffer => tlv(TAG.SEQUENCE, ...parts);
@@ -121,16 +127,31 @@ export function oid(dotted: string): Buffer {
   return out;
 }
 
-const oidNames = new Map<string, string>();
+/** Memo of decoded OIDs, bucketed by a cheap hash of their bytes (no string is built to look one up). */
+const oidNames = new Map<number, Array<{ readonly bytes: Buffer; readonly dotted: string }>>();
+let oidNamesSize = 0;
 
 /** Decodes an OID value (without tag/length) to dotted form. Memoised: certificates repeat the same few OIDs. */
 export function oidToString(value: Buffer): string {
-  const k = value.toString('latin1');
-  const hit = oidNames.get(k);
-  if (hit !== undefined) return hit;
-  const s = decodeOid(value);
-  if (oidNames.size < 4096) oidNames.set(k, s);
-  return s;
+  let h = value.length;
+  for (let i = 0; i < value.length; i++) h = (h * 31 + value[i]!) | 0;
+  const bucket = oidNames.get(h);
+  if (bucket) for (const e of bucket) if (sameBytes(e.bytes, value)) return e.dotted;
+  const dotted = decodeOid(value);
+  if (oidNamesSize < 4096) {
+    const entry = { bytes: Buffer.from(value), dotted };
+    if (bucket) bucket.push(entry);
+    else oidNames.set(h, [entry]);
+    oidNamesSize++;
+  }
+  return dotted;
+}
+
+/** Byte equality for short buffers (a JS loop beats a native call for a few bytes). */
+function sameBytes(a: Buffer, b: Buffer): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function decodeOid(value: Buffer): string {
@@ -149,20 +170,47 @@ function decodeOid(value: Buffer): string {
   return arcs.join('.');
 }
 
-const pad2 = (n: number): string => (n < 10 ? `0${n}` : String(n));
-
 /**
  * RFC 5280 4.1.2.5: UTCTime for years 1950–2049, GeneralizedTime from 2050; always UTC "Z", whole seconds
  * (milliseconds are truncated).
  */
 export function encodeTime(d: Date): Buffer {
-  const t = d.getTime();
-  if (!Number.isFinite(t)) throw new DerError('invalid date');
+  const out = Buffer.allocUnsafe(timeSize(d));
+  writeTime(out, 0, d);
+  return out;
+}
+
+/** Encoded size of encodeTime(d): 15 bytes (UTCTime) or 17 (GeneralizedTime). Throws DerError for unencodable dates. */
+export function timeSize(d: Date): number {
+  if (!Number.isFinite(d.getTime())) throw new DerError('invalid date');
   const y = d.getUTCFullYear();
   if (y < 1950 || y > 9999) throw new DerError(`year ${y} cannot be encoded in a certificate`);
-  const rest = `${pad2(d.getUTCMonth() + 1)}${pad2(d.getUTCDate())}${pad2(d.getUTCHours())}${pad2(d.getUTCMinutes())}${pad2(d.getUTCSeconds())}Z`;
-  if (y < 2050) return tlv(TAG.UTC_TIME, Buffer.from(`${pad2(y % 100)}${rest}`, 'latin1'));
-  return tlv(TAG.GENERALIZED_TIME, Buffer.from(`${y}${rest}`, 'latin1'));
+  return y < 2050 ? 15 : 17;
+}
+
+/** Writes encodeTime(d) at `at` (digits straight into the buffer: this runs twice per issued leaf). */
+export function writeTime(out: Buffer, at: number, d: Date): number {
+  const size = timeSize(d);
+  const y = d.getUTCFullYear();
+  let o = at;
+  out[o++] = size === 15 ? TAG.UTC_TIME : TAG.GENERALIZED_TIME;
+  out[o++] = size - 2;
+  const digits = (v: number, n: number): void => {
+    for (let i = n - 1; i >= 0; i--) {
+      out[o + i] = 0x30 + (v % 10);
+      v = Math.floor(v / 10);
+    }
+    o += n;
+  };
+  if (size === 15) digits(y % 100, 2);
+  else digits(y, 4);
+  digits(d.getUTCMonth() + 1, 2);
+  digits(d.getUTCDate(), 2);
+  digits(d.getUTCHours(), 2);
+  digits(d.getUTCMinutes(), 2);
+  digits(d.getUTCSeconds(), 2);
+  out[o++] = 0x5a; // 'Z'
+  return o;
 }
 
 /** Decodes a UTCTime/GeneralizedTime node in the strict RFC 5280 forms (YYMMDDHHMMSSZ / YYYYMMDDHHMMSSZ). */

@@ -1,3 +1,4 @@
+import * as nodeCrypto from 'node:crypto';
 import { createECDH, createHash, generateKeyPairSync, type ECDH, type KeyObject } from 'node:crypto';
 import { invalidArgument } from '../util/errors.js';
 import { DER_NULL, bitString, children, octetString, oid, readWhole, seq, smallInteger, tlv, TAG } from './der.js';
@@ -136,8 +137,19 @@ export function subjectPublicKeyBits(spkiDer: Buffer): Buffer {
 
 /** RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey bits. */
 export function keyIdentifier(spkiDer: Buffer): Buffer {
-  return createHash('sha1').update(subjectPublicKeyBits(spkiDer)).digest();
+  // P-256 SPKIs (every leaf meshca generates) have a fixed header: skip the generic parse on the hot path.
+  const bits =
+    spkiDer.length === P256_SPKI_PREFIX.length + 65 && spkiDer.compare(P256_SPKI_PREFIX, 0, P256_SPKI_PREFIX.length, 0, P256_SPKI_PREFIX.length) === 0
+      ? spkiDer.subarray(P256_SPKI_PREFIX.length)
+      : subjectPublicKeyBits(spkiDer);
+  return sha1(bits);
 }
+
+/** One-shot crypto.hash where Node has it (>= 20.12), else a Hash object. */
+const oneShotHash = (nodeCrypto as { hash?: typeof nodeCrypto.hash }).hash;
+const sha1: (data: Buffer) => Buffer = oneShotHash
+  ? (data) => oneShotHash('sha1', data, 'buffer')
+  : (data) => createHash('sha1').update(data).digest();
 
 // --- Raw P-256 keys for the issuance hot path -------------------------------------------------------------------
 // ECDH generateKeys() yields raw d and Q ~2x faster than generateKeyPairSync, and building SPKI/PKCS#8 from them is
@@ -154,11 +166,24 @@ export function p256SpkiFromPoint(q: Buffer): Buffer {
 
 /** PKCS#8 DER (RFC 5208 + RFC 5915 ECPrivateKey with the public key, as OpenSSL writes it) for a P-256 key. */
 export function p256Pkcs8FromRaw(d: Buffer, q: Buffer): Buffer {
-  const d32 = d.length === 32 ? d : Buffer.concat([Buffer.alloc(32 - d.length), d]);
-  if (d32.length !== 32) throw invalidArgument('P-256 private scalar must be at most 32 bytes');
-  const ecPrivateKey = seq(smallInteger(1), octetString(d32), tlv(0xa1, bitString(q)));
-  return seq(smallInteger(0), P256_ALG_ID, octetString(ecPrivateKey));
+  if (d.length > 32) throw invalidArgument('P-256 private scalar must be at most 32 bytes');
+  if (q.length !== 65 || q[0] !== 0x04) throw invalidArgument('P-256 public point must be 65 bytes uncompressed');
+  // Fixed-size fields, so the encoding is a template with d and Q copied in (hot path: every generated leaf key).
+  const out = Buffer.from(P256_PKCS8.template);
+  out.fill(0, P256_PKCS8.dAt, P256_PKCS8.dAt + 32 - d.length);
+  d.copy(out, P256_PKCS8.dAt + 32 - d.length);
+  q.copy(out, P256_PKCS8.qAt);
+  return out;
 }
+
+/** The PKCS#8 structure for P-256, built once with marker bytes to find where d and Q go. */
+const P256_PKCS8 = ((): { template: Buffer; dAt: number; qAt: number } => {
+  const dMark = Buffer.alloc(32, 0xd1);
+  const qMark = Buffer.concat([Buffer.from([0x04]), Buffer.alloc(64, 0xe2)]);
+  const ecPrivateKey = seq(smallInteger(1), octetString(dMark), tlv(0xa1, bitString(qMark)));
+  const template = seq(smallInteger(0), P256_ALG_ID, octetString(ecPrivateKey));
+  return { template, dAt: template.indexOf(dMark), qAt: template.indexOf(qMark) };
+})();
 
 /** A fresh P-256 key as raw encodings only (no KeyObject): what signWithNewKey needs. Not thread-safe across awaits. */
 export class RawP256KeyGenerator {

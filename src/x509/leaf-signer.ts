@@ -1,6 +1,6 @@
 import { createPublicKey, sign as cryptoSign, verify as cryptoVerify } from 'node:crypto';
 import { CaError, invalidArgument } from '../util/errors.js';
-import { bitString, encodeTime, oidToString, readNode, seq, tlv, TAG } from './der.js';
+import { headerSize, oidToString, readNode, TAG, timeSize, writeHeader, writeTime } from './der.js';
 import { parseCertificate, parseSubjectKeyId } from './cert-parse.js';
 import {
   OID,
@@ -26,6 +26,9 @@ export interface LeafWithKey {
 }
 
 const VERSION_3 = Buffer.from([0xa0, 0x03, 0x02, 0x01, 0x02]);
+/** subjectKeyIdentifier extension up to its 20-byte key identifier (SEQUENCE, OID, OCTET STRING { OCTET STRING }). */
+const SKI_EXT_PREFIX = subjectKeyIdExt(Buffer.alloc(20)).subarray(0, -20);
+const SAN_MEMO_MAX = 1024;
 const SPKI_ALG_EC = '1.2.840.10045.2.1';
 
 /**
@@ -53,6 +56,7 @@ export class LeafSigner {
   private readonly notBeforeMs: number;
   private readonly notAfterMs: number;
   private rawKeys: RawP256KeyGenerator | undefined;
+  private readonly sans = new Map<string, Buffer>();
 
   constructor(ca: SigningCa) {
     this.ca = ca;
@@ -94,28 +98,63 @@ export class LeafSigner {
     if (Math.floor(nb / 1000) < Math.floor(this.notBeforeMs / 1000) || na > this.notAfterMs) {
       throw new CaError('INTERNAL', 'leaf validity is outside the signing CA validity (the caller must clamp it)');
     }
-    const rsa = isRsaSpki(spkiDer);
-    const tbs = seq(
-      VERSION_3,
-      this.serials.next(),
-      this.head,
-      seq(encodeTime(t.notBefore), encodeTime(t.notAfter)),
-      EMPTY_NAME,
-      spkiDer,
-      tlv(
-        0xa3,
-        seq(
-          rsa ? this.fixedExtsRsa : this.fixedExts,
-          subjectKeyIdExt(keyIdentifier(spkiDer)),
-          this.akiExt,
-          subjectAltNameExt(true, [t.spiffeId], t.dnsNames, t.ipAddresses ?? []),
-        ),
-      ),
-    );
+    const fixed = isRsaSpki(spkiDer) ? this.fixedExtsRsa : this.fixedExts;
+    const san = this.sanExt(t);
+    const keyId = keyIdentifier(spkiDer);
+    // One pass, one allocation for the TBSCertificate and one for the Certificate (this is the issuance hot path;
+    // nesting seq()/tlv() calls copied every byte once per level):
+    //   TBSCertificate ::= SEQUENCE { [0] v3, serial, signature alg, issuer, validity, subject, spki, [3] extensions }
+    const nbSize = timeSize(t.notBefore);
+    const validityLen = nbSize + timeSize(t.notAfter);
+    const extsLen = fixed.length + SKI_EXT_PREFIX.length + keyId.length + this.akiExt.length + san.length;
+    const a3Len = headerSize(extsLen) + extsLen;
+    const tbsLen =
+      VERSION_3.length + SerialGenerator.SIZE + this.head.length + headerSize(validityLen) + validityLen + EMPTY_NAME.length + spkiDer.length + headerSize(a3Len) + a3Len;
+    const tbs = Buffer.allocUnsafe(headerSize(tbsLen) + tbsLen);
+    let o = writeHeader(tbs, 0, TAG.SEQUENCE, tbsLen);
+    o += VERSION_3.copy(tbs, o);
+    o = this.serials.writeNext(tbs, o);
+    o += this.head.copy(tbs, o);
+    o = writeHeader(tbs, o, TAG.SEQUENCE, validityLen);
+    o = writeTime(tbs, o, t.notBefore);
+    o = writeTime(tbs, o, t.notAfter);
+    o += EMPTY_NAME.copy(tbs, o);
+    o += spkiDer.copy(tbs, o);
+    o = writeHeader(tbs, o, 0xa3, a3Len);
+    o = writeHeader(tbs, o, TAG.SEQUENCE, extsLen);
+    o += fixed.copy(tbs, o);
+    o += SKI_EXT_PREFIX.copy(tbs, o);
+    o += keyId.copy(tbs, o);
+    o += this.akiExt.copy(tbs, o);
+    o += san.copy(tbs, o);
+    if (o !== tbs.length) throw new CaError('INTERNAL', `leaf TBSCertificate encoding is ${o} bytes, expected ${tbs.length}`);
     const sig = cryptoSign(this.alg.hash, tbs, this.ca.key);
-    const der = seq(tbs, this.alg.algorithmIdentifier, bitString(sig));
+    //   Certificate ::= SEQUENCE { tbs, signatureAlgorithm, signatureValue BIT STRING (no unused bits) }
+    const alg = this.alg.algorithmIdentifier;
+    const certLen = tbs.length + alg.length + headerSize(sig.length + 1) + 1 + sig.length;
+    const der = Buffer.allocUnsafe(headerSize(certLen) + certLen);
+    o = writeHeader(der, 0, TAG.SEQUENCE, certLen);
+    o += tbs.copy(der, o);
+    o += alg.copy(der, o);
+    o = writeHeader(der, o, TAG.BIT_STRING, sig.length + 1);
+    der[o++] = 0;
+    o += sig.copy(der, o);
     noteIssuedBy(der, this.ca.certDer);
     return der;
+  }
+
+  /** The SAN extension for these names, memoised: the same identities are re-issued all day. */
+  private sanExt(t: LeafFields): Buffer {
+    const ips = t.ipAddresses ?? [];
+    // JSON keeps names apart whatever they contain (unvalidated input must never hit another request's entry).
+    const key = JSON.stringify([t.spiffeId, t.dnsNames, ips]);
+    let ext = this.sans.get(key);
+    if (!ext) {
+      ext = subjectAltNameExt(true, [t.spiffeId], t.dnsNames, ips);
+      if (this.sans.size >= SAN_MEMO_MAX) this.sans.delete(this.sans.keys().next().value!);
+      this.sans.set(key, ext);
+    }
+    return ext;
   }
 
   /**

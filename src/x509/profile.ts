@@ -145,18 +145,27 @@ export class SerialGenerator {
   private pool = Buffer.alloc(20 * 204);
   private offset = this.pool.length;
 
+  /** Size of the INTEGER TLV next() returns. */
+  static readonly SIZE = 22;
+
   /** The complete INTEGER TLV (22 bytes). */
   next(): Buffer {
+    const out = Buffer.allocUnsafe(SerialGenerator.SIZE);
+    this.writeNext(out, 0);
+    return out;
+  }
+
+  /** Writes the next serial's INTEGER TLV at `at`; returns the offset just past it. */
+  writeNext(out: Buffer, at: number): number {
     if (this.offset + 20 > this.pool.length) {
       randomFillSync(this.pool);
       this.offset = 0;
     }
-    const out = Buffer.allocUnsafe(22);
-    out[0] = TAG.INTEGER;
-    out[1] = 20;
-    this.pool.copy(out, 2, this.offset, this.offset + 20);
+    out[at] = TAG.INTEGER;
+    out[at + 1] = 20;
+    this.pool.copy(out, at + 2, this.offset, this.offset + 20);
     this.offset += 20;
-    out[2] = out[2]! & 0x7f || 0x01;
-    return out;
+    out[at + 2] = out[at + 2]! & 0x7f || 0x01;
+    return at + SerialGenerator.SIZE;
   }
 }

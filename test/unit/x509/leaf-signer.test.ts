@@ -1,11 +1,11 @@
 import 'reflect-metadata';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { X509Certificate, createPrivateKey, createPublicKey, webcrypto } from 'node:crypto';
+import { X509Certificate, createECDH, createPrivateKey, createPublicKey, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { LeafSigner } from '../../../src/x509/leaf-signer.js';
 import { LeafSignerPool } from '../../../src/x509/signer-pool.js';
-import { generateKeyPair, keyIdentifier, spkiDerOf } from '../../../src/x509/keys.js';
+import { generateKeyPair, keyIdentifier, p256Pkcs8FromRaw, spkiDerOf } from '../../../src/x509/keys.js';
 import { parseCertificate } from '../../../src/x509/cert-parse.js';
 import { checkSvidProfile } from '../../../src/x509/validate.js';
 import { toPem } from '../../../src/x509/pem.js';
@@ -219,4 +219,18 @@ test('LeafSignerPool.parseCsr parses on a worker with parseCsr results and error
   } finally {
     await pool.close();
   }
+});
+
+test('hand-built P-256 PKCS#8 pads a short private scalar and matches OpenSSL byte for byte', () => {
+  const ecdh = createECDH('prime256v1');
+  const d = Buffer.alloc(32, 0x5a);
+  d[0] = 0; // a scalar with a leading zero byte comes back 31 bytes long from some APIs
+  ecdh.setPrivateKey(d);
+  const q = ecdh.getPublicKey();
+  const der = p256Pkcs8FromRaw(d.subarray(1), q);
+  const viaOpenssl = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }).export({ type: 'pkcs8', format: 'der' });
+  assert.ok(der.equals(viaOpenssl));
+  assert.ok(p256Pkcs8FromRaw(d, q).equals(der));
+  assert.throws(() => p256Pkcs8FromRaw(Buffer.alloc(33, 1), q), /at most 32 bytes/);
+  assert.throws(() => p256Pkcs8FromRaw(d, q.subarray(1)), /65 bytes uncompressed/);
 });
