@@ -121,7 +121,7 @@ async function runOne(n: number, gc: () => void): Promise<Record<string, unknown
   const { Registry } = await import('prom-client');
 
   const dataDir = await mkdtemp(join(tmpdir(), 'meshca-bench-sds-'));
-  const cfg = parseConfig({ trustDomain: TD, dataDir, log: { level: 'silent' }, server: { grpc: { address: '127.0.0.1:0' } } });
+  const cfg = parseConfig({ trustDomain: TD, dataDir, log: { level: 'silent' }, server: { grpc: { address: '127.0.0.1:0' } }, ...(process.env.BENCH_SIGNING_WORKERS ? { signing: { workers: Number(process.env.BENCH_SIGNING_WORKERS) } } : {}) });
   const log = pino({ level: process.env.BENCH_LOG ?? 'silent' });
   const clock = new SystemClock();
   const metrics = new Registry();
