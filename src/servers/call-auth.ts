@@ -11,7 +11,7 @@ export type AnyServerCall =
 
 interface SocketInfo {
   readonly tls: boolean;
-  /** Leaf DER (cheap: getPeerX509Certificate), undefined without a client certificate. */
+  /** Leaf DER, undefined without a client certificate. */
   readonly leafDer: Buffer | undefined;
   /** OpenSSL accepted the chain against the context's CA list (bundle + bootstrap CA) during the handshake. */
   readonly authorized: boolean;
@@ -72,8 +72,11 @@ function infoOf(call: AnyServerCall): SocketInfo {
   let info = socket ? perSocket.get(socket) : undefined;
   if (info) return info;
   if (socket instanceof TLSSocket) {
-    const leaf = socket.getPeerX509Certificate();
-    info = { tls: true, leafDer: leaf?.raw, authorized: socket.authorized, chain: lazy(() => chainFrom(socket)) };
+    // getPeerCertificate(false), not getPeerX509Certificate(): on Node 20 the latter also copies the presented
+    // intermediates through OpenSSL's decoders, measured at 130-280 us per connection against ~50 us here.
+    const peer = socket.getPeerCertificate(false) as { raw?: Buffer } | null;
+    const leafDer = peer?.raw && peer.raw.length > 0 ? peer.raw : undefined;
+    info = { tls: true, leafDer, authorized: socket.authorized, chain: lazy(() => chainFrom(socket)) };
   } else if (socket) {
     info = { tls: false, leafDer: undefined, authorized: false, chain: () => [] };
   } else {
