@@ -135,6 +135,7 @@ async function runOne(n: number, gc: () => void): Promise<Record<string, unknown
       const s = await core.authority.issue({ spiffeId: `spiffe://${TD}/bench/w${i}`, ttlSeconds: 3600, source: 'cli' });
       creds.push({ certPem: s.chainPem, keyPem: s.privateKeyPem! });
     }
+    const bare = await bareTlsBaseline(child, running, core.authority.bundle().pem, creds, Math.min(n, STORM_MAX));
     gc();
     const memBefore = process.memoryUsage();
     const rssBefore = memBefore.rss;
@@ -193,9 +194,13 @@ async function runOne(n: number, gc: () => void): Promise<Record<string, unknown
         firstSecretMs: opened.firstInStorm,
         allSecretsMs: opened.fullInStorm,
         tlsHandshakeMs: opened.handshakeInStorm,
+        // Same handshakes against a plain node:tls server in this run: what TLS alone costs on this machine.
+        bareMtlsBaseline: bare,
+        ratioFirstSecretP99ToBareHandshakeP99: round2(Number((opened.firstInStorm as Percentiles).p99) / bare.handshakeMs.p99),
       },
       // process.cpuUsage(): every thread of the server process (main, signer workers, GC helpers), storm + rest.
       serverProcessCpuMsPerConnection: Math.round(((cpu.user + cpu.system) / 1000 / n) * 100) / 100,
+      ratioServerCpuPerConnectionToBareTls: round2((cpu.user + cpu.system) / 1000 / n / bare.serverCpuMsPerConnection),
       restOpenedPerSecond: opened.restRate,
       openWallSeconds: opened.wallSeconds,
       tlsSessionTicketsReceived: opened.tickets,
@@ -224,6 +229,57 @@ async function runOne(n: number, gc: () => void): Promise<Record<string, unknown
     await running.close(1000);
     await core.close();
     await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+const round2 = (x: number): number => Math.round(x * 100) / 100;
+
+interface BareTls {
+  handshakeMs: Percentiles;
+  serverCpuMsPerConnection: number;
+  connections: number;
+  errors: number;
+}
+
+/**
+ * The storm's baseline: `count` mTLS handshakes at STORM_RATE from the load child, with the same client
+ * certificates, against a plain node:tls server presenting meshca's serving chain with meshca's TLS settings
+ * (client certificate requested, CA list = the bundle, no tickets). Measures handshake latency and server CPU.
+ */
+async function bareTlsBaseline(
+  child: ChildLoad,
+  running: { server: { servingSvid: { chainPem: string; privateKeyPem?: string } | undefined } },
+  caPem: string,
+  creds: Array<{ certPem: string; keyPem: string }>,
+  count: number,
+): Promise<BareTls> {
+  const svid = running.server.servingSvid;
+  if (!svid?.privateKeyPem) throw new Error('sds bench: no serving certificate for the TLS baseline');
+  const { constants } = await import('node:crypto');
+  const server = tls.createServer({
+    cert: svid.chainPem,
+    key: svid.privateKeyPem,
+    ca: caPem,
+    requestCert: true,
+    rejectUnauthorized: false,
+    secureOptions: constants.SSL_OP_NO_TICKET,
+    ALPNProtocols: ['h2'],
+  });
+  server.on('secureConnection', (s) => s.on('error', () => undefined));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  try {
+    const cpu0 = process.cpuUsage();
+    const r = await child.ask({ type: 'bare-tls', port, caPem, creds, count, rate: STORM_RATE }, 'bare-tls-done', 120_000);
+    const cpu = process.cpuUsage(cpu0);
+    return {
+      handshakeMs: r.handshakeMs as Percentiles,
+      serverCpuMsPerConnection: round2((cpu.user + cpu.system) / 1000 / count),
+      connections: count,
+      errors: r.errors as number,
+    };
+  } finally {
+    await new Promise<void>((r) => server.close(() => r()));
   }
 }
 
@@ -486,6 +542,47 @@ async function childMain(): Promise<void> {
         restRate: count > storm ? Math.round((count - storm) / restSecs) : null,
         wallSeconds: Math.round((performance.now() - t0) / 100) / 10,
       });
+    } else if (m.type === 'bare-tls') {
+      // Baseline: the same mTLS handshakes (same client certificates, server chain and rate) against a plain
+      // node:tls server, so the storm figures can be read as ratios on whatever machine runs this.
+      const { port, caPem } = m as unknown as { port: number; caPem: string };
+      const creds = m.creds as Array<{ certPem: string; keyPem: string }>;
+      const count = m.count as number;
+      const rate = m.rate as number;
+      const socks: tls.TLSSocket[] = [];
+      const lat: number[] = [];
+      let errs = 0;
+      const t0 = performance.now();
+      await new Promise<void>((resolve) => {
+        let settled = 0;
+        const done = () => {
+          if (++settled === count) resolve();
+        };
+        void (async () => {
+          for (let i = 0; i < count; i++) {
+            const wait = t0 + (i * 1000) / rate - performance.now();
+            if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+            const cred = creds[i % creds.length]!;
+            let secureContext = contexts.get(cred.certPem);
+            if (!secureContext) {
+              secureContext = tls.createSecureContext({ ca: caPem, cert: cred.certPem, key: cred.keyPem });
+              contexts.set(cred.certPem, secureContext);
+            }
+            const start = performance.now();
+            const sock = tls.connect({ host: '127.0.0.1', port, secureContext, servername: 'localhost', ALPNProtocols: ['h2'] }, () => {
+              lat.push(performance.now() - start);
+              done();
+            });
+            sock.on('error', () => {
+              errs++;
+              done();
+            });
+            socks.push(sock);
+          }
+        })();
+      });
+      for (const sock of socks) sock.destroy();
+      process.send!({ type: 'bare-tls-done', handshakeMs: percentiles(lat), errors: errs });
     } else if (m.type === 'mark') {
       for (const s of states) {
         s.baseRoot = s.root;
