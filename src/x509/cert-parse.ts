@@ -1,4 +1,4 @@
-import { DerError, TAG, children, decodeTime, expectNode, oidToString, readNode, readWhole, type DerNode } from './der.js';
+import { DerError, TAG, childNodes, children, decodeTime, expectNode, oidOf, oidToString, onlyChild, readNode, readWhole, type DerNode } from './der.js';
 import { EXT, ipFromBytes } from './profile.js';
 
 /**
@@ -32,17 +32,19 @@ export interface ParsedExtension {
 }
 
 export function parseCertificate(der: Buffer): ParsedCertificate {
+  // Walks nodes in place (childNodes/onlyChild/oidOf) and makes views only for what it returns: this runs on
+  // every issued certificate.
   const top = readWhole(der, TAG.SEQUENCE, 'Certificate');
-  const [tbsN, algN, sigN, ...extra] = children(top.value);
+  const [tbsN, algN, sigN, ...extra] = childNodes(top);
   if (!tbsN || !algN || !sigN || extra.length > 0) throw new DerError('Certificate must have 3 elements');
   if (tbsN.tag !== TAG.SEQUENCE || algN.tag !== TAG.SEQUENCE || sigN.tag !== TAG.BIT_STRING) throw new DerError('Certificate elements have wrong types');
-  if (sigN.value[0] !== 0) throw new DerError('signature BIT STRING has unused bits');
-  const t = children(tbsN.value);
+  if (sigN.end === sigN.valueStart || sigN.buf[sigN.valueStart] !== 0) throw new DerError('signature BIT STRING has unused bits');
+  const t = childNodes(tbsN);
   let i = 0;
   let version = 1;
   if (t[0]?.tag === 0xa0) {
-    const v = readWhole(t[0].value, TAG.INTEGER, 'version');
-    version = v.value.length === 1 ? v.value[0]! + 1 : -1;
+    const v = onlyChild(t[0], TAG.INTEGER, 'version');
+    version = v.end - v.valueStart === 1 ? v.buf[v.valueStart]! + 1 : -1;
     i = 1;
   }
   const need = (tag: number, what: string): DerNode => {
@@ -62,40 +64,42 @@ export function parseCertificate(der: Buffer): ParsedCertificate {
     const n = t[i]!;
     if (n.tag === 0xa1 || n.tag === 0xa2 || n.tag === 0x81 || n.tag === 0x82) continue; // unique IDs
     if (n.tag !== 0xa3) throw new DerError(`unexpected TBSCertificate element tag 0x${n.tag.toString(16)}`);
-    const list = readWhole(n.value, TAG.SEQUENCE, 'extensions');
-    for (const e of children(list.value)) {
+    const list = onlyChild(n, TAG.SEQUENCE, 'extensions');
+    for (const e of childNodes(list)) {
       if (e.tag !== TAG.SEQUENCE) throw new DerError('Extension is not a SEQUENCE');
-      const f = children(e.value);
+      const f = childNodes(e);
       const idN = f[0];
       if (!idN || idN.tag !== TAG.OID) throw new DerError('Extension without extnID');
       let critical = false;
       let k = 1;
-      if (f[1]?.tag === TAG.BOOLEAN) {
-        critical = f[1].value[0] !== 0;
+      const b = f[1];
+      if (b?.tag === TAG.BOOLEAN) {
+        critical = b.end === b.valueStart || b.buf[b.valueStart] !== 0;
         k = 2;
       }
       const valN = f[k];
       if (!valN || valN.tag !== TAG.OCTET_STRING || f.length !== k + 1) throw new DerError('Extension without extnValue');
-      const id = oidToString(idN.value);
+      const id = oidOf(idN);
       if (extensions.has(id)) duplicates.push(id);
       extensions.set(id, { oid: id, critical, value: valN.value });
     }
   }
-  const [nb, na] = children(validityN.value);
+  const [nb, na] = childNodes(validityN);
   if (!nb || !na) throw new DerError('Validity must have notBefore and notAfter');
-  const tbsAlg = readNode(tbsAlgN.value, 0);
-  const outerAlg = readNode(algN.value, 0);
+  const tbsAlg = childNodes(tbsAlgN)[0];
+  const outerAlg = childNodes(algN)[0];
+  if (!tbsAlg || !outerAlg) throw new DerError('truncated DER');
   return {
     der,
     tbs: tbsN.raw,
     version,
     serial: serialN.value,
-    tbsSignatureAlg: { oid: oidToString(tbsAlg.value), raw: tbsAlgN.raw },
-    signatureAlg: { oid: oidToString(outerAlg.value), raw: algN.raw },
-    signature: sigN.value.subarray(1),
+    tbsSignatureAlg: { oid: oidOf(tbsAlg), raw: tbsAlgN.raw },
+    signatureAlg: { oid: oidOf(outerAlg), raw: algN.raw },
+    signature: sigN.buf.subarray(sigN.valueStart + 1, sigN.end),
     issuer: issuerN.raw,
     subject: subjectN.raw,
-    subjectEmpty: subjectN.value.length === 0,
+    subjectEmpty: subjectN.end === subjectN.valueStart,
     notBefore: decodeTime(nb),
     notAfter: decodeTime(na),
     spki: spkiN.raw,

@@ -133,10 +133,20 @@ let oidNamesSize = 0;
 
 /** Decodes an OID value (without tag/length) to dotted form. Memoised: certificates repeat the same few OIDs. */
 export function oidToString(value: Buffer): string {
-  let h = value.length;
-  for (let i = 0; i < value.length; i++) h = (h * 31 + value[i]!) | 0;
+  return oidAt(value, 0, value.length);
+}
+
+/** oidToString of an OID node's value, read in place. */
+export function oidOf(n: DerNode): string {
+  return oidAt(n.buf, n.valueStart, n.end);
+}
+
+function oidAt(buf: Buffer, start: number, end: number): string {
+  let h = end - start;
+  for (let i = start; i < end; i++) h = (h * 31 + buf[i]!) | 0;
   const bucket = oidNames.get(h);
-  if (bucket) for (const e of bucket) if (sameBytes(e.bytes, value)) return e.dotted;
+  if (bucket) for (const e of bucket) if (sameBytes(e.bytes, buf, start, end)) return e.dotted;
+  const value = buf.subarray(start, end);
   const dotted = decodeOid(value);
   if (oidNamesSize < 4096) {
     const entry = { bytes: Buffer.from(value), dotted };
@@ -147,10 +157,10 @@ export function oidToString(value: Buffer): string {
   return dotted;
 }
 
-/** Byte equality for short buffers (a JS loop beats a native call for a few bytes). */
-function sameBytes(a: Buffer, b: Buffer): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+/** a equals b[start..end) (a JS loop beats a native call for a few bytes). */
+function sameBytes(a: Buffer, b: Buffer, start: number, end: number): boolean {
+  if (a.length !== end - start) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[start + i]) return false;
   return true;
 }
 
@@ -215,20 +225,27 @@ export function writeTime(out: Buffer, at: number, d: Date): number {
 
 /** Decodes a UTCTime/GeneralizedTime node in the strict RFC 5280 forms (YYMMDDHHMMSSZ / YYYYMMDDHHMMSSZ). */
 export function decodeTime(n: DerNode): Date {
-  const v = n.value;
+  // Read in place (n.buf from n.valueStart): no view unless the value is bad.
+  const v = n.buf;
+  const at = n.valueStart;
+  const len = n.end - at;
   let yearDigits: number;
   let what: string;
-  if (n.tag === TAG.UTC_TIME) [yearDigits, what] = [2, 'UTCTime'];
-  else if (n.tag === TAG.GENERALIZED_TIME) [yearDigits, what] = [4, 'GeneralizedTime'];
-  else throw new DerError(`expected a time, got tag 0x${n.tag.toString(16)}`);
+  if (n.tag === TAG.UTC_TIME) {
+    yearDigits = 2;
+    what = 'UTCTime';
+  } else if (n.tag === TAG.GENERALIZED_TIME) {
+    yearDigits = 4;
+    what = 'GeneralizedTime';
+  } else throw new DerError(`expected a time, got tag 0x${n.tag.toString(16)}`);
   const bad = (): never => {
-    throw new DerError(`bad ${what} "${v.toString('latin1')}"`);
+    throw new DerError(`bad ${what} "${n.value.toString('latin1')}"`);
   };
-  if (v.length !== yearDigits + 11 || v[v.length - 1] !== 0x5a) bad();
+  if (len !== yearDigits + 11 || v[n.end - 1] !== 0x5a) bad();
   // Digits only, read as fixed-width numbers (this runs on every issued certificate).
-  const num = (at: number, len: number): number => {
+  const num = (off: number, digits: number): number => {
     let x = 0;
-    for (let i = at; i < at + len; i++) {
+    for (let i = at + off; i < at + off + digits; i++) {
       const d = v[i]! - 0x30;
       if (d < 0 || d > 9) bad();
       x = x * 10 + d;
@@ -248,18 +265,21 @@ export interface DerNode {
   readonly raw: Buffer;
   /** Value bytes. */
   readonly value: Buffer;
-  /** Offset just past this node in the buffer it was read from. */
+  /** Offset just past this node in `buf`. */
   readonly end: number;
+  /** The buffer the node was read from, and where its value starts in it (for walks that avoid views). */
+  readonly buf: Buffer;
+  readonly valueStart: number;
 }
 
 /** Views are created lazily: a certificate walk touches ~30 nodes and needs `raw` of only a few (hot path). */
 class Node implements DerNode {
   private v: Buffer | undefined;
   constructor(
-    private readonly buf: Buffer,
+    readonly buf: Buffer,
     readonly tag: number,
     private readonly start: number,
-    private readonly valueStart: number,
+    readonly valueStart: number,
     readonly end: number,
   ) {}
   get raw(): Buffer {
@@ -272,7 +292,12 @@ class Node implements DerNode {
 
 /** Reads one TLV at `offset`. Throws DerError on truncation, long-form tags, indefinite or non-minimal lengths. */
 export function readNode(buf: Buffer, offset = 0): DerNode {
-  if (offset + 2 > buf.length) throw new DerError('truncated DER');
+  return readNodeWithin(buf, offset, buf.length);
+}
+
+/** readNode for a TLV that must end by `limit` (inside a parent's value). */
+function readNodeWithin(buf: Buffer, offset: number, limit: number): DerNode {
+  if (offset + 2 > limit) throw new DerError('truncated DER');
   const tag = buf[offset]!;
   if ((tag & 0x1f) === 0x1f) throw new DerError('multi-byte tags are not supported');
   let len = buf[offset + 1]!;
@@ -281,15 +306,35 @@ export function readNode(buf: Buffer, offset = 0): DerNode {
     const n = len & 0x7f;
     if (n === 0) throw new DerError('indefinite length is not DER');
     if (n > 3) throw new DerError('DER length too large');
-    if (p + n > buf.length) throw new DerError('truncated DER length');
+    if (p + n > limit) throw new DerError('truncated DER length');
     len = 0;
     for (let i = 0; i < n; i++) len = len * 256 + buf[p + i]!;
     if (len < 0x80 || (n > 1 && buf[p] === 0)) throw new DerError('non-minimal DER length');
     p += n;
   }
   const end = p + len;
-  if (end > buf.length) throw new DerError('truncated DER value');
+  if (end > limit) throw new DerError('truncated DER value');
   return new Node(buf, tag, offset, p, end);
+}
+
+/** The child nodes of a constructed node, read in place (same as children(n.value), without making views). */
+export function childNodes(n: DerNode): DerNode[] {
+  const out: DerNode[] = [];
+  let o = n.valueStart;
+  while (o < n.end) {
+    const c = readNodeWithin(n.buf, o, n.end);
+    out.push(c);
+    o = c.end;
+  }
+  return out;
+}
+
+/** The single node that must fill `n`'s value exactly, with the given tag (same as readWhole(n.value, ...)). */
+export function onlyChild(n: DerNode, tag: number, what: string): DerNode {
+  const c = readNodeWithin(n.buf, n.valueStart, n.end);
+  if (c.tag !== tag) throw new DerError(`${what}: expected tag 0x${tag.toString(16)}, got 0x${c.tag.toString(16)}`);
+  if (c.end !== n.end) throw new DerError(`${what}: ${n.end - c.end} trailing bytes`);
+  return c;
 }
 
 /** Reads a node and checks its tag. */
