@@ -132,7 +132,8 @@ export class LeafSigner {
     //   Certificate ::= SEQUENCE { tbs, signatureAlgorithm, signatureValue BIT STRING (no unused bits) }
     const alg = this.alg.algorithmIdentifier;
     const certLen = tbs.length + alg.length + headerSize(sig.length + 1) + 1 + sig.length;
-    const der = Buffer.allocUnsafe(headerSize(certLen) + certLen);
+    // Outside Node's shared buffer pool: a certificate lives for hours and one live slice pins a whole 8 KB slab.
+    const der = Buffer.allocUnsafeSlow(headerSize(certLen) + certLen);
     o = writeHeader(der, 0, TAG.SEQUENCE, certLen);
     o += tbs.copy(der, o);
     o += alg.copy(der, o);

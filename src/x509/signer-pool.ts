@@ -10,8 +10,8 @@ import type { JobMsg, WorkerBatchReply, WorkerRequest } from './signer-protocol.
 import type { LeafTemplate, SigningCa } from './types.js';
 
 const BATCH_MAX = 32;
-/** At most one job per this many milliseconds runs inline while workers exist (see takeInline). */
-const INLINE_MIN_GAP_MS = 1;
+/** Inline work is budgeted per window of this many milliseconds (see takeInline). */
+const INLINE_WINDOW_MS = 10;
 
 interface Pending {
   resolve: (v: { certDer: Buffer; privateKeyPkcs8Pem?: string; csr?: ParsedCsr }) => void;
@@ -27,8 +27,9 @@ interface Slot {
 
 /**
  * Spreads leaf signing over worker threads (`workers` of them; 0 signs inline on the calling thread). Requests
- * go to the worker with the fewest in flight; a lone request while every worker is idle is signed inline instead
- * (takeInline; `inlineWhenIdle: false` turns that off). setCa() swaps the signing CA everywhere; a request already queued in
+ * go to the worker with the fewest in flight, except that up to `inlineShare` of the calling thread's time is spent
+ * signing inline instead
+ * (takeInline; `inlineShare: 0` turns that off). setCa() swaps the signing CA everywhere; a request already queued in
  * a worker is signed with whichever CA that worker holds when it runs it (callers re-check the result against the
  * CA they expect). A worker that dies fails its in-flight requests with INTERNAL and is replaced.
  *
@@ -52,14 +53,22 @@ export class LeafSignerPool {
   private caCertDer: Buffer | undefined;
   private nextId = 1;
   private closed = false;
-  private readonly inlineWhenIdle: boolean;
-  private lastInlineAt = -Infinity;
+  /** Inline signing allowed per INLINE_WINDOW_MS window, in milliseconds. */
+  private readonly inlineBudgetMs: number;
+  private windowStart = -Infinity;
+  private windowBusyMs = 0;
   private readonly counts = { inline: 0, dispatched: 0 };
 
-  constructor(opts: { workers: number; trustDomain?: string; inlineWhenIdle?: boolean }) {
+  /**
+   * `inlineShare` (default 0.25, with workers): the largest share of the calling thread's time spent signing inline
+   * rather than paying for a hop to a worker (0 = always use the workers).
+   */
+  constructor(opts: { workers: number; trustDomain?: string; inlineShare?: number }) {
     if (!Number.isInteger(opts.workers) || opts.workers < 0) throw new CaError('INVALID_ARGUMENT', `signer workers must be a non-negative integer, got ${opts.workers}`);
     this.workers = opts.workers;
-    this.inlineWhenIdle = opts.inlineWhenIdle ?? true;
+    const share = opts.inlineShare ?? 0.25;
+    if (!(share >= 0 && share <= 1)) throw new CaError('INVALID_ARGUMENT', `inlineShare must be between 0 and 1, got ${share}`);
+    this.inlineBudgetMs = share * INLINE_WINDOW_MS;
     this.trustDomain = opts.trustDomain;
     this.checksProfile = opts.trustDomain !== undefined;
     for (let i = 0; i < opts.workers; i++) this.slots.push(this.spawn());
@@ -89,7 +98,7 @@ export class LeafSignerPool {
   sign(t: LeafTemplate): Promise<Buffer> {
     try {
       const signer = this.ready();
-      if (this.takeInline()) return Promise.resolve(this.checked(signer.sign(t)));
+      if (this.takeInline()) return Promise.resolve(this.timed(() => this.checked(signer.sign(t))));
       const spki = spkiDerOf(t.publicKey);
       return this.dispatch({ type: 'sign', ...this.fieldsMsg(t), spkiDer: new Uint8Array(spki) }).then((r) => r.certDer);
     } catch (e) {
@@ -102,10 +111,15 @@ export class LeafSignerPool {
     let signer: LeafSigner;
     try {
       signer = this.ready();
-      if (this.takeInline()) {
-        const r = signer.signWithNewKey(t);
-        this.checked(r.certDer);
-        return Promise.resolve(r);
+      // RSA key generation takes 50-500 ms: never on the calling thread while workers exist.
+      if (this.takeInline(this.workers > 0 && t.keyType.startsWith('rsa'))) {
+        return Promise.resolve(
+          this.timed(() => {
+            const r = signer.signWithNewKey(t);
+            this.checked(r.certDer);
+            return r;
+          }),
+        );
       }
     } catch (e) {
       return Promise.reject(e);
@@ -124,7 +138,7 @@ export class LeafSignerPool {
     if (this.closed) return Promise.reject(new CaError('UNAVAILABLE', 'leaf signer pool is closed'));
     if (this.takeInline()) {
       try {
-        return Promise.resolve(parseCsr(input));
+        return Promise.resolve(this.timed(() => parseCsr(input)));
       } catch (e) {
         return Promise.reject(e);
       }
@@ -149,26 +163,40 @@ export class LeafSignerPool {
   }
 
   /**
-   * Whether the next job runs on the calling thread. Always with no workers. Otherwise only when every worker is
-   * idle and no other job ran inline in the last millisecond: a lone request (a proxy connecting, a renewal) is
-   * signed at once for ~60 us of this thread, where a hop to a worker measured ~0.4 ms of CPU across the two threads
-   * and a wake-up delay; bursts (re-issue of every leaf, a connect storm) still spread over the workers.
+   * Whether the next job runs on the calling thread: always with no workers; otherwise while inline work in the
+   * current INLINE_WINDOW_MS window stays under the budget. A lone request (a proxy connecting, a renewal) costs
+   * ~60 us here, where a hop to a worker measured 0.1-0.4 ms of CPU (structured clone, waking a thread on another
+   * vCPU) plus a wake-up delay; a burst (re-issue of every leaf, a connect storm) spends the budget in a few
+   * milliseconds and the rest goes to the workers, with this thread still doing its share.
    */
-  private takeInline(): boolean {
-    if (this.workers === 0) {
-      this.counts.inline++;
-      return true;
-    }
-    let busy = false;
-    for (const s of this.slots) if (s.pending.size > 0) busy = true;
-    const now = performance.now();
-    if (!this.inlineWhenIdle || busy || now - this.lastInlineAt < INLINE_MIN_GAP_MS) {
+  private takeInline(mustDispatch = false): boolean {
+    if (mustDispatch) {
       this.counts.dispatched++;
       return false;
     }
-    this.lastInlineAt = now;
+    if (this.workers > 0) {
+      const now = performance.now();
+      if (now - this.windowStart >= INLINE_WINDOW_MS) {
+        this.windowStart = now;
+        this.windowBusyMs = 0;
+      }
+      if (this.windowBusyMs >= this.inlineBudgetMs) {
+        this.counts.dispatched++;
+        return false;
+      }
+    }
     this.counts.inline++;
     return true;
+  }
+
+  /** Runs an inline job and charges its time to the window's budget. */
+  private timed<T>(fn: () => T): T {
+    const t0 = performance.now();
+    try {
+      return fn();
+    } finally {
+      this.windowBusyMs += performance.now() - t0;
+    }
   }
 
   /** Inline path: the same profile check the workers run before replying. */

@@ -155,6 +155,11 @@ async function runOne(n: number, gc: () => void): Promise<Record<string, unknown
     gc();
     const memAfter = process.memoryUsage();
     const rssAfter = memAfter.rss;
+    if (process.env.BENCH_HEAP_SNAPSHOT) {
+      // BENCH_HEAP_SNAPSHOT=<dir>: a V8 heap snapshot with every stream open (for finding per-stream memory).
+      const { writeHeapSnapshot } = await import('node:v8');
+      writeHeapSnapshot(join(process.env.BENCH_HEAP_SNAPSHOT, `sds-${n}-${Date.now()}.heapsnapshot`));
+    }
 
     // (a) trust bundle change: a new root is published (the backend rotates its root, the authority reconciles and
     // adds it to the bundle; nothing is re-issued yet), so only ROOTCA moves.

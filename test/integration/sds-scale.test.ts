@@ -2,6 +2,7 @@ import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHarness, type Harness } from '../support/sds-harness.js';
 import type { SdsClient, SotwStream } from '../support/sds-client.js';
+import { SHARED_ALPN_H2 } from '../../src/servers/grpc-server.js';
 
 async function until(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
   const end = Date.now() + timeoutMs;
@@ -40,6 +41,24 @@ describe('SDS at scale and cleanup', { timeout: 90_000 }, () => {
     assert.equal(await h.metric('meshca_sds_streams_open'), 0);
     assert.equal(h.fake!.listenerCount(), listenersBefore, 'no authority listeners leaked');
     assert.equal(h.manual!.pendingTimers(), 1, 'only the serving certificate timer is left');
+  });
+
+  it('connections do not keep their per-socket copy of the ALPN list (grpc-js/Node internals this relies on)', async () => {
+    h = await startHarness();
+    const clients: SdsClient[] = [];
+    for (let i = 0; i < 5; i++) clients.push(await h.client(`spiffe://example.org/alpn/${i}`, { id: `alpn-${i}`, cluster: 'c' }));
+    const streams = clients.map((c) => c.streamSecrets());
+    streams.forEach((s) => s.request(['ROOTCA']));
+    await Promise.all(streams.map((s) => s.next(10_000)));
+    const servers = (h.running.server.server as unknown as { http2Servers?: Map<unknown, { sessions?: Set<{ socket?: unknown }> }> }).http2Servers;
+    assert.ok(servers instanceof Map, 'grpc-js keeps its HTTP/2 servers in http2Servers (private): update grpc-server.ts if this changed');
+    const sockets = [...servers.values()].flatMap((info) => [...(info.sessions ?? [])].map((sess) => sess.socket));
+    assert.ok(sockets.length >= 5, `found ${sockets.length} server-side sessions`);
+    for (const sock of sockets) {
+      const alpn = (sock as { _tlsOptions?: { ALPNProtocols?: unknown } })._tlsOptions?.ALPNProtocols;
+      assert.equal(alpn, SHARED_ALPN_H2, 'the per-connection ALPN Buffer was replaced by the shared one');
+    }
+    for (const s of streams) s.cancel();
   });
 
   it('2,000 open/close cycles on one connection leave no state behind', async () => {

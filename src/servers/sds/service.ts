@@ -207,7 +207,8 @@ class SotwStream extends StreamBase {
     this.takeNode(req.node);
     const nonce = req.response_nonce;
     if (nonce !== '' && nonce !== this.lastNonce) {
-      this.log().debug({ nonce, latest: this.lastNonce }, 'sds: ignoring request with a stale nonce');
+      // Common (an ACK of the previous response crossing the next one): no child logger unless debug is on.
+      if (this.svc.log.isLevelEnabled('debug')) this.log().debug({ nonce, latest: this.lastNonce }, 'sds: ignoring request with a stale nonce');
       return;
     }
     if (req.error_detail) this.svc.nack(this, req.error_detail, req.version_info, nonce);

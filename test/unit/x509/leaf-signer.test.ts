@@ -164,7 +164,7 @@ test('signWithNewKey returns a PKCS#8 key matching the certificate for every key
 });
 
 test('LeafSignerPool signs on workers, follows setCa, and fails cleanly after close', { timeout: 20_000 }, async () => {
-  const pool = new LeafSignerPool({ workers: 2, inlineWhenIdle: false });
+  const pool = new LeafSignerPool({ workers: 2, inlineShare: 0 });
   try {
     const pub = generateKeyPair('ec-p256').publicKey;
     await assert.rejects(pool.sign({ spiffeId: ID, dnsNames: [], publicKey: pub, notBefore: nb, notAfter: na }), { code: 'FAILED_PRECONDITION' });
@@ -196,7 +196,7 @@ test('LeafSignerPool with 0 workers signs inline', async () => {
 
 test('LeafSignerPool.parseCsr parses on a worker with parseCsr results and errors', { timeout: 20_000 }, async () => {
   const { createLeafCsr } = await import('../../../src/x509/leaf-csr.js');
-  const pool = new LeafSignerPool({ workers: 1, inlineWhenIdle: false });
+  const pool = new LeafSignerPool({ workers: 1, inlineShare: 0 });
   try {
     const ca = await makeCa();
     pool.setCa(ca.signingCa);
@@ -224,16 +224,19 @@ test('LeafSignerPool.parseCsr parses on a worker with parseCsr results and error
 test('LeafSignerPool signs a lone request inline and spreads a burst over its workers', { timeout: 20_000 }, async () => {
   const pool = new LeafSignerPool({ workers: 2, trustDomain: TD });
   try {
+    assert.throws(() => new LeafSignerPool({ workers: 1, inlineShare: 2 }), /inlineShare must be between 0 and 1/);
     const ca = await makeCa();
     pool.setCa(ca.signingCa);
     const one = () => pool.signWithNewKey({ spiffeId: ID, dnsNames: [], notBefore: nb, notAfter: na, keyType: 'ec-p256' });
     await one();
     assert.deepEqual(pool.jobCounts(), { inline: 1, dispatched: 0 });
-    await new Promise((r) => setTimeout(r, 5));
-    const burst = await Promise.all(Array.from({ length: 50 }, one));
+    await new Promise((r) => setTimeout(r, 15));
+    // 300 requests in one tick: the inline budget (25% of a 10 ms window) is spent after a few dozen.
+    const burst = await Promise.all(Array.from({ length: 300 }, one));
     const c = pool.jobCounts();
-    assert.equal(c.inline + c.dispatched, 51);
-    assert.ok(c.dispatched >= 48, `a burst goes to the workers (${JSON.stringify(c)})`);
+    assert.equal(c.inline + c.dispatched, 301);
+    assert.ok(c.dispatched >= 150, `a burst goes mostly to the workers (${JSON.stringify(c)})`);
+    assert.ok(c.inline >= 2, `the calling thread takes its share (${JSON.stringify(c)})`);
     for (const r of burst) checkSvidProfile(r.certDer, { trustDomain: TD, issuerCertDer: ca.interDer, verifySignature: 'always' });
   } finally {
     await pool.close();

@@ -8,7 +8,7 @@ const validity = { notBefore: new Date(NOW.getTime() - 30_000), notAfter: new Da
 for (const workers of [0, 1]) {
   test(`a pool built with a trust domain profile-checks every leaf where it is signed (workers: ${workers})`, { timeout: 20_000 }, async () => {
     const ca = await makeCa();
-    const pool = new LeafSignerPool({ workers, trustDomain: TD, inlineWhenIdle: false });
+    const pool = new LeafSignerPool({ workers, trustDomain: TD, inlineShare: 0 });
     try {
       pool.setCa(ca.signingCa);
       assert.equal(pool.checksProfile, true);
