@@ -127,6 +127,13 @@ async function runOne(n: number, gc: () => void): Promise<Record<string, unknown
   const metrics = new Registry();
   const core = await openCore(cfg, { log, clock, metrics });
   core.authority.start();
+  // Registered before the SDS service subscribes, so the timestamp is taken before the synchronous push loop that
+  // the same event starts (10,000 writes take a noticeable part of the fan-out).
+  let bundleEventAt = 0;
+  let watchBundle = false;
+  const offBundle = core.authority.onEvent((ev) => {
+    if (watchBundle && ev.type === 'bundle' && !bundleEventAt) bundleEventAt = Date.now();
+  });
   const running = await startGrpcServerWithSds(cfg.server, { authority: core.authority, authorizer: new Authorizer([]), clock, log, metrics });
   const child = new ChildLoad();
   try {
@@ -163,27 +170,28 @@ async function runOne(n: number, gc: () => void): Promise<Record<string, unknown
 
     // (a) trust bundle change: a new root is published (the backend rotates its root, the authority reconciles and
     // adds it to the bundle; nothing is re-issued yet), so only ROOTCA moves.
-    let bundleEventAt = 0;
-    const off = core.authority.onEvent((ev) => {
-      if (ev.type === 'bundle' && !bundleEventAt) bundleEventAt = Date.now();
-    });
+    watchBundle = true;
     await child.ask({ type: 'mark' }, 'marked', 30_000);
     const prof = await startProfile('bundle');
     const a0 = Date.now();
+    const aCpu = process.cpuUsage();
     if (!core.backend.rotateRoot) throw new Error('sds bench: the internal backend cannot rotate its root');
     await core.backend.rotateRoot();
     await core.authority.reconcile();
     const rootDone = await child.ask({ type: 'await', what: 'root', timeoutMs: 60_000 }, 'done-root', 65_000);
+    const aServerCpu = cpuMsSince(aCpu);
     await prof();
-    off();
+    watchBundle = false;
 
     // (b) `meshca rotate`: a new signing CA (under the new root) and re-issue of every leaf; ROOTCA does not change.
     await new Promise((r) => setTimeout(r, 500));
     await child.ask({ type: 'mark' }, 'marked', 30_000);
     const prof2 = await startProfile('reissue');
     const b0 = Date.now();
+    const bCpu = process.cpuUsage();
     await core.authority.rotate();
     const reissued = await child.ask({ type: 'await', what: 'cert', timeoutMs: 90_000 }, 'done-cert', 95_000);
+    const bServerCpu = cpuMsSince(bCpu);
     await prof2();
 
     const streamsHeld = Number(opened.opened);
@@ -214,8 +222,18 @@ async function runOne(n: number, gc: () => void): Promise<Record<string, unknown
         fromBundleEventMs: bundleEventAt ? Number(rootDone.lastAt) - bundleEventAt : null,
         streamsUpdated: rootDone.count,
         missing: rootDone.missing,
+        // CPU cores busy on average until the last stream had it (the load generator is one process: near 1.0
+        // there means the measurement is bound by the client, not by meshca).
+        serverCores: coresBusy(aServerCpu, Number(rootDone.lastAt) - a0),
+        loadGeneratorCores: coresBusy(Number(rootDone.cpuMs), Number(rootDone.lastAt) - a0),
       },
-      reissueAll: { allStreamsNewCertMs: Number(reissued.lastAt) - b0, streamsUpdated: reissued.count, missing: reissued.missing },
+      reissueAll: {
+        allStreamsNewCertMs: Number(reissued.lastAt) - b0,
+        streamsUpdated: reissued.count,
+        missing: reissued.missing,
+        serverCores: coresBusy(bServerCpu, Number(reissued.lastAt) - b0),
+        loadGeneratorCores: coresBusy(Number(reissued.cpuMs), Number(reissued.lastAt) - b0),
+      },
       serverRssPerStreamKB: streamsHeld ? Math.round((rssAfter - rssBefore) / streamsHeld / 102.4) / 10 : null,
       serverRssMB: Math.round(rssAfter / 1048576),
       // Where a stream's bytes live: the V8 heap (JS objects: grpc-js, http2 and meshca state), Buffers/ArrayBuffers
@@ -230,6 +248,7 @@ async function runOne(n: number, gc: () => void): Promise<Record<string, unknown
       targets: { bundleChangeMs: 2000, reissueAllMs: 5000, firstSecretP99Ms: 50, rssPerStreamKB: 30, note: 'performance.md: ~70 KB per mTLS connection is the realistic bound for grpc-js; 30 KB was set from plaintext figures' },
     };
   } finally {
+    offBundle();
     await child.stop();
     await running.close(1000);
     await core.close();
@@ -238,6 +257,11 @@ async function runOne(n: number, gc: () => void): Promise<Record<string, unknown
 }
 
 const round2 = (x: number): number => Math.round(x * 100) / 100;
+const cpuMsSince = (since: NodeJS.CpuUsage): number => {
+  const c = process.cpuUsage(since);
+  return (c.user + c.system) / 1000;
+};
+const coresBusy = (cpuMs: number, wallMs: number): number => round2(cpuMs / Math.max(1, wallMs));
 
 interface BareTls {
   handshakeMs: Percentiles;
@@ -354,6 +378,8 @@ async function childMain(): Promise<void> {
     return Buffer.concat([h, msg]);
   };
   let awaiting: { what: 'root' | 'cert'; resolve: () => void } | undefined;
+  /** CPU used by this load process since the last 'mark' (to tell a server-bound fan-out from a client-bound one). */
+  let markCpu = process.cpuUsage();
   /** Streams that received a new ROOTCA / certificate since the last 'mark'. */
   const updated = { root: 0, cert: 0 };
   const changed = (what: 'root' | 'cert'): void => {
@@ -597,6 +623,7 @@ async function childMain(): Promise<void> {
       }
       updated.root = 0;
       updated.cert = 0;
+      markCpu = process.cpuUsage();
       process.send!({ type: 'marked' });
     } else if (m.type === 'await') {
       const what = m.what as 'root' | 'cert';
@@ -618,7 +645,8 @@ async function childMain(): Promise<void> {
           if (t > lastAt) lastAt = t;
         }
       }
-      process.send!({ type: `done-${what}`, lastAt, count, missing: states.length - count });
+      const cpu = process.cpuUsage(markCpu);
+      process.send!({ type: `done-${what}`, lastAt, count, missing: states.length - count, cpuMs: (cpu.user + cpu.system) / 1000 });
     } else if (m.type === 'close') {
       for (const s of sessions) s.destroy();
       setTimeout(() => process.exit(0), 100);
