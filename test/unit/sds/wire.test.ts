@@ -35,6 +35,12 @@ describe('hand-assembled responses decode with the protobuf codecs', () => {
     assert.equal(r.version_info, long);
   });
 
+  it('strings are written as UTF-8 with their byte length', () => {
+    const r = p.discoveryResponse.deserialize(encodeDiscoveryResponse('v-é-✓', multiBody([]), 'nonce-ü'));
+    assert.equal(r.version_info, 'v-é-✓');
+    assert.equal(r.nonce, 'nonce-ü');
+  });
+
   it('DeltaDiscoveryResponse with Resource{name, version, resource} and removed_resources', () => {
     const enc = trustedCaSecret(p, 'ROOTCA', { trustDomain: 'example.org', pem: 'PEM', sequence: 1 });
     const bytes = encodeDeltaResponse('sv', [deltaResourceField('ROOTCA', enc.version, enc.any)], ['ALL', 'x'], 'n');
