@@ -13,7 +13,8 @@ import { pino } from 'pino';
 /**
  * SDS fan-out benchmark (issue #3): meshca's real core (internal backend, signer pool) and gRPC server with SDS in
  * THIS process; the load (N Envoy-like clients, each its own mTLS HTTP/2 connection with one StreamSecrets stream
- * subscribing `default` + `ROOTCA`, ACKing every response) in a SEPARATE child process speaking raw HTTP/2 + gRPC
+ * subscribing `default` + `ROOTCA` with an Envoy-sized Node in its first request, ACKing every response) in a
+ * SEPARATE child process speaking raw HTTP/2 + gRPC
  * framing (an independent client stack, and light enough for 10,000 connections).
  *
  * Per N: first-secret latency p50/p99 during a connect storm at 200 new streams/s (the first min(N, 2000) streams;
@@ -445,7 +446,22 @@ async function childMain(): Promise<void> {
     return Buffer.concat([Buffer.from(head), body]);
   };
   const ackTail = Buffer.concat([ld(3, 'default'), ld(3, 'ROOTCA'), ld(4, SECRET_TYPE_URL)]);
-  const ackFor = (version: string, nonce: string): Buffer => Buffer.concat([ld(1, version), ackTail, ld(5, nonce)]);
+  // An Envoy-sized Node (an id, a cluster, Istio-style metadata, the build version and the compiled-in extensions:
+  // ~10 KB) in the first request of each stream, as examples/envoy configures (set_node_on_first_message_only);
+  // BENCH_NODE_EVERY_REQUEST=1 repeats it in every ACK as Envoy does without that setting.
+  const nodeEveryRequest = process.env.BENCH_NODE_EVERY_REQUEST === '1';
+  const nodeCodec = def['envoy.config.core.v3.Node'] as any;
+  const nodeRest = nodeCodec.serialize({
+    cluster: 'bench',
+    metadata: { fields: Object.fromEntries(Array.from({ length: 25 }, (_, k) => [`ISTIO_META_FIELD_${k}`, { string_value: `value-${'x'.repeat(30)}-${k}` }])) },
+    user_agent_name: 'envoy',
+    user_agent_build_version: { version: { major_number: 1, minor_number: 31, patch: 2 } },
+    extensions: Array.from({ length: 150 }, (_, k) => ({ name: `envoy.filters.network.ext_${k}`, category: `envoy.filters.category_${k % 20}` })),
+    client_features: ['envoy.lb.does_not_support_overprovisioning', 'xds.config.resource-in-sotw', 'xds.config.supports-resource-ttl'],
+  }) as Buffer;
+  const nodeField = (id: string): Buffer => ld(2, Buffer.concat([ld(1, id), nodeRest]));
+  const EMPTY = Buffer.alloc(0);
+  const ackFor = (node: Buffer, version: string, nonce: string): Buffer => Buffer.concat([ld(1, version), node, ackTail, ld(5, nonce)]);
 
   // One SecureContext per identity: parsing the key and certificates per connection would dominate the client's CPU.
   const contexts = new Map<string, tls.SecureContext>();
@@ -471,7 +487,8 @@ async function childMain(): Promise<void> {
       te: 'trailers',
     });
     const names = ['default', 'ROOTCA'];
-    stream.write(frame(reqCodec.serialize({ node: { id: `bench-node-${i}`, cluster: 'bench' }, resource_names: names, type_url: SECRET_TYPE_URL })));
+    const node = nodeField(`bench-node-${i}`);
+    stream.write(frame(Buffer.concat([node, reqCodec.serialize({ resource_names: names, type_url: SECRET_TYPE_URL }) as Buffer])));
     let buf: Buffer = Buffer.alloc(0);
     let counted = false;
     stream.on('response', (headers) => {
@@ -520,7 +537,7 @@ async function childMain(): Promise<void> {
           st.fullAt = performance.now();
           onFull();
         }
-        stream.write(frame(ackFor(r.version, r.nonce)));
+        stream.write(frame(ackFor(nodeEveryRequest ? node : EMPTY, r.version, r.nonce)));
       }
     });
   }

@@ -49,6 +49,7 @@ describe('examples/envoy/envoy.yaml', { timeout: 30_000 }, () => {
       const api = cfg.api_config_source as { [k: string]: Json };
       assert.ok(api.api_type === 'GRPC' || api.api_type === 'DELTA_GRPC');
       assert.equal(api.transport_api_version, 'V3');
+      assert.equal(api.set_node_on_first_message_only, true, 'Envoy must not repeat its whole node in every ACK');
     }
     // Names resolve under meshca's naming rules for the bootstrap identity (no error = served) ...
     const caller = { spiffeId: 'spiffe://cluster.local/ns/default/sa/web', via: 'mtls' as const };

@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path';
 import { existsSync } from 'node:fs';
 import * as protoLoader from '@grpc/proto-loader';
 import type * as grpc from '@grpc/grpc-js';
+import { lazyNodeDeserializer } from './lazy-node.js';
 
 /**
  * Loads meshca's wire-compatible subsets of Envoy's protos (proto/, see proto/SOURCES.md) with @grpc/proto-loader and
@@ -67,17 +68,25 @@ function codec(def: protoLoader.PackageDefinition, name: string): Codec {
 
 /**
  * The loaded protos (loaded once per process). The service definition's response serialisers accept a Buffer as an
- * already-encoded message (see encodeDiscoveryResponse) as well as a plain object.
+ * already-encoded message (see encodeDiscoveryResponse) as well as a plain object; its request deserialisers decode
+ * `node` only when it is read (lazy-node.ts).
  */
 export function loadSdsProtos(): SdsProtos {
   if (cached) return cached;
   const def = protoLoader.loadSync(SDS_PROTO_FILES, { ...LOADER_OPTIONS, includeDirs: [protoRoot()] });
   const svc = def[SDS_SERVICE] as grpc.ServiceDefinition | undefined;
   if (!svc) throw new Error(`sds: service ${SDS_SERVICE} missing from proto/`);
+  const node = codec(def, 'envoy.config.core.v3.Node');
   const service: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   for (const [name, m] of Object.entries(svc)) {
     const ser = m.responseSerialize;
-    service[name] = { ...m, responseSerialize: (v: unknown) => (Buffer.isBuffer(v) ? v : ser(v)) };
+    // node is field 1 of DeltaDiscoveryRequest and field 2 of DiscoveryRequest (StreamSecrets, FetchSecrets).
+    const delta = name === 'DeltaSecrets';
+    service[name] = {
+      ...m,
+      requestDeserialize: lazyNodeDeserializer(m.requestDeserialize, delta ? 1 : 2, (b) => node.deserialize(b), delta ? 'DeltaDiscoveryRequest' : 'DiscoveryRequest'),
+      responseSerialize: (v: unknown) => (Buffer.isBuffer(v) ? v : ser(v)),
+    };
   }
   cached = {
     packageDefinition: def,

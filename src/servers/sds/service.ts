@@ -204,7 +204,8 @@ class SotwStream extends StreamBase {
   async handle(req: SotwRequest): Promise<void> {
     this.svc.m.requests.inc({ method: this.method });
     this.checkType(req.type_url);
-    this.takeNode(req.node);
+    // node is decoded lazily (lazy-node.ts): read it only until the stream has one.
+    if (this.nodeId === undefined) this.takeNode(req.node);
     const nonce = req.response_nonce;
     if (nonce !== '' && nonce !== this.lastNonce) {
       // Common (an ACK of the previous response crossing the next one): no child logger unless debug is on.
@@ -246,7 +247,8 @@ class DeltaStream extends StreamBase {
   async handle(req: DeltaRequest): Promise<void> {
     this.svc.m.requests.inc({ method: this.method });
     this.checkType(req.type_url);
-    this.takeNode(req.node);
+    // node is decoded lazily (lazy-node.ts): read it only until the stream has one.
+    if (this.nodeId === undefined) this.takeNode(req.node);
     const first = this.first;
     this.first = false;
     // A request with a nonce is an ACK or (with error_detail) a NACK; subscription changes apply even if stale.
