@@ -32,7 +32,9 @@ const SPEC: Record<string, Record<string, number>> = {
   'envoy.config.core.v3.ControlPlane': { identifier: 1 },
   'envoy.config.core.v3.TypedExtensionConfig': { name: 1, typed_config: 2 },
   'envoy.config.core.v3.ConfigSource': { api_config_source: 2, initial_fetch_timeout: 4, resource_api_version: 6 },
-  'envoy.config.core.v3.ApiConfigSource': { api_type: 1, grpc_services: 4, transport_api_version: 8 },
+  // set_node_on_first_message_only is not in protocols.md; its number is from envoyproxy/envoy
+  // api/envoy/config/core/v3/config_source.proto ("bool set_node_on_first_message_only = 7;").
+  'envoy.config.core.v3.ApiConfigSource': { api_type: 1, grpc_services: 4, set_node_on_first_message_only: 7, transport_api_version: 8 },
   'envoy.config.core.v3.GrpcService.EnvoyGrpc': { cluster_name: 1 },
   'envoy.extensions.transport_sockets.tls.v3.Secret': {
     name: 1, tls_certificate: 2, session_ticket_keys: 3, validation_context: 4, generic_secret: 5,
