@@ -238,6 +238,12 @@ test('LeafSignerPool signs a lone request inline and spreads a burst over its wo
     assert.ok(c.dispatched >= 150, `a burst goes mostly to the workers (${JSON.stringify(c)})`);
     assert.ok(c.inline >= 2, `the calling thread takes its share (${JSON.stringify(c)})`);
     for (const r of burst) checkSvidProfile(r.certDer, { trustDomain: TD, issuerCertDer: ca.interDer, verifySignature: 'always' });
+    // RSA key generation (50-500 ms) never blocks the calling thread while workers exist, idle or not.
+    await new Promise((r) => setTimeout(r, 15));
+    const before = pool.jobCounts();
+    const rsa = await pool.signWithNewKey({ spiffeId: ID, dnsNames: [], notBefore: nb, notAfter: na, keyType: 'rsa-2048' });
+    assert.deepEqual(pool.jobCounts(), { inline: before.inline, dispatched: before.dispatched + 1 });
+    assert.ok(createPrivateKey(rsa.privateKeyPkcs8Pem).asymmetricKeyType === 'rsa');
   } finally {
     await pool.close();
   }
