@@ -27,11 +27,10 @@ interface Slot {
 
 /**
  * Spreads leaf signing over worker threads (`workers` of them; 0 signs inline on the calling thread). Requests
- * go to the worker with the fewest in flight, except that up to `inlineShare` of the calling thread's time is spent
- * signing inline instead
- * (takeInline; `inlineShare: 0` turns that off). setCa() swaps the signing CA everywhere; a request already queued in
- * a worker is signed with whichever CA that worker holds when it runs it (callers re-check the result against the
- * CA they expect). A worker that dies fails its in-flight requests with INTERNAL and is replaced.
+ * go to the worker with the fewest in flight, except that while every worker is idle up to `inlineShare` of the
+ * calling thread's time is spent signing inline instead (takeInline; `inlineShare: 0` turns that off). setCa() swaps
+ * the signing CA everywhere; a request already queued in a worker is signed with whichever CA that worker holds
+ * when it runs it (callers re-check the result against the CA they expect). A worker that dies fails its in-flight requests with INTERNAL and is replaced.
  *
  * Idle workers do not keep the process alive. close() terminates them and fails anything still in flight with
  * UNAVAILABLE. The CA key is sent to workers as PKCS#8 DER (zeroed after import) and never logged.
@@ -131,8 +130,9 @@ export class LeafSignerPool {
   }
 
   /**
-   * parseCsr (csr.ts) on a worker: the CSR signature check and key import (~110 µs on P-256) leave the calling
-   * thread, so CSR issuance scales with cores. Same result and errors as parseCsr; inline when workers is 0.
+   * parseCsr (csr.ts) on a worker: the CSR signature check and key import (~140 µs on P-256) leave the calling
+   * thread, so CSR issuance scales with cores. Same result and errors as parseCsr; inline under the same rule as
+   * signing (takeInline).
    */
   parseCsr(input: string | Buffer): Promise<ParsedCsr> {
     if (this.closed) return Promise.reject(new CaError('UNAVAILABLE', 'leaf signer pool is closed'));
