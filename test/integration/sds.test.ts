@@ -180,6 +180,37 @@ describe('SDS StreamSecrets / FetchSecrets over mTLS', { timeout: 60_000 }, () =
     assert.match(st.details, /node\.id/);
   });
 
+  it('a malformed node on the first request is INVALID_ARGUMENT naming it; repeated nodes in later requests are not decoded', async () => {
+    const p = clientProtos();
+    const path = '/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets';
+    const raw = (): { call: grpc.ClientDuplexStream<Buffer, Buffer>; data: Buffer[]; end: Promise<grpc.StatusObject> } => {
+      const call = web.client.makeBidiStreamRequest(path, (b: Buffer) => b, (b: Buffer) => b);
+      const data: Buffer[] = [];
+      call.on('data', (d: Buffer) => data.push(d));
+      call.on('error', () => undefined);
+      const end = new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve));
+      return { call, data, end };
+    };
+    const req = (fields: object): Buffer => p.discoveryRequest.serialize({ type_url: 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret', ...fields }) as Buffer;
+    const badNode = Buffer.from([0x12, 0x03, 0x08, 0xff, 0xff]); // node (field 2) whose id varint is cut short
+    const first = raw();
+    first.call.write(Buffer.concat([req({ resource_names: ['ROOTCA'] }), badNode]));
+    const st = await first.end;
+    assert.equal(st.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(st.details, /DiscoveryRequest\.node is not a valid envoy\.config\.core\.v3\.Node/);
+
+    const later = raw();
+    later.call.write(req({ resource_names: ['ROOTCA'], node: { id: 'node-raw', cluster: 'c' } }));
+    const until = Date.now() + 5000;
+    while (later.data.length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    const res = p.discoveryResponse.deserialize(later.data[0]!) as { version_info: string; nonce: string };
+    // An ACK repeating a (here: garbage) node, as Envoy does without set_node_on_first_message_only.
+    later.call.write(Buffer.concat([req({ resource_names: ['ROOTCA'], version_info: res.version_info, response_nonce: res.nonce }), badNode]));
+    await new Promise((r) => setTimeout(r, 300));
+    later.call.cancel();
+    assert.equal((await later.end).code, grpc.status.CANCELLED, 'the stream stayed open until the client left');
+  });
+
   it('asking for another identity is PERMISSION_DENIED naming it, and nothing is minted', async () => {
     const before = h.fake!.issued.filter((r) => r.spiffeId === DB).length;
     const s = web.streamSecrets();

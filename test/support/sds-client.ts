@@ -21,6 +21,8 @@ interface ClientProtos {
   readonly Client: grpc.ServiceClientConstructor;
   readonly secret: Codec;
   readonly spiffeValidator: Codec;
+  readonly discoveryRequest: Codec;
+  readonly discoveryResponse: Codec;
 }
 let protos: ClientProtos | undefined;
 
@@ -44,6 +46,8 @@ export function clientProtos(): ClientProtos {
     Client: pkg.envoy.service.secret.v3.SecretDiscoveryService as grpc.ServiceClientConstructor,
     secret: def['envoy.extensions.transport_sockets.tls.v3.Secret'] as Codec,
     spiffeValidator: def['envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig'] as Codec,
+    discoveryRequest: def['envoy.service.discovery.v3.DiscoveryRequest'] as Codec,
+    discoveryResponse: def['envoy.service.discovery.v3.DiscoveryResponse'] as Codec,
   };
   return protos;
 }
