@@ -155,13 +155,17 @@ export class GrpcServer {
     if (this.opts.udsPath) await rm(this.opts.udsPath, { force: true }).catch(() => undefined);
   }
 
-  /** HTTP/2 sessions grpc-js currently holds (private grpc-js state; empty if its shape changes). */
+  /** HTTP/2 sessions grpc-js currently holds (empty if its private state changes shape). */
   private openSessions(): Http2Session[] {
-    const servers = (this.server as unknown as { http2Servers?: Map<unknown, { sessions?: Set<Http2Session> }> }).http2Servers;
     const out: Http2Session[] = [];
-    if (!(servers instanceof Map)) return out;
-    for (const info of servers.values()) for (const s of info?.sessions ?? []) out.push(s);
+    for (const info of this.grpcHttp2Servers().values()) for (const s of info?.sessions ?? []) out.push(s);
     return out;
+  }
+
+  /** grpc-js's private map of its HTTP/2 servers to their sessions; empty if its shape changes. */
+  private grpcHttp2Servers(): Map<unknown, { sessions?: Set<Http2Session> } | undefined> {
+    const servers = (this.server as unknown as { http2Servers?: unknown }).http2Servers;
+    return servers instanceof Map ? servers : new Map();
   }
 
   private async issueServing(): Promise<IssuedSvid> {
@@ -214,8 +218,8 @@ export class GrpcServer {
     const port = await new Promise<number>((resolve, reject) => {
       this.server.bindAsync(address, creds, (err, p) => (err ? reject(err) : resolve(p)));
     });
-    for (const srv of this.http2Servers()) {
-      if (!this.alpnHooked.has(srv)) {
+    for (const srv of this.grpcHttp2Servers().keys()) {
+      if (srv instanceof EventEmitter && !this.alpnHooked.has(srv)) {
         this.alpnHooked.add(srv);
         srv.on('secureConnection', releaseAlpnCopy);
       }
@@ -223,12 +227,6 @@ export class GrpcServer {
     return port;
   }
 
-  /** grpc-js's HTTP/2 servers (private grpc-js state; empty if its shape changes). */
-  private http2Servers(): EventEmitter[] {
-    const servers = (this.server as unknown as { http2Servers?: Map<unknown, unknown> }).http2Servers;
-    if (!(servers instanceof Map)) return [];
-    return [...servers.keys()].filter((k): k is EventEmitter => k instanceof EventEmitter);
-  }
 
   private async bindUds(path: string): Promise<void> {
     await mkdir(dirname(path), { recursive: true });

@@ -28,16 +28,9 @@ export const TAG = {
   SET: 0x31,
 } as const;
 
-export function encodeLength(len: number): Buffer {
-  if (len < 0x80) return Buffer.from([len]);
-  if (len < 0x100) return Buffer.from([0x81, len]);
-  if (len < 0x10000) return Buffer.from([0x82, len >> 8, len & 0xff]);
-  if (len < 0x1000000) return Buffer.from([0x83, len >> 16, (len >> 8) & 0xff, len & 0xff]);
-  throw new DerError(`DER length ${len} too large`);
-}
-
-/** Number of bytes tag+length take for a value of `len` bytes. */
+/** Number of bytes tag+length take for a value of `len` bytes (at most 3 length octets, as readNode accepts). */
 export function headerSize(len: number): number {
+  if (len >= 0x1000000) throw new DerError(`DER length ${len} too large`);
   return len < 0x80 ? 2 : len < 0x100 ? 3 : len < 0x10000 ? 4 : 5;
 }
 
@@ -319,21 +312,31 @@ function readNodeWithin(buf: Buffer, offset: number, limit: number): DerNode {
 
 /** The child nodes of a constructed node, read in place (same as children(n.value), without making views). */
 export function childNodes(n: DerNode): DerNode[] {
+  return nodesWithin(n.buf, n.valueStart, n.end);
+}
+
+/** The single node that must fill `n`'s value exactly, with the given tag (same as readWhole(n.value, ...)). */
+export function onlyChild(n: DerNode, tag: number, what: string): DerNode {
+  return wholeWithin(n.buf, n.valueStart, n.end, tag, what);
+}
+
+/** Every TLV in buf[start..end). */
+function nodesWithin(buf: Buffer, start: number, end: number): DerNode[] {
   const out: DerNode[] = [];
-  let o = n.valueStart;
-  while (o < n.end) {
-    const c = readNodeWithin(n.buf, o, n.end);
+  let o = start;
+  while (o < end) {
+    const c = readNodeWithin(buf, o, end);
     out.push(c);
     o = c.end;
   }
   return out;
 }
 
-/** The single node that must fill `n`'s value exactly, with the given tag (same as readWhole(n.value, ...)). */
-export function onlyChild(n: DerNode, tag: number, what: string): DerNode {
-  const c = readNodeWithin(n.buf, n.valueStart, n.end);
+/** The one TLV with tag `tag` that fills buf[start..end) exactly. */
+function wholeWithin(buf: Buffer, start: number, end: number, tag: number, what: string): DerNode {
+  const c = readNodeWithin(buf, start, end);
   if (c.tag !== tag) throw new DerError(`${what}: expected tag 0x${tag.toString(16)}, got 0x${c.tag.toString(16)}`);
-  if (c.end !== n.end) throw new DerError(`${what}: ${n.end - c.end} trailing bytes`);
+  if (c.end !== end) throw new DerError(`${what}: ${end - c.end} trailing bytes`);
   return c;
 }
 
@@ -346,19 +349,10 @@ export function expectNode(buf: Buffer, offset: number, tag: number, what: strin
 
 /** All child nodes of a constructed node's value. */
 export function children(value: Buffer): DerNode[] {
-  const out: DerNode[] = [];
-  let o = 0;
-  while (o < value.length) {
-    const n = readNode(value, o);
-    out.push(n);
-    o = n.end;
-  }
-  return out;
+  return nodesWithin(value, 0, value.length);
 }
 
 /** Reads a buffer that must be exactly one TLV with the given tag. */
 export function readWhole(buf: Buffer, tag: number, what: string): DerNode {
-  const n = expectNode(buf, 0, tag, what);
-  if (n.end !== buf.length) throw new DerError(`${what}: ${buf.length - n.end} trailing bytes`);
-  return n;
+  return wholeWithin(buf, 0, buf.length, tag, what);
 }

@@ -138,11 +138,15 @@ export function subjectPublicKeyBits(spkiDer: Buffer): Buffer {
 /** RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey bits. */
 export function keyIdentifier(spkiDer: Buffer): Buffer {
   // P-256 SPKIs (every leaf meshca generates) have a fixed header: skip the generic parse on the hot path.
-  const bits =
-    spkiDer.length === P256_SPKI_PREFIX.length + 65 && spkiDer.compare(P256_SPKI_PREFIX, 0, P256_SPKI_PREFIX.length, 0, P256_SPKI_PREFIX.length) === 0
-      ? spkiDer.subarray(P256_SPKI_PREFIX.length)
-      : subjectPublicKeyBits(spkiDer);
-  return sha1(bits);
+  return sha1(isP256Spki(spkiDer) ? spkiDer.subarray(P256_SPKI_PREFIX.length) : subjectPublicKeyBits(spkiDer));
+}
+
+/** True when `spkiDer` is an uncompressed P-256 SubjectPublicKeyInfo (byte comparison with its fixed header). */
+export function isP256Spki(spkiDer: Buffer): boolean {
+  return (
+    spkiDer.length === P256_SPKI_PREFIX.length + 65 &&
+    spkiDer.compare(P256_SPKI_PREFIX, 0, P256_SPKI_PREFIX.length, 0, P256_SPKI_PREFIX.length) === 0
+  );
 }
 
 /** One-shot crypto.hash where Node has it (>= 20.12), else a Hash object. */

@@ -6,6 +6,7 @@ import {
   OID,
   RawP256KeyGenerator,
   generateKeyPair,
+  isP256Spki,
   keyIdentifier,
   pkcs8DerToPem,
   privateKeyToPkcs8Pem,
@@ -175,6 +176,7 @@ export class LeafSigner {
 
 /** True for rsaEncryption keys; throws INVALID_ARGUMENT for algorithms meshca does not certify. */
 function isRsaSpki(spkiDer: Buffer): boolean {
+  if (isP256Spki(spkiDer)) return false; // the common case, without parsing
   let algOid: string;
   try {
     const top = readNode(spkiDer, 0);

@@ -22,14 +22,19 @@ function makeOperatorCa(dir: string): void {
   run(['x509', '-req', '-in', 'ca.csr', '-CA', 'root-cert.pem', '-CAkey', 'root-key.pem', '-CAcreateserial', '-days', '20', '-extfile', ext, '-out', 'ca-cert.pem']);
 }
 
+/** A config pointing the internal backend at operator CA files in `dir` (file names as in Istio's cacerts). */
+function operatorConfig(dir: string, files: { caKey: string; root: string }): Promise<string> {
+  return writeTestConfig(
+    dir,
+    `authority:\n  internal:\n    caCertFile: ${join(dir, 'ca-cert.pem')}\n    caKeyFile: ${join(dir, files.caKey)}\n    rootCertFile: ${join(dir, files.root)}\n`,
+  );
+}
+
 test('with the operator\'s CA files, meshca mints its signing CA under them and leaves verify to root-cert.pem', { timeout: 60_000 }, async () => {
   const t = await tempDir();
   try {
     makeOperatorCa(t.dir);
-    const cfg = await writeTestConfig(
-      t.dir,
-      `authority:\n  internal:\n    caCertFile: ${join(t.dir, 'ca-cert.pem')}\n    caKeyFile: ${join(t.dir, 'ca-key.pem')}\n    rootCertFile: ${join(t.dir, 'root-cert.pem')}\n`,
-    );
+    const cfg = await operatorConfig(t.dir, { caKey: 'ca-key.pem', root: 'root-cert.pem' });
     const out = join(t.dir, 'out');
     const r = await runCli(['issue', '--config', cfg, '--spiffe-id', 'spiffe://test.example/op/w', '--out', out]);
     assert.equal(r.code, 0, r.stderr);
@@ -50,17 +55,11 @@ test('a key that does not match caCertFile is an error naming the key', { timeou
   const t = await tempDir();
   try {
     makeOperatorCa(t.dir);
-    const cfg = await writeTestConfig(
-      t.dir,
-      `authority:\n  internal:\n    caCertFile: ${join(t.dir, 'ca-cert.pem')}\n    caKeyFile: ${join(t.dir, 'root-key.pem')}\n    rootCertFile: ${join(t.dir, 'root-cert.pem')}\n`,
-    );
+    const cfg = await operatorConfig(t.dir, { caKey: 'root-key.pem', root: 'root-cert.pem' });
     const r = await runCli(['bundle', '--config', cfg]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /authority\.internal\.caKeyFile: .* does not match the certificate in caCertFile/);
-    const cfg2 = await writeTestConfig(
-      t.dir,
-      `authority:\n  internal:\n    caCertFile: ${join(t.dir, 'ca-cert.pem')}\n    caKeyFile: ${join(t.dir, 'ca-key.pem')}\n    rootCertFile: ${join(t.dir, 'ca-cert.pem')}\n`,
-    );
+    const cfg2 = await operatorConfig(t.dir, { caKey: 'ca-key.pem', root: 'ca-cert.pem' });
     const r2 = await runCli(['bundle', '--config', cfg2]);
     assert.equal(r2.code, 1);
     assert.match(r2.stderr, /authority\.internal\.rootCertFile: no certificate in .* issued/);
