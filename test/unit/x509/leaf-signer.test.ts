@@ -5,7 +5,7 @@ import { X509Certificate, createECDH, createPrivateKey, createPublicKey, webcryp
 import * as x509 from '@peculiar/x509';
 import { LeafSigner } from '../../../src/x509/leaf-signer.js';
 import { LeafSignerPool } from '../../../src/x509/signer-pool.js';
-import { generateKeyPair, keyIdentifier, p256Pkcs8FromRaw, spkiDerOf } from '../../../src/x509/keys.js';
+import { RawP256KeyGenerator, generateKeyPair, keyIdentifier, p256Pkcs8FromRaw, spkiDerOf } from '../../../src/x509/keys.js';
 import { parseCertificate } from '../../../src/x509/cert-parse.js';
 import { checkSvidProfile } from '../../../src/x509/validate.js';
 import { toPem } from '../../../src/x509/pem.js';
@@ -261,4 +261,34 @@ test('hand-built P-256 PKCS#8 pads a short private scalar and matches OpenSSL by
   assert.ok(p256Pkcs8FromRaw(d, q).equals(der));
   assert.throws(() => p256Pkcs8FromRaw(Buffer.alloc(33, 1), q), /at most 32 bytes/);
   assert.throws(() => p256Pkcs8FromRaw(d, q.subarray(1)), /65 bytes uncompressed/);
+});
+
+test('RawP256KeyGenerator: fresh scalars in [1, n-1], PKCS#8 and SPKI of one key pair, out-of-range draws skipped', () => {
+  const n = Buffer.from('ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551', 'hex');
+  const good = Buffer.alloc(32, 0x11);
+  // The injected source yields, in order: 0, n, 0xff..ff, then a valid scalar; only the last may become a key.
+  let calls = 0;
+  const gen = new RawP256KeyGenerator((buf) => {
+    calls++;
+    buf.fill(0);
+    n.copy(buf, 32);
+    buf.fill(0xff, 64, 96);
+    for (let at = 96; at < buf.length; at += 32) good.copy(buf, at);
+  });
+  const k = gen.generate();
+  assert.equal(calls, 1);
+  const priv = createPrivateKey({ key: k.pkcs8Der, format: 'der', type: 'pkcs8' });
+  assert.equal((priv.export({ format: 'jwk' }) as { d: string }).d, good.toString('base64url'));
+  assert.ok(createPublicKey(priv).export({ type: 'spki', format: 'der' }).equals(k.spkiDer));
+
+  // With the real CSPRNG: every key is valid, matches its SPKI, and none repeats.
+  const real = new RawP256KeyGenerator();
+  const seen = new Set<string>();
+  for (let i = 0; i < 200; i++) {
+    const r = real.generate();
+    const key = createPrivateKey({ key: r.pkcs8Der, format: 'der', type: 'pkcs8' });
+    if (i % 20 === 0) assert.ok(createPublicKey(key).export({ type: 'spki', format: 'der' }).equals(r.spkiDer));
+    seen.add(r.spkiDer.toString('hex'));
+  }
+  assert.equal(seen.size, 200);
 });
