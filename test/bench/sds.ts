@@ -3,6 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import * as http2 from 'node:http2';
 import * as tls from 'node:tls';
 import { tmpdir } from 'node:os';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { execSync } from 'node:child_process';
@@ -103,6 +104,19 @@ class ChildLoad {
       this.proc.send(msg);
     });
   }
+  /** Resolves with the next message of `type` the child sends on its own (undefined after timeoutMs). */
+  next(type: string, timeoutMs: number): Promise<ChildMsg | undefined> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.waiters.delete(type);
+        resolve(undefined);
+      }, timeoutMs);
+      this.waiters.set(type, (m) => {
+        clearTimeout(t);
+        resolve(m);
+      });
+    });
+  }
   async stop(): Promise<void> {
     if (this.proc.exitCode !== null) return;
     const exited = new Promise((r) => this.proc.once('exit', r));
@@ -150,12 +164,18 @@ async function runOne(n: number, gc: () => void): Promise<Record<string, unknown
     const storm = Math.min(n, STORM_MAX);
     const cpu0 = process.cpuUsage();
     const profOpen = await startProfile('open');
+    // How long the server's event loop stalled during the storm: a first secret cannot come sooner than the loop
+    // gets to it, so this separates "meshca's main thread was busy" from "the handshake itself was slow".
+    const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+    loopDelay.enable();
+    const stormDone = child.next('storm-done', 170_000).then(() => loopDelay.disable());
     const opened = await child.ask(
       { type: 'open', port: running.port, caPem: core.authority.bundle().pem, creds, count: n, stormCount: storm, stormRate: STORM_RATE },
       'opened',
       170_000,
     );
     const cpu = process.cpuUsage(cpu0);
+    await stormDone;
     await profOpen();
     const held = running.sds.openStreams();
     gc();
@@ -211,6 +231,8 @@ async function runOne(n: number, gc: () => void): Promise<Record<string, unknown
         // Same handshakes against a plain node:tls server in this run: what TLS alone costs on this machine.
         bareMtlsBaseline: bare,
         ratioFirstSecretP99ToBareHandshakeP99: round2(Number((opened.firstInStorm as Percentiles).p99) / bare.handshakeMs.p99),
+        // Event-loop delay of the server while the storm ran (5 ms resolution, so ~5 ms is "never stalled").
+        serverLoopDelayMs: { p50: round2(loopDelay.percentile(50) / 1e6), p99: round2(loopDelay.percentile(99) / 1e6), max: round2(loopDelay.max / 1e6) },
       },
       // process.cpuUsage(): every thread of the server process (main, signer workers, GC helpers), storm + rest.
       serverProcessCpuMsPerConnection: Math.round(((cpu.user + cpu.system) / 1000 / n) * 100) / 100,
@@ -569,6 +591,7 @@ async function childMain(): Promise<void> {
       const settle = Date.now() + 20_000;
       while (states.slice(0, storm).some((s) => s.fullAt === undefined) && Date.now() < settle && failed === 0) await new Promise((r) => setTimeout(r, 20));
       const stormStates = states.slice(0, storm);
+      process.send!({ type: 'storm-done' });
       // Rest: as fast as the server takes them, at most 64 waiting for their secrets.
       const r0 = performance.now();
       for (let i = storm; i < count; i++) {
