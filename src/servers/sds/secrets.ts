@@ -65,11 +65,13 @@ export function trustedCaSecret(_protos: SdsProtos, name: string, bundle: Domain
 /**
  * Secret{name, validation_context{custom_validator_config{envoy.tls.cert_validator.spiffe,
  * SPIFFECertValidatorConfig{trust_domains: [{bare name, inline PEM}]}}}} for ALL: Envoy picks the bundle by the
- * peer's trust domain, so domains never mix.
+ * peer's trust domain, so domains never mix. The trust domains (own and federated) are sorted by name, as SPIRE
+ * sorts them (protocols.md §3.1).
  */
 export function spiffeValidatorSecret(protos: SdsProtos, name: string, bundles: readonly DomainBundle[]): EncodedSecret {
+  const sorted = [...bundles].sort((a, b) => (a.trustDomain < b.trustDomain ? -1 : a.trustDomain > b.trustDomain ? 1 : 0));
   const config = protos.spiffeValidator.serialize({
-    trust_domains: bundles.map((b) => ({ name: b.trustDomain, trust_bundle: { inline_bytes: Buffer.from(b.pem, 'utf8') } })),
+    trust_domains: sorted.map((b) => ({ name: b.trustDomain, trust_bundle: { inline_bytes: Buffer.from(b.pem, 'utf8') } })),
   });
   return finish(protos, name, 'validation_context', {
     name,
