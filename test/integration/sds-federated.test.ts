@@ -48,4 +48,52 @@ describe('SDS with federated trust domains', { timeout: 60_000 }, () => {
       m.registry.removeFederated(PEER);
     }
   });
+
+  it('Delta: a trust domain whose bundle goes away is listed in removed_resources and sent again when it returns', async () => {
+    m.registry.setFederated(PEER, { rootsDer: peerRoots, refreshHintSeconds: 300, source: 'federated-file' });
+    const s = web.deltaSecrets();
+    try {
+      s.send({ resource_names_subscribe: [`spiffe://${PEER}`] });
+      const r1 = await s.next();
+      assert.equal(r1.resources[0]!.name, `spiffe://${PEER}`);
+      s.ack(r1);
+      m.registry.removeFederated(PEER);
+      const r2 = await s.next();
+      assert.deepEqual(r2.removed_resources, [`spiffe://${PEER}`]);
+      assert.equal(r2.resources.length, 0);
+      assert.ok(r2.nonce.length > 0);
+      s.ack(r2);
+      await s.expectSilence(200);
+      assert.equal(s.endStatus, undefined, 'the stream stays open');
+      m.registry.setFederated(PEER, { rootsDer: peerRoots, refreshHintSeconds: 300, source: 'federated-file' });
+      const r3 = await s.next();
+      assert.equal(r3.resources[0]!.name, `spiffe://${PEER}`);
+      assert.equal(r3.secrets[0]!.validation_context!.trusted_ca!.inline_bytes.toString(), m.registry.get(PEER)!.pem);
+    } finally {
+      s.cancel();
+      m.registry.removeFederated(PEER);
+    }
+  });
+
+  it('Delta: subscribing to a trust domain without a bundle gets removed_resources, then the bundle when it appears', async () => {
+    const s = web.deltaSecrets();
+    try {
+      s.send({ resource_names_subscribe: [`spiffe://${PEER}`, 'ROOTCA'] });
+      const got = [await s.next(), await s.next()];
+      const removed = got.find((r) => r.removed_resources.length > 0)!;
+      assert.deepEqual(removed.removed_resources, [`spiffe://${PEER}`]);
+      assert.deepEqual(got.flatMap((r) => r.resources.map((x) => x.name)), ['ROOTCA']);
+      for (const r of got) s.ack(r);
+      // Subscribing again is answered again.
+      s.send({ resource_names_subscribe: [`spiffe://${PEER}`] });
+      assert.deepEqual((await s.next()).removed_resources, [`spiffe://${PEER}`]);
+      m.registry.setFederated(PEER, { rootsDer: peerRoots, refreshHintSeconds: 300, source: 'federated-file' });
+      const r = await s.next();
+      assert.equal(r.resources[0]!.name, `spiffe://${PEER}`);
+      assert.equal(s.endStatus, undefined);
+    } finally {
+      s.cancel();
+      m.registry.removeFederated(PEER);
+    }
+  });
 });

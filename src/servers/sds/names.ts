@@ -38,9 +38,11 @@ function show(names: readonly string[]): string {
 
 /**
  * Resolves every name or throws: INVALID_ARGUMENT listing all unknown/malformed names first (they are the caller's
- * bug), else PERMISSION_DENIED listing all names the caller may not have.
+ * bug), else PERMISSION_DENIED listing all names the caller may not have. With `unknownTrustDomains` (DeltaSecrets)
+ * a well-formed `spiffe://<td>` of a trust domain without a bundle resolves to a bundle target that does not exist
+ * (yet): Delta reports it in removed_resources and sends it once the bundle appears (protocols.md §2).
  */
-export function resolveNames(names: readonly string[], caller: Caller, ctx: NameContext): Target[] {
+export function resolveNames(names: readonly string[], caller: Caller, ctx: NameContext, unknownTrustDomains = false): Target[] {
   const out: Target[] = [];
   const invalid: string[] = [];
   const reasons: string[] = [];
@@ -78,7 +80,7 @@ export function resolveNames(names: readonly string[], caller: Caller, ctx: Name
       continue;
     }
     if (id.path === '') {
-      if (id.trustDomain === ctx.trustDomain || ctx.bundles.all().some((b) => b.trustDomain === id.trustDomain)) {
+      if (unknownTrustDomains || id.trustDomain === ctx.trustDomain || ctx.bundles.all().some((b) => b.trustDomain === id.trustDomain)) {
         out.push({ kind: 'bundle', name, trustDomain: id.trustDomain });
       } else {
         invalid.push(name);

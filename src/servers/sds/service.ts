@@ -35,10 +35,11 @@ import { spiffeValidatorSecret, tlsCertificateSecret, trustedCaSecret, type Enco
  * - SotW names are the full set: added names are sent (even if sent before), missing names are unsubscribed; a stream
  *   that has never named a resource is a wildcard subscription (legacy rule) and gets WILDCARD_NAMES
  *   (`default` + `ROOTCA`); an empty list after names means unsubscribe-all; `*` subscribes the wildcard set too;
- * - Delta: every name in resource_names_subscribe is answered (except, on the first message, names whose
- *   initial_resource_versions entry equals the current version); unsubscribes of unknown names are ignored; a pure
- *   unsubscribe gets no reply unless `*` is also subscribed, then the name is re-sent (still covered by the wildcard)
- *   or listed in removed_resources;
+ * - Delta: every name in resource_names_subscribe is answered (except, on the first message, names
+ *   whose initial_resource_versions entry equals the current version); unsubscribes of unknown names are ignored; a
+ *   pure unsubscribe gets no reply unless `*` is also subscribed, then the name is re-sent (still covered by the
+ *   wildcard) or listed in removed_resources; a `spiffe://<td>` whose trust domain has no bundle (not yet, or no
+ *   more) is listed in removed_resources and sent when its bundle appears;
  * - pushes: certificate renewal / re-issue (SvidCache) and bundle changes (BundleProvider); on an authority 'bundle'
  *   event validation contexts are pushed first, then the cache re-issues leaves;
  * - errors: a request that cannot be served (bad type_url, missing node.id, unknown name, unauthorised name,
@@ -69,6 +70,8 @@ interface Sub {
   cert: SvidSubscription | undefined;
   /** True once something was pushed for this subscription (the initial send is then skipped). */
   started: boolean;
+  /** Delta: the name is listed in removed_resources (its trust domain has no bundle) until it exists again. */
+  removed: boolean;
 }
 
 /** Per-stream state common to SotW and Delta. */
@@ -142,10 +145,17 @@ abstract class StreamBase {
 
   /** Subscribes a resolved name and sends it once its content is ready. */
   addSub(target: Target, sentVersion: string | undefined): void {
-    const sub: Sub = { target, sentVersion, last: undefined, cert: undefined, started: false };
+    const sub: Sub = { target, sentVersion, last: undefined, cert: undefined, started: false, removed: false };
     this.subs.set(target.name, sub);
     if (target.kind !== 'cert') {
-      this.push(sub, this.svc.bundleSecret(target), 'subscription', sentVersion === undefined);
+      let enc: EncodedSecret;
+      try {
+        enc = this.svc.bundleSecret(target);
+      } catch (e) {
+        if (this.missing(sub, e)) return;
+        throw e;
+      }
+      this.push(sub, enc, 'subscription', sentVersion === undefined);
       return;
     }
     sub.cert = this.svc.cache.subscribe(this.nodeId!, target.spiffeId, (svid, reason) => {
@@ -180,6 +190,7 @@ abstract class StreamBase {
     sub.last = enc;
     if (!force && sub.sentVersion === enc.version) return false;
     sub.sentVersion = enc.version;
+    sub.removed = false;
     this.write(enc);
     if (count) {
       this.svc.m.pushes.inc({ reason });
@@ -189,6 +200,14 @@ abstract class StreamBase {
   }
 
   abstract write(enc: EncodedSecret): void;
+
+  /**
+   * A bundle name whose trust domain has no bundle (bundleSecret threw `e`). Returns true when handled; by default it
+   * is not, and the call ends with NOT_FOUND (as SPIRE does: SotW has no "not found" signal).
+   */
+  missing(_sub: Sub, _e: unknown): boolean {
+    return false;
+  }
 }
 
 class SotwStream extends StreamBase {
@@ -244,6 +263,22 @@ class DeltaStream extends StreamBase {
     this.call.write(encodeDeltaResponse(this.svc.nextVersion(), [], names, nonce));
   }
 
+  /**
+   * protocols.md §2 "Delta not-found or deleted": a subscribed trust domain without a bundle is listed in
+   * removed_resources (once) and stays subscribed; it is sent again when its bundle appears.
+   */
+  override missing(sub: Sub, e: unknown): boolean {
+    if (!(e instanceof CaError && e.code === 'NOT_FOUND')) return false;
+    sub.started = true;
+    sub.last = undefined;
+    if (!sub.removed) {
+      sub.removed = true;
+      sub.sentVersion = undefined;
+      this.writeRemoved([sub.target.name]);
+    }
+    return true;
+  }
+
   async handle(req: DeltaRequest): Promise<void> {
     this.svc.m.requests.inc({ method: this.method });
     this.checkType(req.type_url);
@@ -276,7 +311,7 @@ class DeltaStream extends StreamBase {
     const desired = new Set(this.explicit);
     if (this.wildcard) for (const n of WILDCARD_NAMES) desired.add(n);
     const added = [...desired].filter((n) => !this.subs.has(n));
-    const targets = resolveNames(added, this.caller!, this.svc.nameContext);
+    const targets = resolveNames(added, this.caller!, this.svc.nameContext, true);
     for (const name of [...this.subs.keys()]) if (!desired.has(name)) this.removeSub(name);
     const initial = first ? req.initial_resource_versions : {};
     for (const t of targets) this.addSub(t, initial[t.name] !== undefined && initial[t.name] !== '' ? initial[t.name] : undefined);
@@ -285,6 +320,7 @@ class DeltaStream extends StreamBase {
     for (const n of resend) {
       const s = this.subs.get(n);
       if (s?.last) this.push(s, s.last, 'subscription', true);
+      else if (s?.removed) removedOut.push(n);
     }
     if (removedOut.length > 0) this.writeRemoved(removedOut);
   }
@@ -432,6 +468,7 @@ export class SdsService {
         try {
           if (s.push(sub, this.bundleSecret(sub.target), 'bundle', false, false)) sent++;
         } catch (e) {
+          if (s.missing(sub, e)) continue;
           s.fail(e);
           break;
         }
