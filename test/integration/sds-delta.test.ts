@@ -68,6 +68,20 @@ describe('SDS DeltaSecrets', { timeout: 60_000 }, () => {
     s.cancel();
   });
 
+  it('subscribing the wildcard again is answered with every resource it covers', async () => {
+    const s = web.deltaSecrets();
+    s.send({ resource_names_subscribe: ['*'] });
+    const got = [await s.next(), await s.next()];
+    assert.deepEqual(got.map((r) => r.resources[0]!.name).sort(), ['ROOTCA', 'default']);
+    for (const r of got) s.ack(r);
+    s.send({ resource_names_subscribe: ['*'] });
+    const again = [await s.next(), await s.next()];
+    assert.deepEqual(again.map((r) => r.resources[0]!.name).sort(), ['ROOTCA', 'default']);
+    for (const r of again) s.ack(r);
+    await s.expectSilence(200);
+    s.cancel();
+  });
+
   it('a reconnect with initial_resource_versions skips unchanged secrets and sends changed ones', async () => {
     const s1 = web.deltaSecrets();
     s1.send({ resource_names_subscribe: ['default', 'ROOTCA'] });

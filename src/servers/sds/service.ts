@@ -35,7 +35,7 @@ import { spiffeValidatorSecret, tlsCertificateSecret, trustedCaSecret, type Enco
  * - SotW names are the full set: added names are sent (even if sent before), missing names are unsubscribed; a stream
  *   that has never named a resource is a wildcard subscription (legacy rule) and gets WILDCARD_NAMES
  *   (`default` + `ROOTCA`); an empty list after names means unsubscribe-all; `*` subscribes the wildcard set too;
- * - Delta: every name in resource_names_subscribe is answered (except, on the first message, names
+ * - Delta: every name in resource_names_subscribe (`*` included) is answered (except, on the first message, names
  *   whose initial_resource_versions entry equals the current version); unsubscribes of unknown names are ignored; a
  *   pure unsubscribe gets no reply unless `*` is also subscribed, then the name is re-sent (still covered by the
  *   wildcard) or listed in removed_resources; a `spiffe://<td>` whose trust domain has no bundle (not yet, or no
@@ -317,6 +317,8 @@ class DeltaStream extends StreamBase {
     for (const t of targets) this.addSub(t, initial[t.name] !== undefined && initial[t.name] !== '' ? initial[t.name] : undefined);
     // Names subscribed again (already live) are answered again with their current content.
     for (const n of subscribe) if (n !== WILDCARD && !added.includes(n)) resend.add(n);
+    // So is `*` subscribed again: every name it covers.
+    if (subscribe.includes(WILDCARD)) for (const n of WILDCARD_NAMES) if (!added.includes(n)) resend.add(n);
     for (const n of resend) {
       const s = this.subs.get(n);
       if (s?.last) this.push(s, s.last, 'subscription', true);
