@@ -73,8 +73,9 @@ function isObject(v: unknown): v is Record<string, unknown> {
  * - the document is a JSON object with a `keys` array (required; empty is valid and means "all revoked");
  * - duplicate JSON keys anywhere are rejected;
  * - entries with a missing or unknown `use`, or a missing or unknown `kty`, are skipped (and reported in `skipped`);
- * - `x509-svid` entries need `x5c` with exactly one standard-base64 DER certificate that is a CA, no `kid`, and
- *   public key parameters (when present) matching that certificate;
+ * - `x509-svid` entries without `x5c` (or with an empty one) are skipped; otherwise `x5c[0]` must be a standard-base64
+ *   DER certificate that is a CA and any further `x5c` values are ignored (X509-SVID.md §6.2); no `kid`, and public
+ *   key parameters (when present) matching that certificate;
  * - `jwt-svid` entries need a `kid` (unique in the bundle) and, when present, an RS/ES/PS 256/384/512 `alg`;
  * - `spiffe_sequence`, when present, is a non-negative safe integer; `spiffe_refresh_hint` a positive number.
  * Throws CaError INVALID_ARGUMENT naming the first problem.
@@ -125,8 +126,12 @@ export function parseSpiffeBundle(input: string | Buffer | unknown, what = 'SPIF
     if (use === 'x509-svid') {
       if (k.kid !== undefined) bad(what, `${at}: an x509-svid entry must not have a "kid"`);
       const x5c = k.x5c;
-      if (!Array.isArray(x5c)) bad(what, `${at}: an x509-svid entry needs "x5c" with exactly one certificate`);
-      if (x5c.length !== 1) bad(what, `${at}: "x5c" must hold exactly one certificate (has ${x5c.length})`);
+      if (x5c === undefined || (Array.isArray(x5c) && x5c.length === 0)) {
+        skipped.push(`${at}: x509-svid entry without "x5c"`);
+        return;
+      }
+      if (!Array.isArray(x5c)) bad(what, `${at}: "x5c" must be an array of base64 DER certificates`);
+      // Only the first value is the CA certificate; consumers ignore the rest.
       const b64 = x5c[0];
       if (typeof b64 !== 'string' || b64.length === 0 || !STD_BASE64.test(b64)) bad(what, `${at}: x5c[0] is not standard base64`);
       const der = Buffer.from(b64, 'base64');

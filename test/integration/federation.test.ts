@@ -301,7 +301,7 @@ describe('federation over https_web: malformed bundles, restarts, static files',
           ['{"keys": [', /not valid JSON/.source],
           ['{"spiffe_sequence": 5}', /"keys" is required/.source],
           [goodDoc.replace('"keys":', '"keys": [], "keys":'), /duplicate key "keys"/.source],
-          [JSON.stringify({ ...JSON.parse(goodDoc), keys: JSON.parse(goodDoc).keys.map((k: Record<string, unknown>) => ({ ...k, x5c: [k.x5c as string[], k.x5c as string[]].flat() })) }), /exactly one certificate \(has 2\)/.source],
+          [JSON.stringify({ ...JSON.parse(goodDoc), keys: JSON.parse(goodDoc).keys.map((k: Record<string, unknown>) => ({ ...k, x5c: ['!!!'] })) }), /x5c\[0\] is not standard base64/.source],
           [JSON.stringify({ ...JSON.parse(goodDoc), keys: JSON.parse(goodDoc).keys.map((k: Record<string, unknown>) => ({ ...k, kid: 'x' })) }), /must not have a "kid"/.source],
         ];
         for (const [body, re] of bad) {
@@ -335,6 +335,28 @@ describe('federation over https_web: malformed bundles, restarts, static files',
       }
     } finally {
       await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  test('an x509-svid entry without x5c is skipped and x5c values after the first are ignored (X509-SVID §6.2)', async () => {
+    const remote = await startInstance({ trustDomain: 'remote.test' });
+    const goodDoc = JSON.parse(remote.registry.spiffeBundleJson('remote.test')!) as { keys: Record<string, unknown>[] };
+    const rootDer = remote.core.authority.bundle().rootsDer[0]!;
+    await remote.close();
+    const m = await startInstance({ trustDomain: 'local4.test' });
+    try {
+      const k = goodDoc.keys[0]!;
+      const extra = Buffer.from('not a certificate').toString('base64');
+      const keys = [{ kty: k.kty, use: 'x509-svid' }, { ...k, x5c: [(k.x5c as string[])[0]!, extra] }];
+      answer = { status: 200, body: JSON.stringify({ ...goodDoc, keys }) };
+      await m.federate(fedCfg());
+      await m.federation!.refreshNow('remote.test');
+      assert.equal(m.federation!.status()[0]!.lastError ?? '', '');
+      const got = m.registry.get('remote.test');
+      assert.ok(got, 'bundle accepted');
+      assert.deepEqual(got.rootsDer, [rootDer]);
+    } finally {
+      await m.close();
     }
   });
 

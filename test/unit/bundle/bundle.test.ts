@@ -68,12 +68,22 @@ describe('SPIFFE bundle (de)serialisation', () => {
     assert.equal(parseSpiffeBundle('{"keys":[]}').x509Authorities.length, 0);
   });
 
+  test('ok/x509-svid entries without x5c (or with an empty one) are skipped; only x5c[0] counts', async () => {
+    const { a } = await fixtures();
+    const doc = bundleToJwks(a.bundle(), 60) as unknown as { keys: Record<string, unknown>[] };
+    const k = doc.keys[0]!;
+    const b64 = (k.x5c as string[])[0]!;
+    doc.keys = [{ ...k, x5c: [b64, 'ignored'] }, { kty: 'EC', use: 'x509-svid' }, { kty: 'EC', use: 'x509-svid', x5c: [] }];
+    const p = parseSpiffeBundle(JSON.stringify(doc));
+    assert.deepEqual(p.x509Authorities, [...a.bundle().rootsDer]);
+    assert.equal(p.skipped.length, 2);
+  });
+
   const bad: Record<string, (d: Record<string, unknown>, k: Record<string, unknown>, b64: string) => unknown> = {
     'fail/not an object': () => [],
     'fail/keys missing': (d) => ({ ...d, keys: undefined }),
     'fail/keys not an array': (d) => ({ ...d, keys: {} }),
-    'fail/x509-svid without x5c': (d, k) => ({ ...d, keys: [{ ...k, x5c: undefined }] }),
-    'fail/x509-svid with two certificates': (d, k, b) => ({ ...d, keys: [{ ...k, x5c: [b, b] }] }),
+    'fail/x5c not an array': (d, k, b) => ({ ...d, keys: [{ ...k, x5c: b }] }),
     'fail/x509-svid with a kid': (d, k) => ({ ...d, keys: [{ ...k, kid: 'x' }] }),
     'fail/x5c not base64': (d, k) => ({ ...d, keys: [{ ...k, x5c: ['!!!'] }] }),
     'fail/x5c url-safe base64': (d, k, b) => ({ ...d, keys: [{ ...k, x5c: [b.replace(/\+/g, '-').replace(/\//g, '_')] }] }),
