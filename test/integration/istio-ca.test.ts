@@ -5,6 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import { startInstance, type Instance } from '../support/meshca-instance.js';
 import { unary, type ApiClients } from '../support/api-client.js';
 import { corruptSignature, makeCsr } from '../support/csr.js';
+import { CaError } from '../../src/util/errors.js';
 
 const TD = 'mesh.test';
 const POD = `spiffe://${TD}/ns/default/sa/productpage`;
@@ -128,6 +129,22 @@ describe('istio.v1.auth.IstioCertificateService/CreateCertificate', { timeout: 6
         await expectCode(unary(pod.istio, 'CreateCertificate', { csr: await make() }), grpc.status.INVALID_ARGUMENT, re);
       });
     }
+  });
+
+  test('fail/a CA that is not ready or cannot sign is INTERNAL (as istiod)', async () => {
+    const authority = m.core.authority as { issue: typeof m.core.authority.issue };
+    const issue = authority.issue;
+    authority.issue = async () => {
+      throw new CaError('UNAVAILABLE', 'no valid signing CA (backend: sealed)');
+    };
+    try {
+      const csr = await makeCsr({ uris: [POD] });
+      await expectCode(unary(pod.istio, 'CreateCertificate', { csr: csr.pem }), grpc.status.INTERNAL, /no valid signing CA/);
+    } finally {
+      authority.issue = issue;
+    }
+    const ok = await unary(pod.istio, 'CreateCertificate', { csr: (await makeCsr({ uris: [POD] })).pem });
+    assert.ok(ok.cert_chain.length >= 2);
   });
 
   test('fail/no client certificate, or a bearer token with no token authenticator, is UNAUTHENTICATED', async () => {

@@ -76,7 +76,8 @@ export function istioCertChain(svid: IssuedSvid, rootsDer: readonly Buffer[]): s
  *   metadata ImpersonatedIdentity. Another identity than the caller's is PERMISSION_DENIED unless
  *   authorization.controllers allows the caller that identity; every decision is audited;
  * - validity_duration <= 0 means workload.ttl (capped at the controller's maxTtl); above workload.maxTtl (or the
- *   controller's maxTtl) is INVALID_ARGUMENT, like istiod;
+ *   controller's maxTtl) is INVALID_ARGUMENT, like istiod; a CA that is not ready or cannot sign is INTERNAL, like
+ *   istiod (protocols.md §5);
  * - the answer is cert_chain = leaf, intermediates, root (one PEM certificate per element).
  */
 export function istioServiceHandlers(deps: IstioServiceDeps): grpc.UntypedServiceImplementation {
@@ -113,7 +114,14 @@ export function istioServiceHandlers(deps: IstioServiceDeps): grpc.UntypedServic
       throw invalidArgument(`requested validity_duration ${vd}s (${formatDuration(vd)}) is longer than the maximum ${formatDuration(max)}`);
     }
     const ttl = vd > 0 ? vd : Math.min(deps.workload.ttlSeconds, max);
-    const svid = await deps.authority.issue({ spiffeId: target, ttlSeconds: ttl, publicKey: csr.publicKey, csrDer: csr.der, source: 'istio' });
+    let svid: IssuedSvid;
+    try {
+      svid = await deps.authority.issue({ spiffeId: target, ttlSeconds: ttl, publicKey: csr.publicKey, csrDer: csr.der, source: 'istio' });
+    } catch (e) {
+      // istiod: a CA that is not ready or cannot sign is INTERNAL; only request errors stay INVALID_ARGUMENT.
+      if (e instanceof CaError && e.code === 'INVALID_ARGUMENT') throw e;
+      throw new CaError('INTERNAL', `CSR signing error (${e instanceof CaError ? e.message : 'internal error'})`, { cause: e });
+    }
     return { cert_chain: istioCertChain(svid, deps.authority.bundle().rootsDer) };
   };
 
