@@ -133,6 +133,7 @@ export async function buildGrpcServerWithSds(
     ...(deps.servingTtlSeconds !== undefined ? { servingTtlSeconds: deps.servingTtlSeconds } : {}),
   });
   server.addService(sds.definition, sds.implementation());
+  server.addService(sds.adsDefinition, sds.adsImplementation());
   return {
     server,
     sds,

@@ -23,6 +23,8 @@ interface ClientProtos {
   readonly spiffeValidator: Codec;
   readonly discoveryRequest: Codec;
   readonly discoveryResponse: Codec;
+  readonly deltaRequest: Codec;
+  readonly deltaResponse: Codec;
 }
 let protos: ClientProtos | undefined;
 
@@ -48,6 +50,8 @@ export function clientProtos(): ClientProtos {
     spiffeValidator: def['envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig'] as Codec,
     discoveryRequest: def['envoy.service.discovery.v3.DiscoveryRequest'] as Codec,
     discoveryResponse: def['envoy.service.discovery.v3.DiscoveryResponse'] as Codec,
+    deltaRequest: def['envoy.service.discovery.v3.DeltaDiscoveryRequest'] as Codec,
+    deltaResponse: def['envoy.service.discovery.v3.DeltaDiscoveryResponse'] as Codec,
   };
   return protos;
 }
@@ -290,6 +294,27 @@ export class SdsClient {
 
   deltaSecrets(node: Node | undefined = this.opts.node): DeltaStream {
     return new DeltaStream(this.client.DeltaSecrets(), node);
+  }
+
+  /** envoy.service.discovery.v3.AggregatedDiscoveryService (ADS) streams, on the same channel. */
+  aggregatedResources(node: Node | undefined = this.opts.node): SotwStream {
+    const p = clientProtos();
+    const call = this.client.makeBidiStreamRequest(
+      '/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources',
+      (v: object) => p.discoveryRequest.serialize(v) as Buffer,
+      (b: Buffer) => p.discoveryResponse.deserialize(b),
+    );
+    return new SotwStream(call, node);
+  }
+
+  deltaAggregatedResources(node: Node | undefined = this.opts.node): DeltaStream {
+    const p = clientProtos();
+    const call = this.client.makeBidiStreamRequest(
+      '/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources',
+      (v: object) => p.deltaRequest.serialize(v) as Buffer,
+      (b: Buffer) => p.deltaResponse.deserialize(b),
+    );
+    return new DeltaStream(call, node);
   }
 
   fetchSecrets(names: string[], node: Node | undefined = this.opts.node, typeUrl = SECRET_TYPE_URL, timeoutMs = 10_000): Promise<SotwResponse> {

@@ -17,6 +17,7 @@ export const SPIFFE_VALIDATOR_TYPE_URL = 'type.googleapis.com/envoy.extensions.t
 export const RESOURCE_TYPE_URL = 'type.googleapis.com/envoy.service.discovery.v3.Resource';
 export const SPIFFE_VALIDATOR_NAME = 'envoy.tls.cert_validator.spiffe';
 export const SDS_SERVICE = 'envoy.service.secret.v3.SecretDiscoveryService';
+export const ADS_SERVICE = 'envoy.service.discovery.v3.AggregatedDiscoveryService';
 
 export const LOADER_OPTIONS: protoLoader.Options = {
   keepCase: true,
@@ -39,6 +40,7 @@ export function protoRoot(): string {
 
 export const SDS_PROTO_FILES = [
   'envoy/service/secret/v3/sds.proto',
+  'envoy/service/discovery/v3/ads.proto',
   'envoy/extensions/transport_sockets/tls/v3/secret.proto',
   'envoy/extensions/transport_sockets/tls/v3/tls_spiffe_validator_config.proto',
 ];
@@ -49,6 +51,8 @@ type Codec = protoLoader.MessageTypeDefinition<any, any>;
 export interface SdsProtos {
   readonly packageDefinition: protoLoader.PackageDefinition;
   readonly service: grpc.ServiceDefinition;
+  /** AggregatedDiscoveryService (ADS): the same messages, Secrets only. */
+  readonly adsService: grpc.ServiceDefinition;
   readonly secret: Codec;
   readonly spiffeValidator: Codec;
   readonly discoveryRequest: Codec;
@@ -74,23 +78,27 @@ function codec(def: protoLoader.PackageDefinition, name: string): Codec {
 export function loadSdsProtos(): SdsProtos {
   if (cached) return cached;
   const def = protoLoader.loadSync(SDS_PROTO_FILES, { ...LOADER_OPTIONS, includeDirs: [protoRoot()] });
-  const svc = def[SDS_SERVICE] as grpc.ServiceDefinition | undefined;
-  if (!svc) throw new Error(`sds: service ${SDS_SERVICE} missing from proto/`);
   const node = codec(def, 'envoy.config.core.v3.Node');
-  const service: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
-  for (const [name, m] of Object.entries(svc)) {
-    const ser = m.responseSerialize;
-    // node is field 1 of DeltaDiscoveryRequest and field 2 of DiscoveryRequest (StreamSecrets, FetchSecrets).
-    const delta = name === 'DeltaSecrets';
-    service[name] = {
-      ...m,
-      requestDeserialize: lazyNodeDeserializer(m.requestDeserialize, delta ? 1 : 2, (b) => node.deserialize(b), delta ? 'DeltaDiscoveryRequest' : 'DiscoveryRequest'),
-      responseSerialize: (v: unknown) => (Buffer.isBuffer(v) ? v : ser(v)),
-    };
-  }
+  const wrap = (serviceName: string, deltaMethod: string): grpc.ServiceDefinition => {
+    const svc = def[serviceName] as grpc.ServiceDefinition | undefined;
+    if (!svc) throw new Error(`sds: service ${serviceName} missing from proto/`);
+    const service: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+    for (const [name, m] of Object.entries(svc)) {
+      const ser = m.responseSerialize;
+      // node is field 1 of DeltaDiscoveryRequest and field 2 of DiscoveryRequest.
+      const delta = name === deltaMethod;
+      service[name] = {
+        ...m,
+        requestDeserialize: lazyNodeDeserializer(m.requestDeserialize, delta ? 1 : 2, (b) => node.deserialize(b), delta ? 'DeltaDiscoveryRequest' : 'DiscoveryRequest'),
+        responseSerialize: (v: unknown) => (Buffer.isBuffer(v) ? v : ser(v)),
+      };
+    }
+    return service as grpc.ServiceDefinition;
+  };
   cached = {
     packageDefinition: def,
-    service: service as grpc.ServiceDefinition,
+    service: wrap(SDS_SERVICE, 'DeltaSecrets'),
+    adsService: wrap(ADS_SERVICE, 'DeltaAggregatedResources'),
     secret: codec(def, 'envoy.extensions.transport_sockets.tls.v3.Secret'),
     spiffeValidator: codec(def, 'envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig'),
     discoveryRequest: codec(def, 'envoy.service.discovery.v3.DiscoveryRequest'),

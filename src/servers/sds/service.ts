@@ -26,7 +26,8 @@ import { spiffeValidatorSecret, tlsCertificateSecret, trustedCaSecret, type Enco
 
 /**
  * envoy.service.secret.v3.SecretDiscoveryService: StreamSecrets (state of the world), DeltaSecrets (incremental) and
- * FetchSecrets (unary), following protocols.md §2:
+ * FetchSecrets (unary), plus the same two streams over ADS (AggregatedDiscoveryService, Secrets only; see
+ * checkTypeUrl), following protocols.md §2:
  * - every response has type_url = Secret, a fresh version_info (SotW) / system_version_info (Delta) and a fresh nonce;
  *   SotW responses carry exactly one Secret, named exactly as requested (Envoy checks both and NACKs otherwise);
  * - an ACK (matching nonce, no error_detail, same names) gets no reply; SotW requests with a stale nonce are ignored;
@@ -59,7 +60,21 @@ export interface SdsServiceOptions {
   readonly metrics: Registry;
 }
 
-type Method = 'StreamSecrets' | 'DeltaSecrets' | 'FetchSecrets';
+type Method = 'StreamSecrets' | 'DeltaSecrets' | 'FetchSecrets' | 'StreamAggregatedResources' | 'DeltaAggregatedResources';
+
+/**
+ * The request's type_url must name Secrets. On SecretDiscoveryService an empty one is implicit (discovery.proto: the
+ * type "is implicit in requests made via singleton xDS APIs ... but is required for ADS"); on ADS it is required,
+ * and meshca's ADS serves Secrets only.
+ */
+function checkTypeUrl(typeUrl: string, method: Method): void {
+  if (typeUrl === SECRET_TYPE_URL) return;
+  const ads = method === 'StreamAggregatedResources' || method === 'DeltaAggregatedResources';
+  if (typeUrl === '' && !ads) return;
+  if (typeUrl === '') throw invalidArgument(`type_url is required on AggregatedDiscoveryService (meshca serves only ${SECRET_TYPE_URL})`);
+  const service = ads ? 'AggregatedDiscoveryService' : 'SecretDiscoveryService';
+  throw invalidArgument(`type_url ${JSON.stringify(typeUrl)} is not served here: meshca's ${service} serves only ${SECRET_TYPE_URL}`);
+}
 
 interface Sub {
   readonly target: Target;
@@ -135,12 +150,6 @@ abstract class StreamBase {
     const id = node?.id ?? '';
     if (id === '') throw invalidArgument('the first request of an SDS stream must carry node.id (Envoy sets node.id and node.cluster)');
     this.nodeId = id;
-  }
-
-  checkType(typeUrl: string): void {
-    if (typeUrl !== SECRET_TYPE_URL) {
-      throw invalidArgument(`type_url ${JSON.stringify(typeUrl)} is not served here: SecretDiscoveryService serves only ${SECRET_TYPE_URL}`);
-    }
   }
 
   /** Subscribes a resolved name and sends it once its content is ready. */
@@ -222,7 +231,7 @@ class SotwStream extends StreamBase {
 
   async handle(req: SotwRequest): Promise<void> {
     this.svc.m.requests.inc({ method: this.method });
-    this.checkType(req.type_url);
+    checkTypeUrl(req.type_url, this.method);
     // node is decoded lazily (lazy-node.ts): read it only until the stream has one.
     if (this.nodeId === undefined) this.takeNode(req.node);
     const nonce = req.response_nonce;
@@ -281,7 +290,7 @@ class DeltaStream extends StreamBase {
 
   async handle(req: DeltaRequest): Promise<void> {
     this.svc.m.requests.inc({ method: this.method });
-    this.checkType(req.type_url);
+    checkTypeUrl(req.type_url, this.method);
     // node is decoded lazily (lazy-node.ts): read it only until the stream has one.
     if (this.nodeId === undefined) this.takeNode(req.node);
     const first = this.first;
@@ -400,6 +409,22 @@ export class SdsService {
     };
   }
 
+  get adsDefinition(): grpc.ServiceDefinition {
+    return this.protos.adsService;
+  }
+
+  /**
+   * Handlers for envoy.service.discovery.v3.AggregatedDiscoveryService: the same streams as StreamSecrets and
+   * DeltaSecrets (an Envoy whose SDS config source is ADS sends all its secret names on one stream); requests must
+   * carry the Secret type_url.
+   */
+  adsImplementation(): grpc.UntypedServiceImplementation {
+    return {
+      StreamAggregatedResources: (call: grpc.ServerDuplexStream<unknown, Buffer>) => this.openStream(new SotwStream(this, 'StreamAggregatedResources', call)),
+      DeltaAggregatedResources: (call: grpc.ServerDuplexStream<unknown, Buffer>) => this.openStream(new DeltaStream(this, 'DeltaAggregatedResources', call)),
+    };
+  }
+
   /** Open SotW + Delta streams. */
   openStreams(): number {
     return this.streams.size;
@@ -512,9 +537,7 @@ export class SdsService {
     try {
       const caller = await this.opts.authenticate(call);
       const req = call.request;
-      if (req.type_url !== SECRET_TYPE_URL) {
-        throw invalidArgument(`type_url ${JSON.stringify(req.type_url)} is not served here: SecretDiscoveryService serves only ${SECRET_TYPE_URL}`);
-      }
+      checkTypeUrl(req.type_url, method);
       const names = req.resource_names.length === 0 ? [...WILDCARD_NAMES] : [...new Set(req.resource_names.filter((n) => n !== WILDCARD))];
       if (req.resource_names.includes(WILDCARD)) for (const n of WILDCARD_NAMES) if (!names.includes(n)) names.push(n);
       const targets = resolveNames(names, caller, this.nameContext);

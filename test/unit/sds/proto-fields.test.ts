@@ -99,6 +99,14 @@ describe('proto/ field numbers match the spec', () => {
     assert.ok(!svc.FetchSecrets!.requestStream && !svc.FetchSecrets!.responseStream);
   });
 
+  it('ADS has its two streaming methods at the upstream paths', () => {
+    const svc = loadSdsProtos().adsService;
+    assert.deepEqual(Object.keys(svc).sort(), ['DeltaAggregatedResources', 'StreamAggregatedResources']);
+    assert.equal(svc.StreamAggregatedResources!.path, '/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources');
+    assert.equal(svc.DeltaAggregatedResources!.path, '/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources');
+    for (const m of Object.values(svc)) assert.ok(m.requestStream && m.responseStream);
+  });
+
   it('type URLs are the Envoy ones', () => {
     assert.equal(SECRET_TYPE_URL, 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret');
     assert.equal(SPIFFE_VALIDATOR_TYPE_URL, 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig');
