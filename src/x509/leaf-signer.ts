@@ -57,7 +57,7 @@ export class LeafSigner {
   private readonly notBeforeMs: number;
   private readonly notAfterMs: number;
   private rawKeys: RawP256KeyGenerator | undefined;
-  private readonly sans = new Map<string, Buffer>();
+  private readonly sans = new Map<string, { dns: readonly string[]; ips: readonly string[]; ext: Buffer }>();
 
   constructor(ca: SigningCa) {
     this.ca = ca;
@@ -145,17 +145,17 @@ export class LeafSigner {
     return der;
   }
 
-  /** The SAN extension for these names, memoised: the same identities are re-issued all day. */
+  /**
+   * The SAN extension for these names, memoised per SPIFFE ID: the same identities are re-issued all day with the
+   * same DNS names and IPs (compared element by element, so names can never hit another request's entry).
+   */
   private sanExt(t: LeafFields): Buffer {
     const ips = t.ipAddresses ?? [];
-    // JSON keeps names apart whatever they contain (unvalidated input must never hit another request's entry).
-    const key = JSON.stringify([t.spiffeId, t.dnsNames, ips]);
-    let ext = this.sans.get(key);
-    if (!ext) {
-      ext = subjectAltNameExt(true, [t.spiffeId], t.dnsNames, ips);
-      if (this.sans.size >= SAN_MEMO_MAX) this.sans.delete(this.sans.keys().next().value!);
-      this.sans.set(key, ext);
-    }
+    const hit = this.sans.get(t.spiffeId);
+    if (hit && sameStrings(hit.dns, t.dnsNames) && sameStrings(hit.ips, ips)) return hit.ext;
+    const ext = subjectAltNameExt(true, [t.spiffeId], t.dnsNames, ips);
+    if (!hit && this.sans.size >= SAN_MEMO_MAX) this.sans.delete(this.sans.keys().next().value!);
+    this.sans.set(t.spiffeId, { dns: [...t.dnsNames], ips: [...ips], ext });
     return ext;
   }
 
@@ -172,6 +172,12 @@ export class LeafSigner {
     const kp = generateKeyPair(t.keyType);
     return { certDer: this.sign({ ...t, publicKey: kp.publicKey }), privateKeyPkcs8Pem: privateKeyToPkcs8Pem(kp.privateKey) };
   }
+}
+
+function sameStrings(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** True for rsaEncryption keys; throws INVALID_ARGUMENT for algorithms meshca does not certify. */

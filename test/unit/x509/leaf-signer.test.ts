@@ -292,3 +292,20 @@ test('RawP256KeyGenerator: fresh scalars in [1, n-1], PKCS#8 and SPKI of one key
   }
   assert.equal(seen.size, 200);
 });
+
+test('the memoised SAN follows each request: one identity issued with different DNS names and IPs in turn', async () => {
+  const ca = await makeCa();
+  const s = new LeafSigner(ca.signingCa);
+  const pub = generateKeyPair('ec-p256').publicKey;
+  const sanOf = (dnsNames: string[], ipAddresses: string[] = []): string =>
+    new X509Certificate(s.sign({ spiffeId: ID, dnsNames, ipAddresses, publicKey: pub, notBefore: nb, notAfter: na })).subjectAltName!;
+  assert.equal(sanOf(['a.svc']), `URI:${ID}, DNS:a.svc`);
+  assert.equal(sanOf(['a.svc', 'b.svc']), `URI:${ID}, DNS:a.svc, DNS:b.svc`);
+  assert.equal(sanOf(['a.svc']), `URI:${ID}, DNS:a.svc`);
+  assert.equal(sanOf(['a.svc'], ['10.0.0.1']), `URI:${ID}, DNS:a.svc, IP Address:10.0.0.1`);
+  assert.equal(sanOf([]), `URI:${ID}`);
+  // Another identity with the same names never gets the first one's extension.
+  const other = `spiffe://${TD}/ns/default/sa/db`;
+  const der = s.sign({ spiffeId: other, dnsNames: ['a.svc'], publicKey: pub, notBefore: nb, notAfter: na });
+  assert.equal(new X509Certificate(der).subjectAltName, `URI:${other}, DNS:a.svc`);
+});
