@@ -2,7 +2,7 @@ import { createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:cr
 import { invalidArgument } from '../util/errors.js';
 import { DerError, TAG, children, oidToString, readNode, readWhole } from './der.js';
 import { commonNameOf, parseBasicConstraints, parseGeneralNames } from './cert-parse.js';
-import { OID, keyTypeOf, rememberSpki } from './keys.js';
+import { OID, keyTypeOf, rememberKeyType, rememberSpki } from './keys.js';
 import { pemToDers, toPem } from './pem.js';
 import { ATTR, EXT } from './profile.js';
 import type { KeyType } from './types.js';
@@ -158,9 +158,9 @@ export function parseCsr(input: string | Buffer): ParsedCsr {
   };
 }
 
-const CURVES: Record<string, { crv: string; pointLen: number }> = {
-  [OID.p256]: { crv: 'P-256', pointLen: 65 },
-  [OID.p384]: { crv: 'P-384', pointLen: 97 },
+const CURVES: Record<string, { crv: string; pointLen: number; keyType: 'ec-p256' | 'ec-p384' }> = {
+  [OID.p256]: { crv: 'P-256', pointLen: 65, keyType: 'ec-p256' },
+  [OID.p384]: { crv: 'P-384', pointLen: 97, keyType: 'ec-p384' },
 };
 
 /**
@@ -193,9 +193,11 @@ function importSpki(spkiDer: Buffer): KeyObject {
       } else {
         key = createPublicKey({ key: spkiDer, format: 'der', type: 'spki' }); // compressed point
       }
+      rememberKeyType(key, curve.keyType);
     } else if (algOid === OID.ed25519) {
       if (bits.length !== 32) bad('CSR Ed25519 key must be 32 bytes');
       key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: bits.toString('base64url') }, format: 'jwk' });
+      rememberKeyType(key, 'ed25519');
     } else if (algOid === OID.rsaEncryption) {
       key = createPublicKey({ key: spkiDer, format: 'der', type: 'spki' });
       const size = key.asymmetricKeyDetails?.modulusLength ?? 0;
