@@ -2,7 +2,8 @@ import { Worker } from 'node:worker_threads';
 import 'reflect-metadata';
 import { X509Certificate, createECDH, generateKeyPairSync, randomBytes, sign as cryptoSign, webcrypto } from 'node:crypto';
 import { availableParallelism, cpus } from 'node:os';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { execFileSync } from 'node:child_process';
 import * as x509 from '@peculiar/x509';
 import { createSelfSignedRoot, signCaCertificate } from '../../src/x509/ca-certs.js';
 import { createLeafCsr } from '../../src/x509/leaf-csr.js';
@@ -176,6 +177,10 @@ export async function runIssuanceBench(opts: { seconds: number }): Promise<objec
   // Steady state first (JIT-compiled hot paths, as in a running server), then the interleaved rounds.
   await countAsync(400, () => variantA(inline));
   await countAsync(400, () => variantB(inline));
+  // Go's crypto/x509 on one core (issue #2's reference), once before and once after the interleaved rounds.
+  const goRuns: GoRun[] = [];
+  const go1 = goBaseline(Math.max(300, slice));
+  if ('generateKeyPerSec' in go1) goRuns.push(go1);
   for (let round = 0; round < 6; round++) {
     add(acc.sign, countSync(sub, () => cryptoSign('sha256', tbsLike, ca.key)));
     add(acc.keygen, countSync(sub, () => generateKeyPairSync('ec', { namedCurve: 'P-256' })));
@@ -189,6 +194,23 @@ export async function runIssuanceBench(opts: { seconds: number }): Promise<objec
   const aPerCore = perSec(acc.a);
   const bPerCore = perSec(acc.b);
   await inline.close();
+  const go2 = goRuns.length > 0 ? goBaseline(Math.max(300, slice)) : go1;
+  if ('generateKeyPerSec' in go2 && goRuns.length > 0) goRuns.push(go2);
+  const goA = goRuns.reduce((a, r) => a + r.generateKeyPerSec, 0) / goRuns.length;
+  const goB = goRuns.reduce((a, r) => a + r.csrPerSec, 0) / goRuns.length;
+  const goReport =
+    goRuns.length > 0
+      ? {
+          goVersion: goRuns[0]!.goVersion,
+          generateKeyPerSec: round(goA),
+          csrPerSec: round(goB),
+          ratioPerCoreA: round(aPerCore / goA, 2),
+          targetPerCoreA: 2,
+          ratioPerCoreB: round(bPerCore / goB, 2),
+          targetPerCoreB: 1.5,
+          note: 'crypto/x509 with the same profile, GOMAXPROCS=1, run before and after the Node rounds (test/bench/go-baseline)',
+        }
+      : { skipped: (go1 as { skipped: string }).skipped };
 
   const pool = new LeafSignerPool({ workers: cores, trustDomain: TD });
   pool.setCa(ca);
@@ -279,6 +301,7 @@ export async function runIssuanceBench(opts: { seconds: number }): Promise<objec
       parseCsrUs: round(1e6 / parseCsrPerSec, 1),
       note: 'per core: parseCsr inline; all cores: LeafSignerPool.parseCsr moves parse+verify to the workers too',
     },
+    goBaselineOneCore: goReport,
     naivePeculiarX509: { perCorePerSec: round(naivePerCore) },
     machineScaling: {
       rawSignPlusKeygenOneThreadPerSec: round(rawThreads1),
@@ -287,6 +310,34 @@ export async function runIssuanceBench(opts: { seconds: number }): Promise<objec
       note: 'the ceiling for any all-cores/per-core ratio on this machine (2 vCPUs here are not always equal)',
     },
   };
+}
+
+interface GoRun {
+  goVersion: string;
+  generateKeyPerSec: number;
+  csrPerSec: number;
+}
+
+/**
+ * Issue #2's reference, measured in this run when a Go toolchain is on PATH (`BENCH_GO=0` skips it): Go's
+ * crypto/x509 issuing the same leaves on one core (test/bench/go-baseline/main.go, stdlib only, no downloads).
+ */
+function goBaseline(ms: number): GoRun | { skipped: string } {
+  if (process.env.BENCH_GO === '0') return { skipped: 'BENCH_GO=0' };
+  const main = fileURLToPath(new URL('../../../test/bench/go-baseline/main.go', import.meta.url));
+  try {
+    const out = execFileSync('go', ['run', main, '-ms', String(Math.round(ms))], {
+      env: { ...process.env, GOMAXPROCS: '1' },
+      encoding: 'utf8',
+      timeout: 180_000,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    return JSON.parse(out) as GoRun;
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException & { stderr?: string };
+    if (err.code === 'ENOENT') return { skipped: 'no Go toolchain on PATH (e.g. apt-get install golang-go)' };
+    return { skipped: `go run failed: ${(err.stderr ?? err.message).trim().split('\n').slice(-1)[0]}` };
+  }
 }
 
 /** Raw ECDSA P-256 sign + ECDH keygen per second, summed over `threads` worker threads running at once. */
