@@ -104,6 +104,7 @@ export class FederationManager {
       }
       this.domains.set(d.trustDomain, { cfg: d, retryMs: RETRY_MIN_MS });
     }
+    deps.registry.expectFederated([...this.domains.keys()]);
     const r = deps.metrics;
     this.m = {
       refresh: counter(r, 'meshca_federation_refresh_total', 'Federated bundle refresh attempts', ['trust_domain', 'result']),

@@ -59,6 +59,7 @@ export class BundleRegistry {
   readonly ownTrustDomain: string;
   private readonly bundles = new Map<string, RegisteredBundle>();
   private readonly keys = new Map<string, string>();
+  private readonly expectedDomains = new Set<string>();
   private readonly listeners = new Set<(c: BundleChange) => void>();
   private rev = 0;
 
@@ -142,6 +143,20 @@ export class BundleRegistry {
     this.bundles.delete(trustDomain);
     this.keys.delete(trustDomain);
     this.emit({ trustDomain, bundle: undefined, revision: ++this.rev });
+  }
+
+  /**
+   * Marks federated trust domains that meshca is configured to serve (federation.trustDomains), whether or not it
+   * has fetched their bundles yet: SDS then holds a subscription to such a domain until its bundle appears
+   * (protocols.md §2, "remember the requested name and push it if it appears later").
+   */
+  expectFederated(trustDomains: readonly string[]): void {
+    for (const td of trustDomains) if (td !== this.ownTrustDomain) this.expectedDomains.add(td);
+  }
+
+  /** True for a trust domain passed to expectFederated. */
+  isExpected(trustDomain: string): boolean {
+    return this.expectedDomains.has(trustDomain);
   }
 
   get(trustDomain: string): RegisteredBundle | undefined {

@@ -16,5 +16,6 @@ export function registryBundleProvider(registry: BundleRegistry): BundleProvider
     own: () => toDomain(registry.own()),
     all: () => [toDomain(registry.own()), ...registry.federated().filter((b) => b.rootsDer.length > 0).map(toDomain)],
     onChange: (listener) => registry.onChange(() => listener()),
+    expects: (trustDomain) => registry.isExpected(trustDomain),
   };
 }

@@ -96,4 +96,31 @@ describe('SDS with federated trust domains', { timeout: 60_000 }, () => {
       m.registry.removeFederated(PEER);
     }
   });
+
+  it('SotW: a configured federated trust domain without a bundle yet is held and pushed when its bundle arrives; an unconfigured one is INVALID_ARGUMENT', async () => {
+    const PENDING = 'beta.test';
+    // Configured, but its endpoint refuses connections: no bundle until the registry gets one.
+    await m.federate({ trustDomains: [{ trustDomain: PENDING, bundleEndpointUrl: 'https://127.0.0.1:9/bundle', profile: 'https_web' }] });
+    assert.equal(m.registry.get(PENDING), undefined);
+    const s = web.streamSecrets();
+    try {
+      s.request([`spiffe://${PENDING}`]);
+      await s.expectSilence(300);
+      assert.equal(s.endStatus, undefined, 'the stream stays open (protocols.md §2: no "not found" in SotW)');
+      m.registry.setFederated(PENDING, { rootsDer: peerRoots, refreshHintSeconds: 300, source: 'federated-file' });
+      const r = await s.next();
+      assert.equal(r.secrets[0]!.name, `spiffe://${PENDING}`);
+      assert.equal(r.secrets[0]!.validation_context!.trusted_ca!.inline_bytes.toString(), m.registry.get(PENDING)!.pem);
+      s.ack(r);
+      await s.expectSilence(200);
+    } finally {
+      s.cancel();
+      m.registry.removeFederated(PENDING);
+    }
+    const u = web.streamSecrets();
+    u.request(['spiffe://never-configured.test']);
+    const st = await u.status();
+    assert.equal(st.code, 3);
+    assert.match(st.details, /never-configured\.test/);
+  });
 });

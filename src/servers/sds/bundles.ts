@@ -20,6 +20,11 @@ export interface BundleProvider {
   /** Own domain first, then the others sorted by name; never two entries for one domain. */
   all(): readonly DomainBundle[];
   onChange(listener: () => void): () => void;
+  /**
+   * True for a federated trust domain meshca is configured to serve, even while it has no bundle for it (not
+   * fetched yet, or all its keys revoked): SotW holds such a name until the bundle appears instead of failing.
+   */
+  expects?(trustDomain: string): boolean;
 }
 
 /** Our own trust domain only, straight from the authority. */

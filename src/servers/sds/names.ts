@@ -80,7 +80,12 @@ export function resolveNames(names: readonly string[], caller: Caller, ctx: Name
       continue;
     }
     if (id.path === '') {
-      if (unknownTrustDomains || id.trustDomain === ctx.trustDomain || ctx.bundles.all().some((b) => b.trustDomain === id.trustDomain)) {
+      if (
+        unknownTrustDomains ||
+        id.trustDomain === ctx.trustDomain ||
+        ctx.bundles.expects?.(id.trustDomain) ||
+        ctx.bundles.all().some((b) => b.trustDomain === id.trustDomain)
+      ) {
         out.push({ kind: 'bundle', name, trustDomain: id.trustDomain });
       } else {
         invalid.push(name);

@@ -211,11 +211,17 @@ abstract class StreamBase {
   abstract write(enc: EncodedSecret): void;
 
   /**
-   * A bundle name whose trust domain has no bundle (bundleSecret threw `e`). Returns true when handled; by default it
-   * is not, and the call ends with NOT_FOUND (as SPIRE does: SotW has no "not found" signal).
+   * A bundle name whose trust domain has no bundle (bundleSecret threw `e`). Returns true when handled. SotW has no
+   * "not found" signal (protocols.md §2): a federated trust domain meshca is configured for is held, silently, and
+   * sent when its bundle appears; any other (a federation entry removed) ends the call with NOT_FOUND, as SPIRE does.
    */
-  missing(_sub: Sub, _e: unknown): boolean {
-    return false;
+  missing(sub: Sub, e: unknown): boolean {
+    if (!(e instanceof CaError && e.code === 'NOT_FOUND')) return false;
+    if (sub.target.kind !== 'bundle' || !this.svc.expectsTrustDomain(sub.target.trustDomain)) return false;
+    sub.started = true;
+    sub.last = undefined;
+    sub.sentVersion = undefined;
+    return true;
   }
 }
 
@@ -458,6 +464,11 @@ export class SdsService {
   }
 
   /** Encoded validation context for a bundle target, cached per name and bundle sequence(s). */
+  /** A configured federated trust domain (its bundle may not be here yet). */
+  expectsTrustDomain(trustDomain: string): boolean {
+    return this.opts.bundles.expects?.(trustDomain) ?? false;
+  }
+
   bundleSecret(target: Target): EncodedSecret {
     if (target.kind === 'cert') throw new Error('sds: bundleSecret called for a certificate');
     let key: string;
