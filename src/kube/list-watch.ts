@@ -42,8 +42,8 @@ const key = (o: KubeObject): string => `${o.metadata?.namespace ?? ''}/${o.metad
 /**
  * List, then watch from the list's resourceVersion, keeping a cache of the objects and calling onChange on every
  * change. A watch that ends (server timeout, dropped connection) is resumed from the last resourceVersion seen
- * (bookmarks included); a 410 Gone / Expired means our resourceVersion is too old, so we re-list. Failures back
- * off with the Clock. Runs until stop().
+ * (bookmarks included); a 410 Gone / Expired (an ERROR event or the watch request's HTTP status) means our
+ * resourceVersion is too old, so we re-list. Failures back off with the Clock. Runs until stop().
  */
 export class ListWatch<T extends KubeObject> {
   private stopped = false;
@@ -176,6 +176,8 @@ export class ListWatch<T extends KubeObject> {
           },
           (err: unknown) => {
             const aborted = err && typeof err === 'object' && (err as { name?: string }).name === 'AbortError';
+            // A too-old resourceVersion may also be refused with an HTTP 410 answer instead of an ERROR event.
+            if (!aborted && err && kubeErrorInfo(err).code === 410) relist = true;
             finish(aborted ? undefined : err ?? undefined);
           },
         )

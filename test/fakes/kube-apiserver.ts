@@ -14,7 +14,8 @@
  * - Verbs get, list (labelSelector; fieldSelector metadata.name/metadata.namespace, spec.signerName for CSRs and
  *   CTBs), watch (`?watch=true`, resourceVersion, synthetic ADDED events for unset/"0", BOOKMARKs when
  *   allowWatchBookmarks=true, ERROR event with a 410 Expired Status for a too-old resourceVersion as the watch cache
- *   sends it (HTTP 200), timeoutSeconds), create, update (409 on stale resourceVersion, no-op updates keep it), JSON
+ *   sends it (HTTP 200), or, with expiredWatchResponse 'status', an HTTP 410 Gone answer as a watch served from etcd
+ *   gets; timeoutSeconds), create, update (409 on stale resourceVersion, no-op updates keep it), JSON
  *   patch and merge patch (strategic merge patch is treated as a merge patch for built-in kinds, 415 for custom
  *   resources; server-side apply answers 415), delete (built-ins answer a Success Status, custom resources the
  *   object; uid/resourceVersion preconditions).
@@ -93,6 +94,12 @@ export interface FakeKubeOptions {
   defaultWatchTimeoutSeconds?: number;
   /** Time source for creationTimestamp, condition times and token expiry. Default system time. */
   clock?: Pick<Clock, 'now'>;
+  /**
+   * How a watch from a too-old resourceVersion is refused: 'event' (HTTP 200, then an ERROR event with a 410 Expired
+   * Status, as the watch cache does) or 'status' (an HTTP 410 Gone response with the Status as body, as a watch served
+   * from etcd or an older API server answers). Default 'event'. Can be changed with setExpiredWatchResponse().
+   */
+  expiredWatchResponse?: 'event' | 'status';
 }
 
 export interface RequestLogEntry {
@@ -169,6 +176,8 @@ export interface FakeKube {
   sendBookmarks(): void;
   /** Forgets event history: re-watching from any earlier resourceVersion then gets 410 Expired. */
   compactHistory(): void;
+  /** See FakeKubeOptions.expiredWatchResponse. */
+  setExpiredWatchResponse(mode: 'event' | 'status'): void;
   /** Number of open watch streams. */
   openWatches(): number;
   /** Current global resourceVersion. */
@@ -216,6 +225,7 @@ export async function startFakeKubeApiServer(opts: FakeKubeOptions = {}): Promis
   const requests: RequestLogEntry[] = [];
   const failRules: Array<{ left: number; rule: FailRule }> = [];
   let latencyMs = 0;
+  let expiredWatchResponse: 'event' | 'status' = opts.expiredWatchResponse ?? 'event';
   const watches = new Set<ActiveWatch>();
   const sockets = new Set<Socket>();
   const byPlural = new Map(ALL_RESOURCES.map((d) => [d.plural, d]));
@@ -496,6 +506,10 @@ export async function startFakeKubeApiServer(opts: FakeKubeOptions = {}): Promis
       throw statusErrors.badRequest(`invalid resource version: strconv.ParseUint: parsing ${JSON.stringify(rvParam)}: invalid syntax`);
     }
     const allowBookmarks = q.get('allowWatchBookmarks') === 'true';
+    const fromRv = rvParam === null || rvParam === '' || rvParam === '0' ? undefined : Number(rvParam);
+    const history = fromRv === undefined ? undefined : store.eventsSince(def, fromRv);
+    const tooOld = `too old resource version: ${rvParam} (${store.currentRv()})`;
+    if (history === 'expired' && expiredWatchResponse === 'status') throw statusErrors.gone(tooOld);
     const timeoutS = q.get('timeoutSeconds') !== null ? Number(q.get('timeoutSeconds')) : opts.defaultWatchTimeoutSeconds ?? 1800;
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked', 'cache-control': 'no-cache, private' });
     res.flushHeaders();
@@ -533,24 +547,23 @@ export async function startFakeKubeApiServer(opts: FakeKubeOptions = {}): Promis
       if (timeoutTimer) clearTimeout(timeoutTimer);
       watches.delete(w);
     };
-    if (rvParam === null || rvParam === '' || rvParam === '0') {
+    if (history === undefined) {
       for (const o of store.list(def, filter).items) write('ADDED', present(def, o, p.version));
     } else {
-      const evs = store.eventsSince(def, Number(rvParam));
-      if (evs === 'expired') {
+      if (history === 'expired') {
         write('ERROR', {
           kind: 'Status',
           apiVersion: 'v1',
           metadata: {},
           status: 'Failure',
-          message: `too old resource version: ${rvParam} (${store.currentRv()})`,
+          message: tooOld,
           reason: 'Expired',
           code: 410,
         } satisfies StatusBody);
         res.end();
         return;
       }
-      for (const ev of evs) emit(ev);
+      for (const ev of history) emit(ev);
     }
     unsub = store.subscribe((ev) => {
       if (ev.plural === def.plural) emit(ev);
@@ -761,6 +774,9 @@ export async function startFakeKubeApiServer(opts: FakeKubeOptions = {}): Promis
     },
     compactHistory() {
       store.compact();
+    },
+    setExpiredWatchResponse(mode) {
+      expiredWatchResponse = mode;
     },
     openWatches: () => watches.size,
     resourceVersion: () => String(store.currentRv()),

@@ -149,7 +149,9 @@ test('watch reports keys another writer changed, and keeps working after the wat
     await eventually(() => seen.includes('internal-root'), 'the second change');
     assert.equal(seen.filter((k) => k === 'authority').length, 1, 'an unchanged key is not reported again');
 
-    // Make the resumed watch too old: the store must re-list, then see later writes.
+    // Make the resumed watch too old: the store must re-list, then see later writes. The unrelated write moves the
+    // compaction point past the watch's resourceVersion (a watch from exactly the compaction point is still valid).
+    await kube.api.create('configmaps', { metadata: { name: `${name}-unrelated`, namespace: NS }, data: {} });
     kube.compactHistory();
     kube.dropWatches('destroy');
     await b.write('authority', Buffer.from('v2'));
@@ -158,6 +160,35 @@ test('watch reports keys another writer changed, and keeps working after the wat
     await b.write('authority', Buffer.from('v3'));
     await eventually(() => seen.filter((k) => k === 'authority').length === 3, 'a change after the re-list');
   } finally {
+    unsub();
+    await a.close();
+  }
+  await eventually(() => kube.openWatches() === 0, 'the watch to close after unsubscribe');
+});
+
+test('watch re-lists when the API server answers a resumed watch with HTTP 410 Gone (not a 410 ERROR event)', async () => {
+  const name = fresh();
+  const a = await open(name);
+  const b = await open(name);
+  const seen: string[] = [];
+  const unsub = a.watch((k) => seen.push(k));
+  kube.setExpiredWatchResponse('status');
+  try {
+    await eventually(() => kube.openWatches() > 0, 'the watch to open');
+    await b.write('authority', Buffer.from('v1'));
+    await eventually(() => seen.includes('authority'), 'the change to be seen');
+
+    // The resumed watch's resourceVersion is now too old and the server refuses it with a 410 response: re-list.
+    await kube.api.create('configmaps', { metadata: { name: `${name}-unrelated`, namespace: NS }, data: {} });
+    kube.compactHistory();
+    kube.dropWatches('destroy');
+    await b.write('authority', Buffer.from('v2'));
+    await eventually(() => seen.filter((k) => k === 'authority').length === 2, 'the change made while the watch was down');
+    await eventually(() => kube.openWatches() > 0, 'the watch to re-open');
+    await b.write('authority', Buffer.from('v3'));
+    await eventually(() => seen.filter((k) => k === 'authority').length === 3, 'a change after the re-list');
+  } finally {
+    kube.setExpiredWatchResponse('event');
     unsub();
     await a.close();
   }
