@@ -1,11 +1,26 @@
 // Pure helpers of src/kube: error classification from every shape the client produces, usage words, names.
+import 'reflect-metadata';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { webcrypto } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
 import { isConflict, isNotFound, isRetryableKubeError, kubeCaError, kubeErrorInfo } from '../../../src/kube/errors.js';
 import { goDuration, requestUsages } from '../../../src/kube/usages.js';
 import { labelSelector, trustDomainLabelValue } from '../../../src/kube/names.js';
 import { signerLinkedName } from '../../../src/kube/ctb.js';
 import { intermediateCsr, leafCsr } from './csr-helpers.js';
+
+/** A CSR with only an extendedKeyUsage extension listing `oids`. */
+async function ekuCsr(oids: string[]): Promise<Buffer> {
+  const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+  const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  type X509Crypto = NonNullable<Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[1]>;
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create(
+    { keys, signingAlgorithm: alg, extensions: [new x509.ExtendedKeyUsageExtension(oids, false)] },
+    webcrypto as unknown as X509Crypto,
+  );
+  return Buffer.from(csr.rawData);
+}
 
 describe('kube helpers', () => {
   it('reads ApiException (body as a JSON string), watch errors, Status objects and transport errors', () => {
@@ -36,6 +51,13 @@ describe('kube helpers', () => {
     assert.equal(goDuration(59), '0h0m59s');
     assert.deepEqual(requestUsages((await intermediateCsr('td')).csrDer, 'intermediate'), ['cert sign', 'crl sign']);
     assert.deepEqual(requestUsages((await leafCsr('spiffe://td/x')).csrDer, 'leaf'), ['digital signature', 'key encipherment', 'server auth', 'client auth']);
+    // Extended key usages are translated to the APIs' words; one without a word is refused, naming its OID.
+    assert.deepEqual(requestUsages(await ekuCsr(['1.3.6.1.5.5.7.3.2', '1.3.6.1.5.5.7.3.7']), 'leaf'), ['client auth', 'ipsec user']);
+    const odd = await ekuCsr(['1.3.6.1.5.5.7.3.1', '1.2.3.4.5']);
+    assert.throws(
+      () => requestUsages(odd, 'leaf'),
+      (e: Error & { code?: string }) => e.code === 'INVALID_ARGUMENT' && /extended key usage 1\.2\.3\.4\.5\b/.test(e.message),
+    );
   });
 
   it('names: trust-domain label values, selectors, signer-linked bundle names', () => {
