@@ -26,12 +26,15 @@ const profile = z.enum(BUNDLE_PROFILES, { message: 'must be https_web or https_s
 /** server.bundleEndpoint: the SPIFFE bundle endpoint serving our own trust domain's bundle. */
 export const bundleEndpointSchema = z
   .strictObject({
-    address: listenAddress,
-    profile,
+    address: listenAddress.default('0.0.0.0:8543'),
+    profile: profile.default('https_spiffe'),
     /** https_web: PEM serving certificate chain and key (Web PKI); re-read when the files change. */
     certFile: z.string().min(1).optional(),
     keyFile: z.string().min(1).optional(),
-    /** https_spiffe: SPIFFE ID of the endpoint's own SVID; default spiffe://<trustDomain>/meshca/bundle-endpoint. */
+    /**
+     * https_spiffe: SPIFFE ID of the endpoint's own SVID; default spiffe://<trustDomain>/meshca/bundle-endpoint. It must
+     * be a workload ID of our own trust domain (checked by the root schema, which knows trustDomain).
+     */
     spiffeId: spiffeId.optional(),
     /** spiffe_refresh_hint served in the bundle. */
     refreshHint: duration({ min: 1, max: 7 * 86400 }).default(300),

@@ -47,7 +47,8 @@ export const spiffeIdPattern = z.string().superRefine((v, ctx) => {
   }
 });
 
-/** host:port, [v6]:port, or :port. */
-export const listenAddress = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]*):\d{1,5}$/, {
-  message: 'must be host:port, e.g. 127.0.0.1:8443',
-});
+/** host:port, [v6]:port, or :port; port 0-65535 (0 = any free port). */
+export const listenAddress = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]*):\d{1,5}$/, { message: 'must be host:port, e.g. 127.0.0.1:8443' })
+  .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, { message: 'port must be between 0 and 65535' });

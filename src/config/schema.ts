@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { duration, keyType, listenAddress, spiffeIdPattern, trustDomain } from './fields.js';
+import { parseWorkloadId } from '../identity/spiffe-id.js';
 import { authoritySchema } from '../../providers/index.js';
 import { bundlePublishersSchema } from '../publish/config.js';
 import { authConfigSchema } from '../auth/config.js';
@@ -85,6 +86,20 @@ export const configSchema = z
   .superRefine((c, ctx) => {
     for (const issue of checkFederationAgainstOwn(c.trustDomain, c.federation)) {
       ctx.addIssue({ code: 'custom', path: issue.path, message: issue.message });
+    }
+    // IDs meshca itself gives out must be workload IDs of its own trust domain; checked here so that a wrong one is a
+    // config error (exit 2) rather than a start-up failure.
+    const served: [string[], string | undefined][] = [
+      [['server', 'uds', 'identity'], c.server.uds.path ? c.server.uds.identity : undefined],
+      [['server', 'bundleEndpoint', 'spiffeId'], c.server.bundleEndpoint?.spiffeId],
+    ];
+    for (const [path, id] of served) {
+      if (!id) continue;
+      try {
+        parseWorkloadId(id, c.trustDomain);
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', path, message: (e as Error).message });
+      }
     }
     if (c.workload.ttl > c.workload.maxTtl) {
       ctx.addIssue({ code: 'custom', path: ['workload', 'ttl'], message: `is longer than workload.maxTtl` });

@@ -72,3 +72,30 @@ test('fail/YAML syntax errors and non-mapping documents', () => {
   assert.deepEqual(problems(() => parseConfigText('- 1\n- 2\n', 'f.yaml')), ['(top level): must be a mapping of keys']);
   assert.match(problems(() => parseConfigText('a: 1\na: 2\n', 'f.yaml'))[0]!, /YAML: .*unique|duplicate/i);
 });
+
+test('fail/a listen port above 65535 is a config error naming the key', () => {
+  const p = problems(() => parseConfig({ server: { grpc: { address: '127.0.0.1:70000' }, http: { address: '127.0.0.1:99999' } } }));
+  assert.ok(p.includes('server.grpc.address: port must be between 0 and 65535'), p.join('\n'));
+  assert.ok(p.includes('server.http.address: port must be between 0 and 65535'), p.join('\n'));
+  assert.equal(parseConfig({ server: { http: { address: '127.0.0.1:65535' } } }).server.http.address, '127.0.0.1:65535');
+});
+
+test('ok/server.bundleEndpoint defaults to profile https_spiffe on 0.0.0.0:8543, as documented', () => {
+  const c = parseConfig({ server: { bundleEndpoint: {} } });
+  assert.equal(c.server.bundleEndpoint?.profile, 'https_spiffe');
+  assert.equal(c.server.bundleEndpoint?.address, '0.0.0.0:8543');
+  assert.equal(c.server.bundleEndpoint?.refreshHint, 300);
+  assert.equal(parseConfig({}).server.bundleEndpoint, undefined, 'absent = not served');
+});
+
+test('fail/SPIFFE IDs meshca serves under must be workload IDs of its own trust domain', () => {
+  const p = problems(() =>
+    parseConfig({
+      server: { uds: { path: '/run/meshca.sock', identity: 'garbage' }, bundleEndpoint: { spiffeId: 'spiffe://other.example/be' } },
+    }),
+  );
+  assert.ok(p.some((l) => l.startsWith('server.uds.identity: ') && /scheme/.test(l)), p.join('\n'));
+  assert.ok(p.some((l) => l.startsWith('server.bundleEndpoint.spiffeId: ') && /not this CA's trust domain/.test(l)), p.join('\n'));
+  const root = problems(() => parseConfig({ server: { bundleEndpoint: { spiffeId: 'spiffe://cluster.local' } } }));
+  assert.ok(root.some((l) => l.startsWith('server.bundleEndpoint.spiffeId: ') && /must have a path/.test(l)), root.join('\n'));
+});
