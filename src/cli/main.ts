@@ -166,7 +166,8 @@ async function bundle(args: string[]): Promise<void> {
       process.stdout.write(b.pem);
     } else {
       const { bundleToJwks } = await import('../bundle/jwks.js');
-      process.stdout.write(JSON.stringify(bundleToJwks(b, 300), null, 2) + '\n');
+      // The same spiffe_refresh_hint as the bundle endpoint and bundle.files serve.
+      process.stdout.write(JSON.stringify(bundleToJwks(b, cfg.server.bundleEndpoint?.refreshHint ?? 300), null, 2) + '\n');
     }
   });
 }

@@ -119,6 +119,40 @@ test('bundle prints only the bundle, as PEM or SPIFFE JWKS', { timeout: 60_000 }
   }
 });
 
+test('bundle --format jwks carries the configured server.bundleEndpoint.refreshHint', { timeout: 60_000 }, async () => {
+  const t = await tempDir();
+  try {
+    const cfg = join(t.dir, 'meshca.yaml');
+    await writeFile(
+      cfg,
+      `trustDomain: test.example\ndataDir: ${join(t.dir, 'data')}\nserver:\n  bundleEndpoint: { address: "127.0.0.1:0", refreshHint: 90s }\n`,
+    );
+    const jwks = await runCli(['bundle', '--config', cfg, '--format', 'jwks']);
+    assert.equal(jwks.code, 0, jwks.stderr);
+    assert.equal((JSON.parse(jwks.stdout) as { spiffe_refresh_hint: number }).spiffe_refresh_hint, 90);
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test('serve with a config problem found only at start-up still exits 2 naming the key (port range, served IDs)', { timeout: 60_000 }, async () => {
+  const t = await tempDir();
+  try {
+    const cfg = join(t.dir, 'meshca.yaml');
+    await writeFile(
+      cfg,
+      `trustDomain: test.example\ndataDir: ${join(t.dir, 'data')}\nserver:\n  grpc: { address: "127.0.0.1:0" }\n  http: { address: "127.0.0.1:99999" }\n` +
+        `  bundleEndpoint: { address: "127.0.0.1:0", spiffeId: "spiffe://other.example/be" }\n`,
+    );
+    const r = await runCli(['serve', '--config', cfg], { timeoutMs: 20_000 });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /- server\.http\.address: port must be between 0 and 65535/);
+    assert.match(r.stderr, /- server\.bundleEndpoint\.spiffeId: invalid SPIFFE ID "spiffe:\/\/other.example\/be": trust domain "other.example" is not this CA's trust domain/);
+  } finally {
+    await t.cleanup();
+  }
+});
+
 test('inspect describes a chain and flags what breaks the SVID rules', { timeout: 60_000 }, async () => {
   const t = await tempDir();
   try {
