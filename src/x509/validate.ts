@@ -161,8 +161,12 @@ function svidProblems(certDer: Buffer, opts: SvidCheckOptions, firstOnly: boolea
     }
   }
 
+  // meshca's profile (stricter than the SPIFFE SHOULD): EKU present with serverAuth and clientAuth. Backends are
+  // asked for both usages, so a leaf without them is a misconfigured backend, caught here.
   const ekuExt = c.extensions.get(EXT.extKeyUsage);
-  if (ekuExt) {
+  if (!ekuExt) {
+    if (fail('extKeyUsage is missing (must contain serverAuth and clientAuth)')) return out;
+  } else {
     try {
       const eku = parseExtKeyUsage(ekuExt.value);
       if (!eku.includes(EKU.serverAuth) || !eku.includes(EKU.clientAuth)) {
@@ -172,6 +176,9 @@ function svidProblems(certDer: Buffer, opts: SvidCheckOptions, firstOnly: boolea
       if (fail(`extKeyUsage is malformed: ${(e as Error).message}`)) return out;
     }
   }
+
+  // No SKI is not a violation: RFC 5280 makes it a SHOULD for end-entity certificates and Go-based signers (the
+  // Kubernetes CSR signer among them) leave it out of leaves. meshca's own leaves always carry one.
 
   if (opts.issuerCertDer) issuerChecks(c, opts.issuerCertDer, opts.verifySignature ?? 'auto', fail);
   return out;

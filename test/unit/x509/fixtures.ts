@@ -88,6 +88,7 @@ export interface LeafOverrides {
   keyUsage?: Buffer | null;
   eku?: Buffer | null;
   aki?: Buffer | null;
+  ski?: Buffer | null;
   signWith?: KeyObject;
   sigAlgOverride?: { algId: Buffer; hash: string };
   notBefore?: Date;
@@ -110,7 +111,7 @@ export function buildLeaf(ca: TestCa, o: LeafOverrides = {}): Buffer {
   pick(o.basicConstraints, basicConstraintsExt(false));
   pick(o.keyUsage, keyUsageExt([KU.digitalSignature]));
   pick(o.eku, extKeyUsageExt([EKU.serverAuth, EKU.clientAuth]));
-  exts.push(subjectKeyIdExt(keyIdentifier(spki)));
+  pick(o.ski, subjectKeyIdExt(keyIdentifier(spki)));
   pick(o.aki, authorityKeyIdExt(keyIdentifier(issuer.spki)));
   if (!o.noSan) exts.push(subjectAltNameExt(o.sanCritical ?? true, o.uris ?? [`spiffe://${TD}/workload`], o.dnsNames ?? []));
   const tbs = seq(

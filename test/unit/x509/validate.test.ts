@@ -21,6 +21,12 @@ test('ok/a hand-built conforming leaf passes, with and without the issuer', () =
   assert.deepEqual(describeSvidProblems(der, TD, ca.interDer), []);
 });
 
+test('ok/a leaf without subjectKeyIdentifier passes (RFC 5280 SHOULD; Go-based signers such as the Kubernetes CSR signer omit it)', () => {
+  const der = buildLeaf(ca, { ski: null });
+  check(der);
+  assert.deepEqual(describeSvidProblems(der, TD, ca.interDer), []);
+});
+
 const cases: Record<string, [Parameters<typeof buildLeaf>[1], RegExp]> = {
   'fail/two URI SANs': [{ uris: [`spiffe://${TD}/a`, `spiffe://${TD}/b`] }, /must have exactly one URI SAN, found 2/],
   'fail/no URI SAN': [{ uris: [], dnsNames: ['x.example'] }, /exactly one URI SAN, found 0/],
@@ -35,6 +41,7 @@ const cases: Record<string, [Parameters<typeof buildLeaf>[1], RegExp]> = {
   'fail/keyUsage without digitalSignature': [{ keyUsage: keyUsageExt([KU.keyEncipherment]) }, /lacks digitalSignature/],
   'fail/keyUsage missing': [{ keyUsage: null }, /keyUsage is missing/],
   'fail/EKU without clientAuth': [{ eku: extKeyUsageExt([EKU.serverAuth]) }, /serverAuth and clientAuth/],
+  'fail/EKU missing': [{ eku: null }, /extKeyUsage is missing \(must contain serverAuth and clientAuth\)/],
   'fail/serial of 21 octets': [{ serial: Buffer.concat([Buffer.from([0x02, 21, 0x01]), Buffer.alloc(20, 7)]) }, /21 octets, more than 20/],
   'fail/negative serial': [{ serial: Buffer.from([0x02, 0x01, 0x80]) }, /negative/],
   'fail/zero serial': [{ serial: Buffer.from([0x02, 0x01, 0x00]) }, /zero/],
