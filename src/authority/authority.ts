@@ -13,6 +13,7 @@ import { generateKeyPair, keyTypeOf, privateKeyToPkcs8Pem } from '../x509/keys.j
 import { createCaCsr } from '../x509/ca-certs.js';
 import { createLeafCsr } from '../x509/leaf-csr.js';
 import { checkSvidProfile } from '../x509/validate.js';
+import { isDnsName } from '../x509/profile.js';
 import { certSerialHex } from '../x509/cert-parse.js';
 import { issuedInProcessBy } from '../x509/provenance.js';
 import type { LeafSignerPool } from '../x509/signer-pool.js';
@@ -260,7 +261,7 @@ export class LocalAuthority implements Authority {
     const dnsNames = req.dnsNames ?? [];
     const ips = req.ipAddresses ?? [];
     for (const d of dnsNames) {
-      if (!/^(\*\.)?([a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?)(\.[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?)*$/.test(d) || d.length > 253) {
+      if (!isDnsName(d)) {
         throw invalidArgument(`invalid DNS name "${d}"`);
       }
     }

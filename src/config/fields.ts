@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { parseDurationSeconds } from '../util/duration.js';
 import { parseSpiffeId, validateTrustDomain } from '../identity/spiffe-id.js';
 import { KEY_TYPES } from '../x509/types.js';
+import { isDnsName } from '../x509/profile.js';
 
 /** Reusable schema pieces for config sections (core and providers). */
 
@@ -52,3 +53,6 @@ export const listenAddress = z
   .string()
   .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]*):\d{1,5}$/, { message: 'must be host:port, e.g. 127.0.0.1:8443' })
   .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, { message: 'port must be between 0 and 65535' });
+
+/** A DNS name for a certificate SAN (the same rule `meshca issue --dns` applies). */
+export const dnsName = z.string().refine(isDnsName, { message: 'must be a DNS name (letters, digits, "-", "_" in dot-separated labels)' });

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { duration, keyType, listenAddress, spiffeIdPattern, trustDomain } from './fields.js';
+import { dnsName, duration, keyType, listenAddress, spiffeIdPattern, trustDomain } from './fields.js';
 import { parseWorkloadId } from '../identity/spiffe-id.js';
 import { authoritySchema } from '../../providers/index.js';
 import { bundlePublishersSchema } from '../publish/config.js';
@@ -13,7 +13,7 @@ import { bundleEndpointSchema, bundleFilesSchema, checkFederationAgainstOwn, fed
  */
 const grpcSchema = z.strictObject({
   address: listenAddress.default('127.0.0.1:8443'),
-  dnsNames: z.array(z.string().min(1)).default(['localhost']),
+  dnsNames: z.array(dnsName).default(['localhost']),
   ipAddresses: z.array(z.ipv4().or(z.ipv6())).default(['127.0.0.1']),
   /** Extra PEM bundle trusted for client certificates only (proxies' bootstrap certificates). */
   clientCaFile: z.string().default(''),

@@ -8,6 +8,13 @@ import { DER_TRUE, TAG, bitString, octetString, oid, seq, set, smallInteger, tlv
  * the fast leaf signer (which precomputes most of them per CA) and the CA certificate builder.
  */
 
+const DNS_NAME = /^(\*\.)?([a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?)(\.[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?)*$/;
+
+/** A DNS name meshca puts in a dNSName SAN: labels of letters, digits, "-" and "_", optionally "*." first. */
+export function isDnsName(d: string): boolean {
+  return d.length <= 253 && DNS_NAME.test(d);
+}
+
 export const EXT = {
   subjectKeyIdentifier: '2.5.29.14',
   keyUsage: '2.5.29.15',

@@ -99,3 +99,12 @@ test('fail/SPIFFE IDs meshca serves under must be workload IDs of its own trust 
   const root = problems(() => parseConfig({ server: { bundleEndpoint: { spiffeId: 'spiffe://cluster.local' } } }));
   assert.ok(root.some((l) => l.startsWith('server.bundleEndpoint.spiffeId: ') && /must have a path/.test(l)), root.join('\n'));
 });
+
+test('fail/server.grpc.dnsNames must be DNS names, named by index', () => {
+  const p = problems(() => parseConfig({ server: { grpc: { dnsNames: ['localhost', 'bad name!'] } } }));
+  assert.ok(p.some((l) => l.startsWith('server.grpc.dnsNames[1]: must be a DNS name')), p.join('\n'));
+  assert.deepEqual(parseConfig({ server: { grpc: { dnsNames: ['meshca.istio-system.svc', '*.example.org'] } } }).server.grpc.dnsNames, [
+    'meshca.istio-system.svc',
+    '*.example.org',
+  ]);
+});
