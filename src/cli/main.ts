@@ -184,7 +184,14 @@ async function inspect(args: string[]): Promise<void> {
   }
   const { inspectChain } = await import('../x509/inspect.js');
   const td = values['trust-domain'] as string | undefined;
-  process.stdout.write(inspectChain(text, td ? { trustDomain: td } : {}) + '\n');
+  let report: string;
+  try {
+    report = inspectChain(text, td ? { trustDomain: td } : {});
+  } catch (e) {
+    if (e instanceof CaError && e.code === 'INVALID_ARGUMENT') throw new CaError('INVALID_ARGUMENT', `inspect: ${positionals[0]}: ${e.message}`);
+    throw e;
+  }
+  process.stdout.write(report + '\n');
 }
 
 async function rotate(args: string[]): Promise<void> {

@@ -169,6 +169,11 @@ test('inspect describes a chain and flags what breaks the SVID rules', { timeout
     const missing = await runCli(['inspect', join(t.dir, 'missing.pem')]);
     assert.notEqual(missing.code, 0);
     assert.match(missing.stderr, /cannot read/);
+    const notPem = join(t.dir, 'not-a-cert.pem');
+    await writeFile(notPem, 'hello\n');
+    const garbage = await runCli(['inspect', notPem]);
+    assert.equal(garbage.code, 2);
+    assert.match(garbage.stderr, /inspect: .*not-a-cert\.pem: no CERTIFICATE blocks found/);
   } finally {
     await t.cleanup();
   }
