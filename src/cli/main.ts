@@ -13,7 +13,8 @@ const USAGE = `meshca — a pluggable certificate authority for service meshes
 
 Usage:
   meshca serve   [--config FILE]                 run the CA (gRPC SDS/Istio/controller API, ops HTTP)
-  meshca issue   [--config FILE] --spiffe-id ID [--ttl D] [--dns NAME]... [--ip ADDR]... --out DIR
+  meshca issue   [--config FILE] --spiffe-id ID [--ttl D] [--dns NAME]... [--ip ADDR]...
+                 [--key-type ec-p256|ec-p384|rsa-2048|rsa-3072|ed25519] --out DIR
                                                  mint an identity: DIR/cert.pem, DIR/key.pem (0600), DIR/bundle.pem
   meshca bundle  [--config FILE] [--format pem|jwks]   print the trust bundle on stdout
   meshca inspect FILE                            describe a PEM chain and flag X.509-SVID problems
@@ -128,6 +129,8 @@ async function issue(args: string[]): Promise<void> {
   const { parseWorkloadId } = await import('../identity/spiffe-id.js');
   const id = parseWorkloadId(values['spiffe-id'] as string, cfg.trustDomain);
   const ttl = values.ttl !== undefined ? parseDurationSeconds(values.ttl as string, '--ttl') : undefined;
+  // The same floor as workload.ttl: a shorter leaf would expire before a proxy could use it (notBefore is backdated).
+  if (ttl !== undefined && ttl < 10) throw new UsageError(`issue: --ttl ${String(values.ttl)} is shorter than the minimum 10s`);
   const keyType = values['key-type'] as string | undefined;
   const { KEY_TYPES } = await import('../x509/types.js');
   if (keyType !== undefined && !(KEY_TYPES as readonly string[]).includes(keyType)) {

@@ -65,6 +65,9 @@ test('issue refuses bad input with exit code 2 and a message naming the problem'
     const tooLong = await runCli(['issue', '--config', cfg, '--spiffe-id', 'spiffe://test.example/a', '--ttl', '48h', '--out', out]);
     assert.equal(tooLong.code, 2);
     assert.match(tooLong.stderr, /requested ttl 48h is longer than workload.maxTtl 24h/);
+    const tooShort = await runCli(['issue', '--config', cfg, '--spiffe-id', 'spiffe://test.example/a', '--ttl', '5s', '--out', out]);
+    assert.equal(tooShort.code, 2);
+    assert.match(tooShort.stderr, /--ttl 5s is shorter than the minimum 10s/);
     const noId = await runCli(['issue', '--config', cfg, '--out', out]);
     assert.equal(noId.code, 2);
     assert.match(noId.stderr, /--spiffe-id is required/);
