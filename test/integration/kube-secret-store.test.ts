@@ -135,6 +135,22 @@ test('withLock: nested calls join the transaction, reads see own writes, a throw
   assert.equal((await kube.api.get('secrets', name, { namespace: NS })).metadata.resourceVersion, rv, 'no write reached the API server');
 });
 
+/**
+ * Drops the watch and compacts history past its resourceVersion (an unrelated write moves the compaction point: a
+ * watch from exactly that point is still valid), then expects `seen` to get the write made meanwhile (a re-list) and
+ * one made after the watch re-opened.
+ */
+async function expectRelistAfterExpiredWatch(name: string, writer: { write(k: string, v: Buffer): Promise<void> }, seen: string[]): Promise<void> {
+  await kube.api.create('configmaps', { metadata: { name: `${name}-unrelated`, namespace: NS }, data: {} });
+  kube.compactHistory();
+  kube.dropWatches('destroy');
+  await writer.write('authority', Buffer.from('v2'));
+  await eventually(() => seen.filter((k) => k === 'authority').length === 2, 'the change made while the watch was down');
+  await eventually(() => kube.openWatches() > 0, 'the watch to re-open');
+  await writer.write('authority', Buffer.from('v3'));
+  await eventually(() => seen.filter((k) => k === 'authority').length === 3, 'a change after the re-list');
+}
+
 test('watch reports keys another writer changed, and keeps working after the watch is dropped and history compacted (410)', async () => {
   const name = fresh();
   const a = await open(name);
@@ -149,16 +165,8 @@ test('watch reports keys another writer changed, and keeps working after the wat
     await eventually(() => seen.includes('internal-root'), 'the second change');
     assert.equal(seen.filter((k) => k === 'authority').length, 1, 'an unchanged key is not reported again');
 
-    // Make the resumed watch too old: the store must re-list, then see later writes. The unrelated write moves the
-    // compaction point past the watch's resourceVersion (a watch from exactly the compaction point is still valid).
-    await kube.api.create('configmaps', { metadata: { name: `${name}-unrelated`, namespace: NS }, data: {} });
-    kube.compactHistory();
-    kube.dropWatches('destroy');
-    await b.write('authority', Buffer.from('v2'));
-    await eventually(() => seen.filter((k) => k === 'authority').length === 2, 'the change made while the watch was down');
-    await eventually(() => kube.openWatches() > 0, 'the watch to re-open');
-    await b.write('authority', Buffer.from('v3'));
-    await eventually(() => seen.filter((k) => k === 'authority').length === 3, 'a change after the re-list');
+    // Make the resumed watch too old: the store must re-list, then see later writes.
+    await expectRelistAfterExpiredWatch(name, b, seen);
   } finally {
     unsub();
     await a.close();
@@ -179,14 +187,7 @@ test('watch re-lists when the API server answers a resumed watch with HTTP 410 G
     await eventually(() => seen.includes('authority'), 'the change to be seen');
 
     // The resumed watch's resourceVersion is now too old and the server refuses it with a 410 response: re-list.
-    await kube.api.create('configmaps', { metadata: { name: `${name}-unrelated`, namespace: NS }, data: {} });
-    kube.compactHistory();
-    kube.dropWatches('destroy');
-    await b.write('authority', Buffer.from('v2'));
-    await eventually(() => seen.filter((k) => k === 'authority').length === 2, 'the change made while the watch was down');
-    await eventually(() => kube.openWatches() > 0, 'the watch to re-open');
-    await b.write('authority', Buffer.from('v3'));
-    await eventually(() => seen.filter((k) => k === 'authority').length === 3, 'a change after the re-list');
+    await expectRelistAfterExpiredWatch(name, b, seen);
   } finally {
     kube.setExpiredWatchResponse('event');
     unsub();

@@ -23,13 +23,13 @@ import (
 )
 
 type result struct {
-	GoVersion    string  `json:"goVersion"`
-	GoMaxProcs   int     `json:"gomaxprocs"`
-	GenerateKey  float64 `json:"generateKeyPerSec"`
-	Csr          float64 `json:"csrPerSec"`
-	RawSign      float64 `json:"p256SignPerSec"`
-	RawKeygen    float64 `json:"p256KeygenPerSec"`
-	MillisEach   int     `json:"msEach"`
+	GoVersion   string  `json:"goVersion"`
+	GoMaxProcs  int     `json:"gomaxprocs"`
+	GenerateKey float64 `json:"generateKeyPerSec"`
+	Csr         float64 `json:"csrPerSec"`
+	RawSign     float64 `json:"p256SignPerSec"`
+	RawKeygen   float64 `json:"p256KeygenPerSec"`
+	MillisEach  int     `json:"msEach"`
 }
 
 func must(err error) {
@@ -71,31 +71,28 @@ func main() {
 	flag.Parse()
 
 	// Signing CA: a P-256 intermediate under a self-signed root, as meshca's internal backend has.
-	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	must(err)
 	now := time.Now()
-	rootTmpl := &x509.Certificate{
-		SerialNumber: serial(), Subject: pkix.Name{Organization: []string{"bench"}},
-		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		SubjectKeyId: skid(&rootKey.PublicKey),
+	// caCert makes a P-256 CA certificate for a fresh key, signed by parent (self-signed when parent is nil).
+	caCert := func(cn string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		must(err)
+		tmpl := &x509.Certificate{
+			SerialNumber: serial(), Subject: pkix.Name{Organization: []string{"bench"}, CommonName: cn},
+			NotBefore: now.Add(-time.Minute), NotAfter: now.Add(24 * time.Hour),
+			IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+			SubjectKeyId: skid(&key.PublicKey),
+		}
+		if parent == nil {
+			parent, parentKey = tmpl, key
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+		must(err)
+		cert, err := x509.ParseCertificate(der)
+		must(err)
+		return cert, key
 	}
-	rootDer, err := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, &rootKey.PublicKey, rootKey)
-	must(err)
-	root, err := x509.ParseCertificate(rootDer)
-	must(err)
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	must(err)
-	caTmpl := &x509.Certificate{
-		SerialNumber: serial(), Subject: pkix.Name{Organization: []string{"bench"}, CommonName: "signing CA"},
-		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		SubjectKeyId: skid(&caKey.PublicKey),
-	}
-	caDer, err := x509.CreateCertificate(rand.Reader, caTmpl, root, &caKey.PublicKey, rootKey)
-	must(err)
-	ca, err := x509.ParseCertificate(caDer)
-	must(err)
+	root, rootKey := caCert("root", nil, nil)
+	ca, caKey := caCert("signing CA", root, rootKey)
 
 	id, err := url.Parse("spiffe://bench.local/ns/default/sa/w")
 	must(err)
