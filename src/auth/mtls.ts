@@ -9,6 +9,7 @@ import { parseSpiffeId } from '../identity/spiffe-id.js';
 
 /** Why a TLS peer was refused (metric label `reason`). */
 export type MtlsFailure = 'no-certificate' | 'untrusted' | 'expired' | 'not-yet-valid' | 'no-spiffe-id' | 'not-a-leaf';
+const MTLS_FAILURES: readonly MtlsFailure[] = ['no-certificate', 'untrusted', 'expired', 'not-yet-valid', 'no-spiffe-id', 'not-a-leaf'];
 
 export interface MtlsAuthenticatorOptions {
   readonly trustDomain: string;
@@ -53,6 +54,8 @@ export class MtlsAuthenticator implements Authenticator {
 
   constructor(private readonly opts: MtlsAuthenticatorOptions) {
     this.failures = authFailuresCounter(opts.metrics);
+    // Listed at 0 from the start (inc by 0 leaves an existing series of a shared registry unchanged).
+    for (const reason of MTLS_FAILURES) this.failures.inc({ reason }, 0);
     this.bootstrap = (opts.bootstrapCasDer ?? []).map((d) => new X509Certificate(d));
   }
 

@@ -115,7 +115,7 @@ export class LocalAuthority implements Authority {
   /** False on HA replicas that do not hold the rotation Lease: they sign and adopt state but never rotate. */
   private rotationEnabled = true;
   private readonly m: {
-    issued: Counter<'key_type' | 'source' | 'mode'>;
+    issued: Counter<'type' | 'key_type' | 'source' | 'mode'>;
     latency: Histogram<'source'>;
     clamped: Counter;
     cannotCover: Gauge;
@@ -135,7 +135,12 @@ export class LocalAuthority implements Authority {
     this.bundleCache = this.makeBundle(initial);
     const r = deps.metrics;
     this.m = {
-      issued: new Counter({ name: 'meshca_certificates_issued_total', help: 'Leaf certificates issued', labelNames: ['key_type', 'source', 'mode'], registers: [r] }),
+      issued: new Counter({
+        name: 'meshca_certificates_issued_total',
+        help: 'Certificates issued, by type (workload leaf, serving = meshca\'s own, signing-ca) and key type',
+        labelNames: ['type', 'key_type', 'source', 'mode'],
+        registers: [r],
+      }),
       latency: new Histogram({
         name: 'meshca_issuance_duration_seconds',
         help: 'Time to issue one leaf certificate',
@@ -241,7 +246,7 @@ export class LocalAuthority implements Authority {
     const source = req.source ?? 'api';
     try {
       const svid = await this.issueInner(req);
-      this.m.issued.inc({ key_type: svid.keyType, source, mode: this.deps.backend.mode });
+      this.m.issued.inc({ type: source === 'serving' ? 'serving' : 'workload', key_type: svid.keyType, source, mode: this.deps.backend.mode });
       this.m.latency.observe({ source }, Number(process.hrtime.bigint() - started) / 1e9);
       return svid;
     } catch (e) {
@@ -443,6 +448,7 @@ export class LocalAuthority implements Authority {
     if (!x.publicKey.equals(kp.publicKey)) throw new CaError('INTERNAL', `${backend.name}: signed a different key than the one meshca sent`);
     if (!x.ca) throw new CaError('INTERNAL', `${backend.name}: returned a signing certificate that is not a CA`);
     if (out.roots.length === 0) throw new CaError('INTERNAL', `${backend.name}: returned no trust anchors`);
+    this.m.issued.inc({ type: 'signing-ca', key_type: this.opts.caKeyType, source: 'rotation', mode: backend.mode });
     return slotFrom(generation, signingCaFrom(certDer, chainDer, kp.privateKey), out.roots);
   }
 

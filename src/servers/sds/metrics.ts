@@ -18,6 +18,12 @@ export function reuse<T>(registry: Registry, name: string, make: () => T): T {
   return (existing as T | undefined) ?? make();
 }
 
+/** Label values listed at 0 from the start, so a scrape shows every series before the first stream, push or NACK. */
+const METHODS = ['StreamSecrets', 'DeltaSecrets', 'FetchSecrets', 'StreamAggregatedResources', 'DeltaAggregatedResources'] as const;
+const STREAM_METHODS = METHODS.filter((m) => m !== 'FetchSecrets');
+const PUSH_REASONS: readonly PushReason[] = ['renewal', 'bundle', 'subscription', 'reissue'];
+const SECRET_TYPES = ['tls_certificate', 'validation_context'] as const;
+
 export function createSdsMetrics(registry: Registry, nearestExpiry: () => Date | undefined, now: () => number): SdsMetrics {
   const registers = [registry];
   reuse(registry, 'meshca_sds_served_cert_nearest_expiry_seconds', () =>
@@ -32,7 +38,7 @@ export function createSdsMetrics(registry: Registry, nearestExpiry: () => Date |
       },
     }),
   );
-  return {
+  const m: SdsMetrics = {
     streamsOpen: reuse(registry, 'meshca_sds_streams_open', () =>
       new Gauge({ name: 'meshca_sds_streams_open', help: 'Open SDS streams', labelNames: ['method'], registers }),
     ),
@@ -57,4 +63,12 @@ export function createSdsMetrics(registry: Registry, nearestExpiry: () => Date |
       new Counter({ name: 'meshca_sds_requests_total', help: 'SDS requests received (including ACKs)', labelNames: ['method'], registers }),
     ),
   };
+  // inc(..., 0) creates a missing series at 0 and leaves an existing one (a shared registry) unchanged.
+  for (const method of STREAM_METHODS) {
+    m.streamsOpen.inc({ method }, 0);
+    m.nacks.inc({ method }, 0);
+  }
+  for (const reason of PUSH_REASONS) m.pushes.inc({ reason }, 0);
+  for (const type of SECRET_TYPES) m.secretsPushed.inc({ type }, 0);
+  return m;
 }

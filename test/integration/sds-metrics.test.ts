@@ -1,0 +1,100 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { runCli, startServe, tempDir, writeTestConfig } from '../support/cli.js';
+import { SdsClient } from '../support/sds-client.js';
+
+interface Sample {
+  readonly name: string;
+  readonly labels: Record<string, string>;
+  readonly value: number;
+}
+
+function parseMetrics(text: string): Sample[] {
+  const out: Sample[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m) continue;
+    const labels: Record<string, string> = {};
+    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!;
+    out.push({ name: m[1]!, labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+function find(samples: Sample[], name: string, labels: Record<string, string> = {}): Sample[] {
+  return samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
+}
+
+async function scrape(port: number): Promise<Sample[]> {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+  assert.equal(res.status, 200);
+  return parseMetrics(await res.text());
+}
+
+/**
+ * issue 3 "Ops": the SDS metrics are on /metrics of `meshca serve` from the start (a scrape before the first stream,
+ * NACK or refused caller already lists them at 0), and certificates issued are counted by type and key type.
+ */
+test('meshca serve exposes every SDS metric from the start, and counts issued certificates by type and key type', { timeout: 60_000 }, async () => {
+  const t = await tempDir();
+  const cfg = await writeTestConfig(t.dir);
+  const server = await startServe(cfg);
+  let client: SdsClient | undefined;
+  try {
+    const fresh = await scrape(server.httpPort);
+    for (const method of ['StreamSecrets', 'DeltaSecrets']) {
+      assert.equal(find(fresh, 'meshca_sds_streams_open', { method })[0]?.value, 0, `open streams (${method}) listed at 0`);
+      assert.equal(find(fresh, 'meshca_sds_nacks_total', { method })[0]?.value, 0, `NACKs (${method}) listed at 0`);
+    }
+    for (const reason of ['renewal', 'bundle', 'subscription', 'reissue']) {
+      assert.equal(find(fresh, 'meshca_sds_pushes_total', { reason })[0]?.value, 0, `pushes by reason ${reason} listed at 0`);
+    }
+    for (const type of ['tls_certificate', 'validation_context']) {
+      assert.equal(find(fresh, 'meshca_sds_secrets_pushed_total', { type })[0]?.value, 0, `secrets pushed (${type}) listed at 0`);
+    }
+    for (const reason of ['no-certificate', 'untrusted', 'expired', 'no-spiffe-id']) {
+      assert.equal(find(fresh, 'meshca_auth_failures_total', { reason })[0]?.value, 0, `auth failures (${reason}) listed at 0`);
+    }
+    assert.equal(find(fresh, 'meshca_certificates_issued_total', { type: 'serving', key_type: 'ec-p256' })[0]?.value, 1, 'the serving certificate');
+    assert.equal(find(fresh, 'meshca_certificates_issued_total', { type: 'signing-ca', key_type: 'ec-p256' })[0]?.value, 1, 'the first signing CA');
+    assert.ok(find(fresh, 'meshca_issuance_duration_seconds_count').length > 0, 'issuance latency histogram');
+
+    const boot = join(t.dir, 'boot');
+    const issued = await runCli(['issue', '--config', cfg, '--spiffe-id', 'spiffe://test.example/ns/default/sa/web', '--out', boot]);
+    assert.equal(issued.code, 0, issued.stderr);
+    client = new SdsClient({
+      target: `127.0.0.1:${server.grpcPort}`,
+      tls: {
+        caPem: await readFile(join(boot, 'bundle.pem'), 'utf8'),
+        certPem: await readFile(join(boot, 'cert.pem'), 'utf8'),
+        keyPem: await readFile(join(boot, 'key.pem'), 'utf8'),
+      },
+      node: { id: 'web-1', cluster: 'web' },
+    });
+    const s = client.streamSecrets();
+    s.request(['default']);
+    const r = await s.next(10_000);
+    s.nack(r, '');
+    await s.expectSilence(200);
+    const after = await scrape(server.httpPort);
+    assert.equal(find(after, 'meshca_certificates_issued_total', { type: 'workload', key_type: 'ec-p256' })[0]?.value, 1, 'the SDS leaf');
+    assert.equal(find(after, 'meshca_sds_streams_open', { method: 'StreamSecrets' })[0]?.value, 1);
+    assert.equal(find(after, 'meshca_sds_nacks_total', { method: 'StreamSecrets' })[0]?.value, 1);
+    assert.equal(find(after, 'meshca_sds_pushes_total', { reason: 'subscription' })[0]?.value, 1);
+    assert.ok((find(after, 'meshca_sds_served_cert_nearest_expiry_seconds')[0]?.value ?? 0) > 3500, 'time to the nearest expiry');
+    s.cancel();
+
+    const anon = new SdsClient({ target: `127.0.0.1:${server.grpcPort}`, tls: { caPem: await readFile(join(boot, 'bundle.pem'), 'utf8') }, node: { id: 'x', cluster: 'x' } });
+    await assert.rejects(anon.fetchSecrets(['ROOTCA']), (e: grpc.ServiceError) => e.code === grpc.status.UNAUTHENTICATED);
+    anon.close();
+    const refused = await scrape(server.httpPort);
+    assert.equal(find(refused, 'meshca_auth_failures_total', { reason: 'no-certificate' })[0]?.value, 1);
+  } finally {
+    client?.close();
+    await server.stop('SIGKILL');
+    await t.cleanup();
+  }
+});
