@@ -33,6 +33,13 @@ describe('examples/envoy/envoy.yaml', { timeout: 30_000 }, () => {
   });
   after(async () => h.close());
 
+  it('the README explains every field the bootstrap uses', async () => {
+    const readme = await readFile(join(dirname(EXAMPLE), 'README.md'), 'utf8');
+    const keys = new Set(walk(doc).flatMap(({ obj }) => Object.keys(obj)));
+    const missing = [...keys].filter((k) => !readme.includes(k));
+    assert.deepEqual(missing, [], `fields of envoy.yaml the README does not mention: ${missing.join(', ')}`);
+  });
+
   it('has node.id and node.cluster', () => {
     const node = doc.node as { id?: string; cluster?: string };
     assert.ok(node.id && node.cluster);
