@@ -24,6 +24,11 @@ export interface VaultBackendOptions {
   readonly renewFraction?: number;
   /** How long fetched trust anchors are reused before asking Vault again, ms. Default 60000. */
   readonly anchorsCacheMs?: number;
+  /**
+   * How often `sys/health` is polled (on ctx.clock) so that health() and /readyz notice a sealed, uninitialised or
+   * unreachable Vault even when meshca has nothing to sign (intermediate mode). Default 10000; 0 = never.
+   */
+  readonly healthCheckIntervalMs?: number;
 }
 
 const ANCHORS_KEY = 'vault-trust-anchors';
@@ -86,6 +91,10 @@ export class VaultBackend implements AuthorityBackend {
   private state: BackendHealth = { ok: true };
   private anchors: { roots: Buffer[]; fetchedAtMs: number } | undefined;
   private closed = false;
+  /** The current degradation is an availability problem (not bad credentials) that a healthy sys/health clears. */
+  private clearable = true;
+  private probeTimer: { cancel(): void } | undefined;
+  private probing = false;
 
   constructor(
     private readonly cfg: VaultConfig,
@@ -113,11 +122,12 @@ export class VaultBackend implements AuthorityBackend {
       ...(this.opts.renewFraction !== undefined ? { renewFraction: this.opts.renewFraction } : {}),
     });
     await this.loadStoredAnchors();
+    this.scheduleProbe();
     try {
       await this.tokens.token();
     } catch (e) {
       const err = e instanceof CaError ? e : this.toCaError(e, 'login');
-      this.degrade(err.message);
+      this.degrade(err.message, err.retryable);
       // Vault being down must not stop meshca from serving what it holds; bad credentials or files must.
       if (!err.retryable) throw err;
       this.ctx.log.warn({ reason: err.message }, 'vault unavailable at start; will log in on first use');
@@ -140,6 +150,44 @@ export class VaultBackend implements AuthorityBackend {
   async close(): Promise<void> {
     this.closed = true;
     this.tokens?.stop();
+    this.probeTimer?.cancel();
+    this.probeTimer = undefined;
+  }
+
+  /**
+   * One unauthenticated `GET sys/health` (exempt from quotas). Sealed, uninitialised or unreachable degrades
+   * health() with the reason; a healthy answer clears a degradation that was about availability (not one about
+   * credentials or permissions, which only a successful call clears). Standby nodes count as healthy: they forward.
+   */
+  async probeHealth(): Promise<void> {
+    if (this.closed || this.probing || !this.client) return;
+    this.probing = true;
+    try {
+      let reason: string | undefined;
+      try {
+        const body = (await this.client.health({ standbyok: true })) as { sealed?: unknown; initialized?: unknown } | undefined;
+        if (body?.sealed === true) reason = 'vault: sealed';
+        else if (body?.initialized === false) reason = 'vault: not initialized';
+      } catch (e) {
+        reason = unavailableReason(toVaultFailure(e));
+      }
+      if (this.closed) return;
+      if (reason !== undefined) {
+        if (this.state.ok || this.clearable) this.degrade(reason);
+      } else if (!this.state.ok && this.clearable) {
+        this.markUp();
+      }
+    } finally {
+      this.probing = false;
+    }
+  }
+
+  private scheduleProbe(): void {
+    const every = this.opts.healthCheckIntervalMs ?? 10_000;
+    if (this.closed || every <= 0) return;
+    this.probeTimer = this.ctx.clock.setTimer(() => {
+      void this.probeHealth().finally(() => this.scheduleProbe());
+    }, every);
   }
 
   // ------------------------------------------------------------------------------------------------------------
@@ -379,7 +427,7 @@ export class VaultBackend implements AuthorityBackend {
       token = await this.tokens.token();
     } catch (e) {
       const err = e instanceof CaError ? e : this.toCaError(e, 'login');
-      this.degrade(err.message);
+      this.degrade(err.message, err.retryable);
       throw err;
     }
     try {
@@ -393,7 +441,7 @@ export class VaultBackend implements AuthorityBackend {
           next = await this.tokens.refresh(token);
         } catch (le) {
           const err = le instanceof CaError ? le : this.toCaError(le, 'login');
-          this.degrade(err.message);
+          this.degrade(err.message, err.retryable);
           throw err;
         }
         if (next) {
@@ -452,16 +500,19 @@ export class VaultBackend implements AuthorityBackend {
     return this.tokens ? this.tokens.scrub(text) : text;
   }
 
-  private degrade(reason: string): void {
+  /** `clearable`: an availability problem that a healthy sys/health answer may clear (not bad credentials). */
+  private degrade(reason: string, clearable = true): void {
     const r = this.scrub(reason.startsWith('vault:') ? reason : `vault: ${reason}`);
     if (this.state.ok || this.state.reason !== r) this.ctx.log.warn({ reason: r }, 'vault backend degraded');
     this.state = { ok: false, reason: r };
+    this.clearable = clearable;
     this.m.up.set(0);
   }
 
   private markUp(): void {
     if (!this.state.ok) this.ctx.log.info('vault backend available again');
     this.state = { ok: true };
+    this.clearable = true;
     this.m.up.set(1);
   }
 

@@ -204,6 +204,30 @@ describe('vault backend against the fake Vault with the real node-vault', { time
     assert.deepEqual(b.health(), { ok: true });
   });
 
+  it('sealed Vault with nothing to sign: sys/health on the clock degrades health (readyz) with the reason; clears after unseal', async () => {
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { auth: { token: fake.rootToken } }), h.ctx, { ...FAST, healthCheckIntervalMs: 5000 }));
+    await b.init();
+    assert.deepEqual(b.health(), { ok: true });
+    const healthChecks = () => fake.requests.filter((r) => r.path === 'sys/health').length;
+    fake.seal();
+    const before = healthChecks();
+    clock.advance(5000);
+    await settle(() => healthChecks() > before && !b.health().ok, 'a sys/health probe while sealed');
+    assert.deepEqual(b.health(), { ok: false, reason: 'vault: sealed' });
+    assert.match(await h.metrics.getSingleMetricAsString('meshca_vault_up'), /meshca_vault_up 0/);
+    fake.unseal();
+    clock.advance(5000);
+    await settle(() => b.health().ok, 'a sys/health probe after unseal');
+    assert.match(await h.metrics.getSingleMetricAsString('meshca_vault_up'), /meshca_vault_up 1/);
+    // Unreachable Vault: the same, with the transport reason.
+    await fake.close();
+    clock.advance(5000);
+    await settle(() => !b.health().ok, 'a failed sys/health probe');
+    assert.match(b.health().reason ?? '', /^vault: unreachable/);
+    fake = await startFakeVault({ now: () => clock.nowMs() }); // for afterEach
+  });
+
   it('transient 500s and 429s are retried and then succeed', async () => {
     const h = harness(clock);
     const b = track(new VaultBackend(cfg(fake, { auth: { token: fake.rootToken } }), h.ctx, FAST));
