@@ -3,6 +3,7 @@ import type { BundleRegistry, RegisteredBundle } from '../../bundle/registry.js'
 import { spiffeBundleJson } from '../../bundle/jwks.js';
 import { counter } from '../../bundle/metrics.js';
 import { CaError, errorMessage } from '../../util/errors.js';
+import type { AnyServerCall } from '../call-auth.js';
 import { toServiceError } from '../status.js';
 import type { ControllerServiceDeps } from './identity-service.js';
 
@@ -47,34 +48,58 @@ function select(registry: BundleRegistry, requested: readonly string[]): Registe
 }
 
 /**
+ * A call that presents an `authorization` header must authenticate (a bad or wrong-audience Bearer token is
+ * UNAUTHENTICATED on every API, issue #6); a call without one needs no credentials.
+ */
+async function checkPresentedToken(deps: Pick<ControllerServiceDeps, 'authenticate'>, call: AnyServerCall): Promise<void> {
+  if (call.metadata.get('authorization').length > 0) await deps.authenticate(call);
+}
+
+/**
  * meshca.v1.BundleService handlers. Bundles are public: no authentication is required (the listener's TLS still
- * applies). WatchBundle sends the complete current state first, then again after every change of a watched trust
+ * applies), but a presented `authorization` header must be valid. WatchBundle sends the complete current state first, then again after every change of a watched trust
  * domain (a watch of all domains also sees domains added later); it ends only when the client cancels or the server
  * drains.
  */
-export function bundleServiceHandlers(deps: Pick<ControllerServiceDeps, 'bundles' | 'log' | 'metrics'>): grpc.UntypedServiceImplementation {
+export function bundleServiceHandlers(deps: Pick<ControllerServiceDeps, 'bundles' | 'log' | 'metrics' | 'authenticate'>): grpc.UntypedServiceImplementation {
   const registry = deps.bundles;
   const log = deps.log.child({ component: 'bundle-service' });
   const requests = counter(deps.metrics, 'meshca_api_requests_total', 'Controller and Istio API calls by method and result code', ['method', 'code']);
   return {
     GetBundle: (call: grpc.ServerUnaryCall<{ trust_domains?: string[] }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
-      try {
-        const bundles = select(registry, call.request.trust_domains ?? []);
-        requests.inc({ method: 'GetBundle', code: 'OK' });
-        cb(null, { own_trust_domain: registry.ownTrustDomain, bundles: bundles.map(toProtoBundle) });
-      } catch (e) {
-        requests.inc({ method: 'GetBundle', code: e instanceof CaError ? e.code : 'INTERNAL' });
-        cb(toServiceError(e));
-      }
+      checkPresentedToken(deps, call as AnyServerCall)
+        .then(() => {
+          const bundles = select(registry, call.request.trust_domains ?? []);
+          requests.inc({ method: 'GetBundle', code: 'OK' });
+          cb(null, { own_trust_domain: registry.ownTrustDomain, bundles: bundles.map(toProtoBundle) });
+        })
+        .catch((e: unknown) => {
+          requests.inc({ method: 'GetBundle', code: e instanceof CaError ? e.code : 'INTERNAL' });
+          cb(toServiceError(e));
+        });
     },
     WatchBundle: (call: grpc.ServerWritableStream<{ trust_domains?: string[] }, unknown>) => {
+      checkPresentedToken(deps, call as AnyServerCall).then(
+        () => watch(call),
+        (e: unknown) => {
+          requests.inc({ method: 'WatchBundle', code: e instanceof CaError ? e.code : 'INTERNAL' });
+          call.emit('error', toServiceError(e));
+        },
+      );
+    },
+  };
+
+  function watch(call: grpc.ServerWritableStream<{ trust_domains?: string[] }, unknown>): void {
+    // The client may have gone while its token was being reviewed: subscribing now would never be undone.
+    if (call.cancelled || call.destroyed) return;
+    {
       const requested = [...new Set(call.request.trust_domains ?? [])];
       let initial: RegisteredBundle[];
       try {
         initial = select(registry, requested);
       } catch (e) {
         requests.inc({ method: 'WatchBundle', code: e instanceof CaError ? e.code : 'INTERNAL' });
-        call.destroy(toServiceError(e));
+        call.emit('error', toServiceError(e));
         return;
       }
       requests.inc({ method: 'WatchBundle', code: 'OK' });
@@ -99,6 +124,6 @@ export function bundleServiceHandlers(deps: Pick<ControllerServiceDeps, 'bundles
       call.on('close', end);
       call.on('error', end);
       call.on('finish', end);
-    },
-  };
+    }
+  }
 }
