@@ -48,8 +48,12 @@ export async function fetchBundleDocument(
   opts: { timeoutMs?: number; maxBytes?: number } = {},
 ): Promise<string> {
   let current = new URL(url);
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  // One deadline for the whole fetch (redirects included): a socket idle timeout alone never ends an answer that
+  // trickles in a byte at a time.
+  const deadline = Date.now() + timeoutMs;
   for (let hop = 0; ; hop++) {
-    const r = await getOnce(current, verify, opts.timeoutMs ?? 10_000, opts.maxBytes ?? 4 * 1024 * 1024);
+    const r = await getOnce(current, verify, timeoutMs, deadline, opts.maxBytes ?? 4 * 1024 * 1024);
     if (r.redirect === undefined) return r.body!;
     if (hop >= MAX_REDIRECTS) throw new BundleFetchError(`${url}: more than ${MAX_REDIRECTS} redirects`, 'http');
     const next = new URL(r.redirect, current);
@@ -59,8 +63,17 @@ export async function fetchBundleDocument(
   }
 }
 
-function getOnce(u: URL, verify: EndpointVerification, timeoutMs: number, maxBytes: number): Promise<{ body?: string; redirect?: string }> {
-  return new Promise((resolve, reject) => {
+function getOnce(u: URL, verify: EndpointVerification, timeoutMs: number, deadline: number, maxBytes: number): Promise<{ body?: string; redirect?: string }> {
+  return new Promise((resolveP, rejectP) => {
+    let timer: NodeJS.Timeout | undefined;
+    const resolve = (v: { body?: string; redirect?: string }) => {
+      clearTimeout(timer);
+      resolveP(v);
+    };
+    const reject = (e: Error) => {
+      clearTimeout(timer);
+      rejectP(e);
+    };
     const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
     const isIp = /^[\d.]+$/.test(host) || host.includes(':');
     let spiffeProblem: string | undefined;
@@ -118,10 +131,13 @@ function getOnce(u: URL, verify: EndpointVerification, timeoutMs: number, maxByt
         res.on('error', (e) => reject(new BundleFetchError(`${u.href}: ${e.message}`, 'connect')));
       },
     );
-    req.setTimeout(timeoutMs, () => {
+    const timedOut = () => {
       req.destroy();
       reject(new BundleFetchError(`${u.href}: no answer within ${timeoutMs} ms`, 'timeout'));
-    });
+    };
+    req.setTimeout(timeoutMs, timedOut);
+    timer = setTimeout(timedOut, Math.max(0, deadline - Date.now()));
+    timer.unref();
     req.on('error', (e: NodeJS.ErrnoException) => {
       if (spiffeProblem) reject(new BundleFetchError(`${u.href}: endpoint ${spiffeProblem}`, 'verify'));
       else if (e.code && /CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS|HOSTNAME|ALTNAME/.test(e.code)) reject(new BundleFetchError(`${u.href}: TLS verification failed (${e.code}: ${e.message})`, 'verify'));

@@ -411,3 +411,113 @@ describe('federation over https_web: malformed bundles, restarts, static files',
     }
   });
 });
+
+describe('federation: endpoint failures (network, HTTP, size, redirects, slow answers)', { timeout: 90_000 }, () => {
+  let web: Instance;
+  let dir: string;
+  let server: Server;
+  let base: string;
+  let goodDoc: string;
+  const drips: NodeJS.Timeout[] = [];
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'meshca-fedfail-'));
+    web = await startInstance({ trustDomain: 'webpki2.test' });
+    const creds = await web.core.authority.issue({ spiffeId: 'spiffe://webpki2.test/www', dnsNames: ['localhost'], source: 'cli' });
+    await writeFile(join(dir, 'ca.pem'), web.core.authority.bundle().pem);
+    goodDoc = web.registry.spiffeBundleJson('webpki2.test')!;
+    server = createHttpsServer({ cert: creds.chainPem, key: creds.privateKeyPem! }, (req, res) => {
+      const path = req.url ?? '/';
+      if (path === '/drip') {
+        // Headers at once, then one byte every 200 ms: never idle long enough for a socket idle timeout.
+        res.writeHead(200, { 'content-type': 'application/json' });
+        const t = setInterval(() => res.write(' '), 200);
+        drips.push(t);
+        res.on('close', () => clearInterval(t));
+        return;
+      }
+      if (path === '/big') return void res.writeHead(200).end(Buffer.alloc(5 * 1024 * 1024, 0x20));
+      if (path === '/redirect') return void res.writeHead(302, { location: '/good' }).end();
+      if (path === '/loop') return void res.writeHead(302, { location: '/loop' }).end();
+      if (path === '/plain') return void res.writeHead(302, { location: `http://localhost:1/good` }).end();
+      if (path === '/500') return void res.writeHead(500).end();
+      res.writeHead(200, { 'content-type': 'application/json' }).end(goodDoc);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    base = `https://localhost:${(server.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    for (const t of drips) clearInterval(t);
+    server?.closeAllConnections();
+    server?.close();
+    await web?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  const fed = (path: string) => ({
+    trustDomains: [{ trustDomain: 'webpki2.test', bundleEndpointUrl: `${base}${path}`, profile: 'https_web', caFile: join(dir, 'ca.pem') }],
+  });
+
+  test('ok/a redirect to the same origin is followed; the bundle is taken', async () => {
+    const m = await startInstance({ trustDomain: 'ff1.test' });
+    try {
+      const f = await m.federate(fed('/redirect'));
+      await f.refreshNow('webpki2.test');
+      assert.equal(f.status()[0]!.lastError, undefined);
+      assert.equal(m.registry.get('webpki2.test')!.rootsDer.length, 1);
+    } finally {
+      await m.close();
+    }
+  });
+
+  for (const [path, reason, text] of [
+    ['/500', 'http', /HTTP 500/],
+    ['/big', 'size', /larger than/],
+    ['/loop', 'http', /more than 3 redirects/],
+    ['/plain', 'http', /non-https/],
+  ] as const) {
+    test(`fail/${path.slice(1)}: refused with reason ${reason}, nothing trusted`, async () => {
+      const m = await startInstance({ trustDomain: 'ff2.test' });
+      try {
+        const f = await m.federate(fed(path));
+        await f.refreshNow('webpki2.test');
+        assert.match(f.status()[0]!.lastError ?? '', text);
+        assert.equal(m.registry.get('webpki2.test'), undefined);
+        const metric = await m.core.metrics.getSingleMetricAsString('meshca_federation_errors_total');
+        assert.match(metric, new RegExp(`meshca_federation_errors_total\\{trust_domain="webpki2.test",reason="${reason}"\\} 1`));
+      } finally {
+        await m.close();
+      }
+    });
+  }
+
+  test('fail/an unreachable endpoint is a connect error; the next refresh is scheduled', async () => {
+    const m = await startInstance({ trustDomain: 'ff3.test' });
+    try {
+      const f = await m.federate({ trustDomains: [{ trustDomain: 'webpki2.test', bundleEndpointUrl: 'https://127.0.0.1:1/', profile: 'https_web', caFile: join(dir, 'ca.pem') }] });
+      await f.refreshNow('webpki2.test');
+      const st = f.status()[0]!;
+      assert.match(st.lastError ?? '', /ECONNREFUSED/);
+      assert.ok(st.nextRefresh && st.nextRefresh.getTime() > Date.now(), 'a retry is scheduled');
+    } finally {
+      await m.close();
+    }
+  });
+
+  test('fail/an endpoint that trickles its answer is cut off at the fetch timeout, and refreshes go on', async () => {
+    const m = await startInstance({ trustDomain: 'ff4.test' });
+    try {
+      const f = await m.federate(fed('/drip'));
+      const started = Date.now();
+      // federate() sets fetchTimeoutMs 3000: the whole fetch, not just an idle gap, must end by then.
+      await Promise.race([f.refreshNow('webpki2.test'), new Promise((_r, rej) => setTimeout(() => rej(new Error('refresh still running after 8 s')), 8000))]);
+      assert.ok(Date.now() - started < 6000, `took ${Date.now() - started} ms`);
+      assert.match(f.status()[0]!.lastError ?? '', /no answer within 3000 ms/);
+      const metric = await m.core.metrics.getSingleMetricAsString('meshca_federation_errors_total');
+      assert.match(metric, /reason="timeout"\} 1/);
+      assert.ok(f.status()[0]!.nextRefresh!.getTime() > Date.now(), 'a retry is scheduled');
+    } finally {
+      await m.close();
+    }
+  });
+});
