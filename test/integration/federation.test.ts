@@ -253,6 +253,40 @@ describe('two meshca instances federated over https_spiffe bundle endpoints', { 
       await wrong.close();
     }
   });
+  test('https_spiffe redirects: followed when the target presents the same SPIFFE ID, refused otherwise', async () => {
+    const epId = `spiffe://${B}/meshca/bundle-endpoint`;
+    const same = await b.core.authority.issue({ spiffeId: epId, source: 'cli' });
+    const other = await b.core.authority.issue({ spiffeId: `spiffe://${B}/elsewhere`, source: 'cli' });
+    const serve = (creds: { chainPem: string; privateKeyPem?: string }, handler: (res: import('node:http').ServerResponse) => void) =>
+      new Promise<Server>((resolve) => {
+        const s = createHttpsServer({ cert: creds.chainPem, key: creds.privateKeyPem! }, (_req, res) => handler(res));
+        s.listen(0, '127.0.0.1', () => resolve(s));
+      });
+    const doc = b.registry.spiffeBundleJson(B)!;
+    const wrongTarget = await serve(other, (res) => res.writeHead(200, { 'content-type': 'application/json' }).end(doc));
+    const toWrong = await serve(same, (res) => res.writeHead(302, { location: `https://127.0.0.1:${(wrongTarget.address() as AddressInfo).port}/` }).end());
+    const toRight = await serve(same, (res) => res.writeHead(307, { location: `https://127.0.0.1:${b.endpoint!.port}/` }).end());
+    const c = await startInstance({ trustDomain: 'c2.test' });
+    try {
+      await writeFile(join(dir, 'redir.pem'), b.core.authority.bundle().pem);
+      const entry = (port: number) => ({ trustDomain: B, bundleEndpointUrl: `https://127.0.0.1:${port}/`, profile: 'https_spiffe', endpointSpiffeId: epId, bootstrapBundleFile: join(dir, 'redir.pem') });
+      const f1 = await c.federate({ trustDomains: [entry((toWrong.address() as AddressInfo).port)] });
+      await f1.refreshNow(B);
+      assert.equal(c.registry.get(B), undefined);
+      assert.match(f1.status()[0]!.lastError!, /presents SPIFFE ID spiffe:\/\/b\.test\/elsewhere/);
+      await f1.close();
+      const f2 = await c.federate({ trustDomains: [entry((toRight.address() as AddressInfo).port)] });
+      await f2.refreshNow(B);
+      assert.equal(f2.status()[0]!.lastError, undefined);
+      assert.equal(c.registry.get(B)!.rootsDer.length, b.core.authority.bundle().rootsDer.length);
+    } finally {
+      await c.close();
+      for (const s of [wrongTarget, toWrong, toRight]) {
+        s.closeAllConnections();
+        s.close();
+      }
+    }
+  });
 });
 
 describe('federation over https_web: malformed bundles, restarts, static files', { timeout: 90_000 }, () => {
