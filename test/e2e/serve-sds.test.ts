@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { runCli, startServe, tempDir, writeTestConfig } from '../support/cli.js';
+import { bootstrapSdsClient, runCli, startServe, tempDir, writeTestConfig } from '../support/cli.js';
 import { SdsClient } from '../support/sds-client.js';
 
 /**
@@ -18,17 +18,7 @@ test('Envoy-like client gets default and ROOTCA from meshca serve, and a new cer
   try {
     assert.ok(server.grpcPort, `gRPC port from logs:\n${server.logs()}`);
     const boot = join(t.dir, 'boot');
-    const issued = await runCli(['issue', '--config', cfg, '--spiffe-id', 'spiffe://test.example/ns/default/sa/web', '--out', boot]);
-    assert.equal(issued.code, 0, issued.stderr);
-    client = new SdsClient({
-      target: `127.0.0.1:${server.grpcPort}`,
-      tls: {
-        caPem: await readFile(join(boot, 'bundle.pem'), 'utf8'),
-        certPem: await readFile(join(boot, 'cert.pem'), 'utf8'),
-        keyPem: await readFile(join(boot, 'key.pem'), 'utf8'),
-      },
-      node: { id: 'web-7f9c', cluster: 'web' },
-    });
+    client = await bootstrapSdsClient(cfg, boot, server.grpcPort!, 'spiffe://test.example/ns/default/sa/web', { id: 'web-7f9c', cluster: 'web' });
     const def = client.streamSecrets();
     def.request(['default']);
     const first = await def.next(10_000);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { runCli, startServe, tempDir, writeTestConfig } from '../support/cli.js';
+import { bootstrapSdsClient, startServe, tempDir, writeTestConfig } from '../support/cli.js';
 import { SdsClient } from '../support/sds-client.js';
 
 interface Sample {
@@ -63,17 +63,7 @@ test('meshca serve exposes every SDS metric from the start, and counts issued ce
     assert.ok(find(fresh, 'meshca_issuance_duration_seconds_count').length > 0, 'issuance latency histogram');
 
     const boot = join(t.dir, 'boot');
-    const issued = await runCli(['issue', '--config', cfg, '--spiffe-id', 'spiffe://test.example/ns/default/sa/web', '--out', boot]);
-    assert.equal(issued.code, 0, issued.stderr);
-    client = new SdsClient({
-      target: `127.0.0.1:${server.grpcPort}`,
-      tls: {
-        caPem: await readFile(join(boot, 'bundle.pem'), 'utf8'),
-        certPem: await readFile(join(boot, 'cert.pem'), 'utf8'),
-        keyPem: await readFile(join(boot, 'key.pem'), 'utf8'),
-      },
-      node: { id: 'web-1', cluster: 'web' },
-    });
+    client = await bootstrapSdsClient(cfg, boot, server.grpcPort!, 'spiffe://test.example/ns/default/sa/web', { id: 'web-1', cluster: 'web' });
     const s = client.streamSecrets();
     s.request(['default']);
     const r = await s.next(10_000);

@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { SdsClient, type Node } from './sds-client.js';
 
 /** Repository root (dist/test/support -> ../../..). */
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -128,4 +129,22 @@ export async function startServe(configPath: string, opts: { timeoutMs?: number;
         child.kill(signal);
       }),
   };
+}
+
+/**
+ * What an operator does for a proxy: `meshca issue` a bootstrap identity into `outDir`, then an Envoy-like SDS client
+ * on `grpcPort` that trusts the issued bundle.pem and presents cert.pem/key.pem.
+ */
+export async function bootstrapSdsClient(configPath: string, outDir: string, grpcPort: number, spiffeId: string, node: Node): Promise<SdsClient> {
+  const issued = await runCli(['issue', '--config', configPath, '--spiffe-id', spiffeId, '--out', outDir]);
+  if (issued.code !== 0) throw new Error(`meshca issue failed (${issued.code}): ${issued.stderr}`);
+  return new SdsClient({
+    target: `127.0.0.1:${grpcPort}`,
+    tls: {
+      caPem: await readFile(join(outDir, 'bundle.pem'), 'utf8'),
+      certPem: await readFile(join(outDir, 'cert.pem'), 'utf8'),
+      keyPem: await readFile(join(outDir, 'key.pem'), 'utf8'),
+    },
+    node,
+  });
 }
