@@ -5,8 +5,8 @@ import type { Clock, Timer } from '../util/clock.js';
 import { CaError, errorMessage } from '../util/errors.js';
 
 /**
- * Live X.509-SVIDs for SDS clients: one key pair + SVID per (node id, SPIFFE ID), shared by that node's streams and
- * never across nodes. Contract:
+ * Live X.509-SVIDs for SDS clients: one key pair + SVID per (caller, node id, SPIFFE ID), shared by that node's
+ * streams and never across nodes or callers. Contract:
  * - subscribe() registers a listener and returns the current SVID (issuing one if there is none, it expired, or it
  *   is due; concurrent first subscribers share one issuance).
  * - while an entry has subscribers a Clock timer renews it at svid.renewAt (the authority already jittered that) and
@@ -88,8 +88,12 @@ export class SvidCache {
     return min === undefined ? undefined : new Date(min);
   }
 
-  subscribe(nodeId: string, spiffeId: string, listener: SvidListener): SvidSubscription {
-    const key = nodeId + SEP + spiffeId;
+  /**
+   * `caller` is the authenticated SPIFFE ID of the client: node.id is the client's own claim, so an entry is keyed
+   * by caller too and another caller naming the same node.id (a controller allowed the identity) never gets the key.
+   */
+  subscribe(nodeId: string, spiffeId: string, listener: SvidListener, caller = ''): SvidSubscription {
+    const key = caller + SEP + nodeId + SEP + spiffeId;
     let entry = this.entries.get(key);
     if (!entry) {
       entry = { key, nodeId, spiffeId, svid: undefined, inflight: undefined, listeners: new Set(), timer: undefined, retryMs: this.retryMin };

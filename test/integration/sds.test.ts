@@ -265,6 +265,23 @@ describe('SDS StreamSecrets / FetchSecrets over mTLS', { timeout: 60_000 }, () =
     a2.cancel();
     b.cancel();
   });
+
+  it('another caller claiming the same node.id never gets that node\'s key (a controller allowed the identity included)', async () => {
+    const a = web.streamSecrets();
+    a.request(['default']);
+    const ra = await a.next();
+    const key = ra.secrets[0]!.tls_certificate!.private_key.inline_bytes.toString();
+    const ctrl = await h.client(CTRL, { id: 'web-node-1', cluster: 'web' });
+    const c = ctrl.streamSecrets();
+    c.request([WEB]);
+    const rc = await c.next();
+    assertCertFor(h, rc.secrets[0]!, WEB);
+    assert.notEqual(rc.secrets[0]!.tls_certificate!.private_key.inline_bytes.toString(), key, 'stream: not the workload key');
+    const f = await ctrl.fetchSecrets([WEB], { id: 'web-node-1', cluster: 'web' });
+    assert.notEqual(f.secrets[0]!.tls_certificate!.private_key.inline_bytes.toString(), key, 'fetch: not the workload key');
+    a.cancel();
+    c.cancel();
+  });
 });
 
 describe('SDS authorisation of controllers by ID prefix and key policy', { timeout: 60_000 }, () => {

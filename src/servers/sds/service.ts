@@ -167,10 +167,15 @@ abstract class StreamBase {
       this.push(sub, enc, 'subscription', sentVersion === undefined);
       return;
     }
-    sub.cert = this.svc.cache.subscribe(this.nodeId!, target.spiffeId, (svid, reason) => {
-      if (this.subs.get(target.name) !== sub) return;
-      this.push(sub, this.svc.certSecret(target.name, svid), reason, false);
-    });
+    sub.cert = this.svc.cache.subscribe(
+      this.nodeId!,
+      target.spiffeId,
+      (svid, reason) => {
+        if (this.subs.get(target.name) !== sub) return;
+        this.push(sub, this.svc.certSecret(target.name, svid), reason, false);
+      },
+      this.caller!.spiffeId,
+    );
     sub.cert.current.then(
       (svid) => {
         if (this.subs.get(target.name) !== sub || sub.started) return;
@@ -559,7 +564,7 @@ export class SdsService {
       const encs = await Promise.all(
         targets.map(async (t) => {
           if (t.kind !== 'cert') return this.bundleSecret(t);
-          const sub = this.cache.subscribe(nodeId, t.spiffeId, () => undefined);
+          const sub = this.cache.subscribe(nodeId, t.spiffeId, () => undefined, caller.spiffeId);
           try {
             return this.certSecret(t.name, await sub.current);
           } finally {
