@@ -250,3 +250,16 @@ function isZero(b: Buffer): boolean {
 export function pkcs8DerToPem(der: Buffer): string {
   return toPem(der, 'PRIVATE KEY');
 }
+
+/**
+ * Imports a PKCS#8 DER private key (the CA key a signer worker receives) and zeroes `der` whether or not the import
+ * succeeds. The key is read through a view of `der`, so no unwiped copy of it is left behind.
+ */
+export function importPkcs8DerAndWipe(der: Uint8Array): KeyObject {
+  const view = Buffer.from(der.buffer, der.byteOffset, der.byteLength);
+  try {
+    return nodeCrypto.createPrivateKey({ key: view, format: 'der', type: 'pkcs8' });
+  } finally {
+    view.fill(0);
+  }
+}

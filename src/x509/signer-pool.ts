@@ -248,7 +248,9 @@ export class LeafSignerPool {
 
   private sendCa(w: Worker): void {
     if (!this.lastCaMessage || !this.caKey) return;
-    const key = new Uint8Array(this.caKey.export({ type: 'pkcs8', format: 'der' }));
+    const exported = this.caKey.export({ type: 'pkcs8', format: 'der' });
+    const key = new Uint8Array(exported);
+    exported.fill(0);
     const msg: WorkerRequest = { ...this.lastCaMessage, keyPkcs8Der: key };
     w.postMessage(msg, [key.buffer]);
   }

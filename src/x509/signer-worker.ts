@@ -1,7 +1,7 @@
-import { createPrivateKey } from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
 import { LeafSigner } from './leaf-signer.js';
 import { parseCsr } from './csr.js';
+import { importPkcs8DerAndWipe } from './keys.js';
 import { checkSvidProfile } from './validate.js';
 import type { KeyType } from './types.js';
 import type { JobMsg, WorkerBatchReply, WorkerRequest } from './signer-protocol.js';
@@ -34,8 +34,8 @@ port.on('message', (m: WorkerRequest) => {
   if (m.type === 'ca') {
     gen = m.gen;
     try {
-      const key = createPrivateKey({ key: Buffer.from(m.keyPkcs8Der), format: 'der', type: 'pkcs8' });
-      m.keyPkcs8Der.fill(0);
+      // Zeroes the received DER (also when the import fails) without copying it first.
+      const key = importPkcs8DerAndWipe(m.keyPkcs8Der);
       caCertDer = Buffer.from(m.certDer);
       trustDomain = m.trustDomain;
       signer = new LeafSigner({
