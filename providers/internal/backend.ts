@@ -55,11 +55,12 @@ export class InternalBackend implements AuthorityBackend {
         this.roots = decodeRoots(raw, this.ctx.store.location);
         return;
       }
+      // A new root only in a truly empty store: any other meshca state there means the root was lost.
       const existing = await this.ctx.store.list();
-      if (existing.includes('authority')) {
+      if (existing.length > 0) {
         throw new CaError(
           'FAILED_PRECONDITION',
-          `internal: ${this.ctx.store.location} has CA state (authority.json) but no root (${ROOTS_KEY}.json): the state is partial; restore the root from backup rather than let meshca create a new one`,
+          `internal: ${this.ctx.store.location} has CA state (${existing.map((k) => `${k}.json`).join(', ')}) but no root (${ROOTS_KEY}.json): the state is partial; restore the root from backup rather than let meshca create a new one`,
         );
       }
       const root = await this.newRoot();

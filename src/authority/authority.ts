@@ -470,6 +470,12 @@ export class LocalAuthority implements Authority {
     const store = this.deps.store;
     const result = await store.withLock(async () => {
       const raw = await store.read(AUTHORITY_KEY);
+      // Empty state only on first start: state this authority already loaded or wrote must not vanish silently.
+      if (!raw && this.lastStoreBytes !== undefined) {
+        throw failedPrecondition(
+          `${store.location}: ${AUTHORITY_KEY}.json disappeared while meshca was using it; refusing to start a new CA state — restore it from backup`,
+        );
+      }
       const loaded = raw ? decodeState(raw, store.location) : emptyState(this.trustDomain, this.deps.backend.name);
       if (loaded.trustDomain !== this.trustDomain) {
         throw failedPrecondition(

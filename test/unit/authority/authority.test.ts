@@ -153,3 +153,28 @@ test('invalid requests are refused with the reason', async () => {
     await a.close();
   }
 });
+
+test('CA state that disappears from the store while running is an error, never a fresh start', async () => {
+  const a = await setup();
+  try {
+    const gen = a.authority.activeSigningCa()!.generation;
+    const root = a.authority.bundle().rootsDer[0]!;
+    a.store.data.delete('authority');
+    for (const op of [() => a.authority.reconcile(), () => a.authority.rotate()]) {
+      await assert.rejects(op(), (e: Error & { code?: string }) => e.code === 'FAILED_PRECONDITION' && /authority\.json/.test(e.message), 'refused');
+    }
+    assert.equal(a.store.data.has('authority'), false, 'no new state written');
+    assert.equal(a.authority.activeSigningCa()!.generation, gen, 'still serving the loaded signing CA');
+    assert.ok(a.authority.bundle().rootsDer[0]!.equals(root));
+  } finally {
+    await a.close();
+  }
+});
+
+test('the internal backend starts a root only in an empty store, not next to other meshca state', async () => {
+  const store = new MemoryStore();
+  store.data.set('federation-other-example', Buffer.from('{}'));
+  await assert.rejects(setup({ store }), (e: Error & { code?: string }) => e.code === 'FAILED_PRECONDITION' && /internal-root\.json/.test(e.message));
+  assert.equal(store.data.has('internal-root'), false, 'no root created');
+  assert.equal(store.data.has('authority'), false);
+});
