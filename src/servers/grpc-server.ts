@@ -229,7 +229,8 @@ export class GrpcServer {
 
 
   private async bindUds(path: string): Promise<void> {
-    await mkdir(dirname(path), { recursive: true });
+    // Created private (0700): with a group/world-writable directory another user could replace the socket.
+    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
     // A stale socket from a crashed run would make bind fail; anything that is not a socket is left alone.
     const st = await stat(path).catch(() => undefined);
     if (st?.isSocket()) await rm(path);

@@ -105,6 +105,8 @@ describe('SDS caller authentication', { timeout: 60_000 }, () => {
     const st = await stat(path);
     assert.ok(st.isSocket());
     assert.equal(st.mode & 0o777, 0o600);
+    // The directory meshca created for it is private too: nobody else may replace the socket.
+    assert.equal((await stat(join(dir, 'sock'))).mode & 0o777, 0o700);
     const c = new SdsClient({ target: `unix:${path}`, node: { id: 'agent', cluster: 'node' } });
     try {
       const r = await c.fetchSecrets(['default']);
