@@ -299,22 +299,20 @@ export class SdsClient {
   /** envoy.service.discovery.v3.AggregatedDiscoveryService (ADS) streams, on the same channel. */
   aggregatedResources(node: Node | undefined = this.opts.node): SotwStream {
     const p = clientProtos();
-    const call = this.client.makeBidiStreamRequest(
-      '/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources',
-      (v: object) => p.discoveryRequest.serialize(v) as Buffer,
-      (b: Buffer) => p.discoveryResponse.deserialize(b),
-    );
-    return new SotwStream(call, node);
+    return new SotwStream(this.adsCall('StreamAggregatedResources', p.discoveryRequest, p.discoveryResponse), node);
   }
 
   deltaAggregatedResources(node: Node | undefined = this.opts.node): DeltaStream {
     const p = clientProtos();
-    const call = this.client.makeBidiStreamRequest(
-      '/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources',
-      (v: object) => p.deltaRequest.serialize(v) as Buffer,
-      (b: Buffer) => p.deltaResponse.deserialize(b),
+    return new DeltaStream(this.adsCall('DeltaAggregatedResources', p.deltaRequest, p.deltaResponse), node);
+  }
+
+  private adsCall(method: string, req: Codec, res: Codec): grpc.ClientDuplexStream<any, any> {
+    return this.client.makeBidiStreamRequest(
+      `/envoy.service.discovery.v3.AggregatedDiscoveryService/${method}`,
+      (v: object) => req.serialize(v) as Buffer,
+      (b: Buffer) => res.deserialize(b),
     );
-    return new DeltaStream(call, node);
   }
 
   fetchSecrets(names: string[], node: Node | undefined = this.opts.node, typeUrl = SECRET_TYPE_URL, timeoutMs = 10_000): Promise<SotwResponse> {
