@@ -149,7 +149,13 @@ export class LocalAuthority implements Authority {
         registers: [r],
       }),
       clamped: new Counter({ name: 'meshca_leaf_ttl_clamped_total', help: 'Leaves whose lifetime was cut short by the signing CA notAfter', registers: [r] }),
-      cannotCover: new Gauge({ name: 'meshca_signing_ca_cannot_cover_ttl', help: '1 when the active signing CA expires before a full workload.ttl (alert)', registers: [r] }),
+      cannotCover: new Gauge({
+        name: 'meshca_signing_ca_cannot_cover_ttl',
+        help: '1 when the active signing CA expires before a full workload.ttl (alert)',
+        registers: [r],
+        // Evaluated at scrape time: the CA's remaining life shrinks between state changes.
+        collect: () => this.updateCannotCover(),
+      }),
       caNotAfter: new Gauge({ name: 'meshca_signing_ca_not_after_seconds', help: 'notAfter of the active signing CA, unix seconds', registers: [r] }),
       rotations: new Counter({ name: 'meshca_ca_rotations_total', help: 'Signing CA rotation steps', labelNames: ['kind'], registers: [r] }),
       failures: new Counter({ name: 'meshca_issuance_failures_total', help: 'Failed issuances', labelNames: ['reason'], registers: [r] }),
@@ -419,7 +425,9 @@ export class LocalAuthority implements Authority {
       if (step === 'none') break;
       if (step === 'mint-active') {
         const slot = await this.mintSlot(cur.generation + 1);
-        cur = { ...cur, active: slot, retired: cur.active ? [cur.active, ...cur.retired] : cur.retired, generation: slot.generation };
+        // A prepared next that is still here has expired too (else this would be activate-next): drop it, so the new
+        // active gets a fresh successor at its half life instead of "activating" the expired one at 5/6.
+        cur = { ...cur, active: slot, next: undefined, retired: cur.active ? [cur.active, ...cur.retired] : cur.retired, generation: slot.generation };
         this.m.rotations.inc({ kind: 'mint' });
         this.deps.log.info({ generation: slot.generation, notAfter: slot.ca.notAfter.toISOString() }, 'signing CA minted and active');
       } else if (step === 'prepare-next') {
@@ -516,8 +524,7 @@ export class LocalAuthority implements Authority {
     if (next.active) {
       this.deps.signer.setCa(next.active.ca);
       this.m.caNotAfter.set(next.active.notAfterMs / 1000);
-      const left = next.active.notAfterMs - this.deps.clock.nowMs();
-      this.m.cannotCover.set(left < this.opts.workload.ttlSeconds * 1000 ? 1 : 0);
+      this.updateCannotCover();
     }
     const events: AuthorityEvent[] = [];
     if (next.bundleSequence !== this.bundleCache.sequence || next.bundleSequence !== prev.bundleSequence) {
@@ -544,6 +551,13 @@ export class LocalAuthority implements Authority {
     if (!this.closed && this.started) this.schedule();
   }
 
+  private updateCannotCover(): void {
+    const a = this.state.active;
+    if (!a) return;
+    const left = a.notAfterMs - this.deps.clock.nowMs();
+    this.m.cannotCover.set(left < this.opts.workload.ttlSeconds * 1000 ? 1 : 0);
+  }
+
   private makeBundle(s: AuthorityState): TrustBundle {
     return {
       trustDomain: this.trustDomain,
@@ -561,6 +575,13 @@ export class LocalAuthority implements Authority {
     const candidates = [nextDecisionAtMs(s.active, s.next), ...s.retired.map((r) => r.notAfterMs + 1000)].filter(
       (t): t is number => t !== undefined,
     );
+    // Roots leave the bundle when they expire (only future expiries: an expired root kept by a live slot must not spin).
+    if (this.deps.backend.mode === 'intermediate') {
+      for (const d of s.bundleRootsDer) {
+        const t = new Date(new X509Certificate(d).validTo).getTime() + 1000;
+        if (t > now) candidates.push(t);
+      }
+    }
     if (this.deps.backend.mode === 'intermediate' && !s.active) candidates.push(now);
     if (candidates.length === 0) return;
     const at = Math.min(...candidates);
