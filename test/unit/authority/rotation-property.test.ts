@@ -269,7 +269,7 @@ const scenarios: Scenario[] = [
   // Defaults' shape: long signing CA, 1h leaves up to 24h; a root every ~7 signing CA lifetimes.
   { name: 'default ratios', seed: 1, signingCaTtlH: 48, rootTtlH: 480, ttlS: 3600, maxTtlS: 86400, lifetimes: 14 },
   // Short signing CA: leaves often clamped, the alert gauge flips.
-  { name: 'short signing CA', seed: 2, signingCaTtlH: 2, rootTtlH: 12, ttlS: 3600, maxTtlS: 7200, lifetimes: 10 },
+  { name: 'short signing CA', seed: 2, signingCaTtlH: 2, rootTtlH: 12, ttlS: 3600, maxTtlS: 7200, lifetimes: 30 },
   // Root shorter than three signing CA lifetimes: a new root for every signing CA.
   { name: 'short root', seed: 3, signingCaTtlH: 4, rootTtlH: 10, ttlS: 1800, maxTtlS: 14400, lifetimes: 8 },
 ];
