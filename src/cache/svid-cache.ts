@@ -129,21 +129,24 @@ export class SvidCache {
     if (ev.type !== 'signing-ca') return;
     const anchors = this.opts.authority.bundle().rootsDer.map((d) => new X509Certificate(d));
     const verdict = new Map<string, boolean>();
-    const stale: Entry[] = [];
-    for (const e of this.entries.values()) {
-      if (!e.svid) continue;
-      const top = e.svid.chainDer[e.svid.chainDer.length - 1]!;
+    const trusted = (svid: IssuedSvid): boolean => {
+      const top = svid.chainDer[svid.chainDer.length - 1]!;
       const fp = createHash('sha256').update(top).digest('hex');
       let ok = verdict.get(fp);
       if (ok === undefined) {
         ok = chainsTo(top, anchors);
         verdict.set(fp, ok);
       }
-      if (!ok) stale.push(e);
+      return ok;
+    };
+    const stale: Entry[] = [];
+    for (const e of this.entries.values()) {
+      // An issuance in flight (first one included) may have started with the outgoing CA: judge its result.
+      if (e.inflight || (e.svid && !trusted(e.svid))) stale.push(e);
     }
     if (stale.length > 0) {
       this.opts.log.info({ event: ev.type, entries: stale.length }, 'sds cache: re-issuing leaves whose CA left the trust bundle');
-      void this.reissue(stale, 'reissue');
+      void this.reissue(stale, 'reissue', (svid) => !trusted(svid));
     }
   }
 
@@ -234,15 +237,16 @@ export class SvidCache {
   }
 
   /** Re-issues entries with bounded concurrency; each success is pushed to its listeners by issue(). */
-  private async reissue(list: Entry[], reason: RenewReason): Promise<void> {
+  private async reissue(list: Entry[], reason: RenewReason, needed?: (svid: IssuedSvid) => boolean): Promise<void> {
     let i = 0;
     const worker = async (): Promise<void> => {
       while (i < list.length) {
         const e = list[i++]!;
-        if (!this.live(e) || !e.svid) continue;
-        // An issuance already in flight may have started before the event (old CA): wait, then issue again.
+        if (!this.live(e) || (!e.svid && !e.inflight)) continue;
+        // An issuance already in flight (a first one too) may have started before the event (old CA): wait, then
+        // issue again.
         if (e.inflight) await e.inflight.catch(() => undefined);
-        if (!this.live(e)) continue;
+        if (!this.live(e) || !e.svid || (needed && !needed(e.svid))) continue;
         await this.issue(e, reason).catch(() => undefined);
       }
     };
