@@ -12,6 +12,7 @@ import { internalConfigSchema } from '../../../providers/internal/config.js';
 import { LeafSignerPool } from '../../../src/x509/signer-pool.js';
 import { ManualClock } from '../../fakes/clock.js';
 import { MemoryStore } from '../../fakes/memory-store.js';
+import { prng } from '../../support/prng.js';
 
 /**
  * Property-style run of the signing CA and root rotation on a ManualClock: time moves in random steps across many
@@ -21,18 +22,6 @@ import { MemoryStore } from '../../fakes/memory-store.js';
 
 const H = 3600_000;
 const log = pino({ level: 'silent' });
-
-/** Small deterministic PRNG (mulberry32) so a failure replays. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Scenario {
   readonly name: string;

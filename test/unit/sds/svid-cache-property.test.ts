@@ -13,6 +13,7 @@ import { CaError } from '../../../src/util/errors.js';
 import { ManualClock } from '../../fakes/clock.js';
 import { FakeAuthority } from '../../fakes/authority.js';
 import { MemoryStore } from '../../fakes/memory-store.js';
+import { prng } from '../../support/prng.js';
 
 /**
  * Property-style run of the SDS SVID cache on a ManualClock: random subscribe/unsubscribe over several
@@ -24,17 +25,6 @@ import { MemoryStore } from '../../fakes/memory-store.js';
 const log = pino({ level: 'silent' });
 const RETRY_MAX = 30_000;
 const TTL_S = 600;
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Wraps FakeAuthority (real certificates) with an outage switch, one-shot failures and bookkeeping. */
 class FlakyAuthority implements Authority {
