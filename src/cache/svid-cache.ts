@@ -92,7 +92,7 @@ export class SvidCache {
    * `caller` is the authenticated SPIFFE ID of the client: node.id is the client's own claim, so an entry is keyed
    * by caller too and another caller naming the same node.id (a controller allowed the identity) never gets the key.
    */
-  subscribe(nodeId: string, spiffeId: string, listener: SvidListener, caller = ''): SvidSubscription {
+  subscribe(caller: string, nodeId: string, spiffeId: string, listener: SvidListener): SvidSubscription {
     const key = caller + SEP + nodeId + SEP + spiffeId;
     let entry = this.entries.get(key);
     if (!entry) {

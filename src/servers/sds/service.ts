@@ -167,15 +167,10 @@ abstract class StreamBase {
       this.push(sub, enc, 'subscription', sentVersion === undefined);
       return;
     }
-    sub.cert = this.svc.cache.subscribe(
-      this.nodeId!,
-      target.spiffeId,
-      (svid, reason) => {
-        if (this.subs.get(target.name) !== sub) return;
-        this.push(sub, this.svc.certSecret(target.name, svid), reason, false);
-      },
-      this.caller!.spiffeId,
-    );
+    sub.cert = this.svc.cache.subscribe(this.caller!.spiffeId, this.nodeId!, target.spiffeId, (svid, reason) => {
+      if (this.subs.get(target.name) !== sub) return;
+      this.push(sub, this.svc.certSecret(target.name, svid), reason, false);
+    });
     sub.cert.current.then(
       (svid) => {
         if (this.subs.get(target.name) !== sub || sub.started) return;
@@ -468,12 +463,12 @@ export class SdsService {
     return tlsCertificateSecret(this.protos, name, svid);
   }
 
-  /** Encoded validation context for a bundle target, cached per name and bundle sequence(s). */
   /** A configured federated trust domain (its bundle may not be here yet). */
   expectsTrustDomain(trustDomain: string): boolean {
     return this.opts.bundles.expects?.(trustDomain) ?? false;
   }
 
+  /** Encoded validation context for a bundle target, cached per name and bundle sequence(s). */
   bundleSecret(target: Target): EncodedSecret {
     if (target.kind === 'cert') throw new Error('sds: bundleSecret called for a certificate');
     let key: string;
@@ -564,7 +559,7 @@ export class SdsService {
       const encs = await Promise.all(
         targets.map(async (t) => {
           if (t.kind !== 'cert') return this.bundleSecret(t);
-          const sub = this.cache.subscribe(nodeId, t.spiffeId, () => undefined, caller.spiffeId);
+          const sub = this.cache.subscribe(caller.spiffeId, nodeId, t.spiffeId, () => undefined);
           try {
             return this.certSecret(t.name, await sub.current);
           } finally {

@@ -149,6 +149,7 @@ async function runScenario(seed: number, steps: number): Promise<Record<string, 
   const subscribe = (k: (typeof KEYS)[number]): Sub => {
     const s: Sub = { key: k.key, id: nextId++, sub: undefined as unknown as SvidSubscription, seen: undefined, closed: false, failed: false };
     (s as { sub: SvidSubscription }).sub = cache.subscribe(
+      k.caller,
       k.node,
       k.id,
       (svid, reason) => {
@@ -160,7 +161,6 @@ async function runScenario(seed: number, steps: number): Promise<Record<string, 
         }
         s.seen = svid;
       },
-      k.caller,
     );
     s.sub.current.then(
       (svid) => {
@@ -325,7 +325,7 @@ test('svid cache property: with the real authority, keys issued at the same inst
   const a = await LocalAuthority.create(opts, { backend, store, clock, log, metrics, signer });
   const cache = new SvidCache({ authority: a, clock, log });
   const N = 40;
-  const subs = Array.from({ length: N }, (_, i) => cache.subscribe(`node-${i}`, `spiffe://td.test/w/${i % 4}`, () => undefined, 'spiffe://td.test/caller'));
+  const subs = Array.from({ length: N }, (_, i) => cache.subscribe('spiffe://td.test/caller', `node-${i}`, `spiffe://td.test/w/${i % 4}`, () => undefined));
   const svids = await Promise.all(subs.map((s) => s.current));
   const t0 = clock.nowMs();
   const offsets = svids.map((s) => s.renewAt.getTime() - t0);

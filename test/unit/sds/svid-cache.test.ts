@@ -11,6 +11,7 @@ import { FakeAuthority } from '../../fakes/authority.js';
 
 const log = pino({ level: 'silent' });
 const ID = 'spiffe://example.org/a';
+const CALLER = 'spiffe://example.org/proxy';
 
 /** A fast authority double that hands out synthetic SVIDs (no crypto) for counting and leak tests. */
 class CountingAuthority implements Authority {
@@ -63,9 +64,9 @@ describe('SvidCache', () => {
     const auth = new CountingAuthority(clock);
     auth.manual = true;
     const cache = new SvidCache({ authority: auth, clock, log });
-    const a = cache.subscribe('n1', ID, () => undefined);
-    const b = cache.subscribe('n1', ID, () => undefined);
-    const c = cache.subscribe('n2', ID, () => undefined);
+    const a = cache.subscribe(CALLER, 'n1', ID, () => undefined);
+    const b = cache.subscribe(CALLER, 'n1', ID, () => undefined);
+    const c = cache.subscribe(CALLER, 'n2', ID, () => undefined);
     assert.equal(auth.calls.length, 2);
     auth.pending.forEach((f) => f());
     const [sa, sb, sc] = await Promise.all([a.current, b.current, c.current]);
@@ -82,8 +83,8 @@ describe('SvidCache', () => {
     const auth = new CountingAuthority(clock);
     const cache = new SvidCache({ authority: auth, clock, log });
     const got: string[] = [];
-    const s1 = cache.subscribe('n', ID, (s, r) => got.push(`1:${s.serialHex}:${r}`));
-    const s2 = cache.subscribe('n', ID, (s, r) => got.push(`2:${s.serialHex}:${r}`));
+    const s1 = cache.subscribe(CALLER, 'n', ID, (s, r) => got.push(`1:${s.serialHex}:${r}`));
+    const s2 = cache.subscribe(CALLER, 'n', ID, (s, r) => got.push(`2:${s.serialHex}:${r}`));
     await s1.current;
     await clock.advanceAsync(30_000);
     assert.deepEqual(got, ['1:2:renewal', '2:2:renewal']);
@@ -98,12 +99,12 @@ describe('SvidCache', () => {
     const clock = new ManualClock(Date.now());
     const auth = new CountingAuthority(clock);
     const cache = new SvidCache({ authority: auth, clock, log });
-    const s1 = cache.subscribe('n', ID, () => undefined);
+    const s1 = cache.subscribe(CALLER, 'n', ID, () => undefined);
     const first = await s1.current;
     auth.manual = true; // renewal hangs
     clock.advance(30_000);
     clock.set(first.notAfter.getTime() + 1);
-    const s2 = cache.subscribe('n', ID, () => undefined);
+    const s2 = cache.subscribe(CALLER, 'n', ID, () => undefined);
     auth.pending.forEach((f) => f());
     const second = await s2.current;
     assert.ok(second.notAfter.getTime() > clock.nowMs());
@@ -116,7 +117,7 @@ describe('SvidCache', () => {
     const fake = await FakeAuthority.create({ clock });
     const cache = new SvidCache({ authority: fake, clock, log });
     fake.failNext(1);
-    const s = cache.subscribe('n', 'spiffe://example.org/x', () => undefined);
+    const s = cache.subscribe(CALLER, 'n', 'spiffe://example.org/x', () => undefined);
     await assert.rejects(s.current, (e: CaError) => e.code === 'UNAVAILABLE');
     s.close();
     assert.equal(cache.size, 0);
@@ -128,7 +129,7 @@ describe('SvidCache', () => {
     const cache = new SvidCache({ authority: auth, clock, log });
     const cycle = async (from: number, count: number): Promise<void> => {
       for (let i = from; i < from + count; i++) {
-        const s = cache.subscribe(`node-${i}`, `spiffe://example.org/w/${i % 50}`, () => undefined);
+        const s = cache.subscribe(CALLER, `node-${i}`, `spiffe://example.org/w/${i % 50}`, () => undefined);
         await s.current;
         s.close();
       }
@@ -151,7 +152,7 @@ describe('SvidCache', () => {
     const cache = new SvidCache({ authority: fake, clock, log });
     fake.onEvent((ev) => cache.handleAuthorityEvent(ev));
     const pushed: string[] = [];
-    const s = cache.subscribe('n', 'spiffe://example.org/x', (svid, reason) => pushed.push(`${svid.caGeneration}:${reason}`));
+    const s = cache.subscribe(CALLER, 'n', 'spiffe://example.org/x', (svid, reason) => pushed.push(`${svid.caGeneration}:${reason}`));
     await s.current;
     await fake.rotateBundle(); // old root still trusted: nothing now
     await new Promise((r) => setTimeout(r, 50));
