@@ -57,9 +57,9 @@ async function checkPresentedToken(deps: Pick<ControllerServiceDeps, 'authentica
 
 /**
  * meshca.v1.BundleService handlers. Bundles are public: no authentication is required (the listener's TLS still
- * applies), but a presented `authorization` header must be valid. WatchBundle sends the complete current state first, then again after every change of a watched trust
- * domain (a watch of all domains also sees domains added later); it ends only when the client cancels or the server
- * drains.
+ * applies), but a presented `authorization` header must be valid. WatchBundle sends the complete current state
+ * first, then again after every change of a watched trust domain (a watch of all domains also sees domains added
+ * later); it ends only when the client cancels or the server drains.
  */
 export function bundleServiceHandlers(deps: Pick<ControllerServiceDeps, 'bundles' | 'log' | 'metrics' | 'authenticate'>): grpc.UntypedServiceImplementation {
   const registry = deps.bundles;
@@ -79,51 +79,41 @@ export function bundleServiceHandlers(deps: Pick<ControllerServiceDeps, 'bundles
         });
     },
     WatchBundle: (call: grpc.ServerWritableStream<{ trust_domains?: string[] }, unknown>) => {
-      checkPresentedToken(deps, call as AnyServerCall).then(
-        () => watch(call),
-        (e: unknown) => {
+      checkPresentedToken(deps, call as AnyServerCall)
+        .then(() => watch(call))
+        .catch((e: unknown) => {
           requests.inc({ method: 'WatchBundle', code: e instanceof CaError ? e.code : 'INTERNAL' });
           call.emit('error', toServiceError(e));
-        },
-      );
+        });
     },
   };
 
   function watch(call: grpc.ServerWritableStream<{ trust_domains?: string[] }, unknown>): void {
     // The client may have gone while its token was being reviewed: subscribing now would never be undone.
     if (call.cancelled || call.destroyed) return;
-    {
-      const requested = [...new Set(call.request.trust_domains ?? [])];
-      let initial: RegisteredBundle[];
+    const requested = [...new Set(call.request.trust_domains ?? [])];
+    const initial = select(registry, requested); // throws NOT_FOUND etc.: the caller ends the stream with it
+    requests.inc({ method: 'WatchBundle', code: 'OK' });
+    const watched = (td: string) => requested.length === 0 || requested.includes(td);
+    const send = (bundles: RegisteredBundle[], changed: string[]) => {
+      if (call.cancelled || call.destroyed) return;
+      call.write({ own_trust_domain: registry.ownTrustDomain, bundles: bundles.map(toProtoBundle), changed_trust_domains: changed });
+    };
+    send(initial, initial.map((b) => b.trustDomain));
+    const unsub = registry.onChange((c) => {
+      if (!watched(c.trustDomain)) return;
       try {
-        initial = select(registry, requested);
+        // Removed domains drop out of the complete state; a watched-by-name domain that disappears is simply absent.
+        const now = requested.length === 0 ? registry.all() : requested.map((td) => registry.get(td)).filter((b): b is RegisteredBundle => !!b);
+        send(now, [c.trustDomain]);
       } catch (e) {
-        requests.inc({ method: 'WatchBundle', code: e instanceof CaError ? e.code : 'INTERNAL' });
-        call.emit('error', toServiceError(e));
-        return;
+        log.error({ err: errorMessage(e) }, 'WatchBundle push failed');
       }
-      requests.inc({ method: 'WatchBundle', code: 'OK' });
-      const watched = (td: string) => requested.length === 0 || requested.includes(td);
-      const send = (bundles: RegisteredBundle[], changed: string[]) => {
-        if (call.cancelled || call.destroyed) return;
-        call.write({ own_trust_domain: registry.ownTrustDomain, bundles: bundles.map(toProtoBundle), changed_trust_domains: changed });
-      };
-      send(initial, initial.map((b) => b.trustDomain));
-      const unsub = registry.onChange((c) => {
-        if (!watched(c.trustDomain)) return;
-        try {
-          // Removed domains drop out of the complete state; a watched-by-name domain that disappears is simply absent.
-          const now = requested.length === 0 ? registry.all() : requested.map((td) => registry.get(td)).filter((b): b is RegisteredBundle => !!b);
-          send(now, [c.trustDomain]);
-        } catch (e) {
-          log.error({ err: errorMessage(e) }, 'WatchBundle push failed');
-        }
-      });
-      const end = () => unsub();
-      call.on('cancelled', end);
-      call.on('close', end);
-      call.on('error', end);
-      call.on('finish', end);
-    }
+    });
+    const end = () => unsub();
+    call.on('cancelled', end);
+    call.on('close', end);
+    call.on('error', end);
+    call.on('finish', end);
   }
 }
