@@ -514,7 +514,7 @@ export class LocalAuthority implements Authority {
   private computeRoots(s: AuthorityState, now: number): Buffer[] {
     const slots = [s.active, s.next, ...s.retired].filter((x): x is Slot => !!x && x.notAfterMs > now);
     const fromSlots = slots.flatMap((x) => x.rootsDer);
-    const anchors = this.deps.backend.mode === 'intermediate' ? this.backendAnchors.filter((d) => new Date(new X509Certificate(d).validTo).getTime() > now) : this.backendAnchors;
+    const anchors = this.deps.backend.mode === 'intermediate' ? this.backendAnchors.filter((d) => certNotAfterMs(d) > now) : this.backendAnchors;
     return dedupeRoots([...fromSlots, ...anchors]);
   }
 
@@ -578,7 +578,7 @@ export class LocalAuthority implements Authority {
     // Roots leave the bundle when they expire (only future expiries: an expired root kept by a live slot must not spin).
     if (this.deps.backend.mode === 'intermediate') {
       for (const d of s.bundleRootsDer) {
-        const t = new Date(new X509Certificate(d).validTo).getTime() + 1000;
+        const t = certNotAfterMs(d) + 1000;
         if (t > now) candidates.push(t);
       }
     }
@@ -615,4 +615,9 @@ export class LocalAuthority implements Authority {
       this.deps.log.error({ err: errorMessage(e) }, 'cannot re-read CA state');
     }
   }
+}
+
+/** notAfter of a DER certificate (a trust anchor), in ms. */
+function certNotAfterMs(der: Buffer): number {
+  return new Date(new X509Certificate(der).validTo).getTime();
 }

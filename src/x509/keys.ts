@@ -1,5 +1,5 @@
 import * as nodeCrypto from 'node:crypto';
-import { createECDH, createHash, generateKeyPairSync, randomFillSync, type ECDH, type KeyObject } from 'node:crypto';
+import { createECDH, createHash, createPrivateKey, generateKeyPairSync, randomFillSync, type ECDH, type KeyObject } from 'node:crypto';
 import { invalidArgument } from '../util/errors.js';
 import { DER_NULL, bitString, children, octetString, oid, readWhole, seq, smallInteger, tlv, TAG } from './der.js';
 import { toPem } from './pem.js';
@@ -258,7 +258,7 @@ export function pkcs8DerToPem(der: Buffer): string {
 export function importPkcs8DerAndWipe(der: Uint8Array): KeyObject {
   const view = Buffer.from(der.buffer, der.byteOffset, der.byteLength);
   try {
-    return nodeCrypto.createPrivateKey({ key: view, format: 'der', type: 'pkcs8' });
+    return createPrivateKey({ key: view, format: 'der', type: 'pkcs8' });
   } finally {
     view.fill(0);
   }

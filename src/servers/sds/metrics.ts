@@ -19,8 +19,7 @@ export function reuse<T>(registry: Registry, name: string, make: () => T): T {
 }
 
 /** Label values listed at 0 from the start, so a scrape shows every series before the first stream, push or NACK. */
-const METHODS = ['StreamSecrets', 'DeltaSecrets', 'FetchSecrets', 'StreamAggregatedResources', 'DeltaAggregatedResources'] as const;
-const STREAM_METHODS = METHODS.filter((m) => m !== 'FetchSecrets');
+const STREAM_METHODS = ['StreamSecrets', 'DeltaSecrets', 'StreamAggregatedResources', 'DeltaAggregatedResources'] as const;
 const PUSH_REASONS: readonly PushReason[] = ['renewal', 'bundle', 'subscription', 'reissue'];
 const SECRET_TYPES = ['tls_certificate', 'validation_context'] as const;
 
