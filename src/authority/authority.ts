@@ -14,7 +14,8 @@ import { createCaCsr } from '../x509/ca-certs.js';
 import { createLeafCsr } from '../x509/leaf-csr.js';
 import { checkSvidProfile } from '../x509/validate.js';
 import { isDnsName } from '../x509/profile.js';
-import { certSerialHex } from '../x509/cert-parse.js';
+import { certNotAfterMs, certSerialHex } from '../x509/cert-parse.js';
+import { BackendAnchors } from './backend-anchors.js';
 import { issuedInProcessBy } from '../x509/provenance.js';
 import type { LeafSignerPool } from '../x509/signer-pool.js';
 import type { KeyType } from '../x509/types.js';
@@ -98,7 +99,7 @@ export class LocalAuthority implements Authority {
   readonly trustDomain: string;
   private state: AuthorityState;
   private bundleCache: TrustBundle;
-  private backendAnchors: Buffer[] = [];
+  private readonly backendAnchors: BackendAnchors;
   private readonly listeners = new Set<(ev: AuthorityEvent) => void>();
   private timer: Timer | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
@@ -132,6 +133,7 @@ export class LocalAuthority implements Authority {
   ) {
     this.trustDomain = opts.trustDomain;
     this.state = initial;
+    this.backendAnchors = new BackendAnchors({ mode: deps.backend.mode, leafGraceMs: opts.workload.maxTtlSeconds * 1000 });
     this.bundleCache = this.makeBundle(initial);
     const r = deps.metrics;
     this.m = {
@@ -379,11 +381,7 @@ export class LocalAuthority implements Authority {
 
   /** Leaf mode: roots learned from a signing response join the bundle. */
   private async noteAnchors(roots: readonly Buffer[]): Promise<void> {
-    const merged = dedupeRoots([...this.backendAnchors, ...roots]);
-    if (merged.length !== this.backendAnchors.length) {
-      this.backendAnchors = merged;
-      await this.reconcile();
-    }
+    if (this.backendAnchors.note(roots, this.deps.clock.nowMs())) await this.reconcile();
   }
 
   parseCsr(input: string | Buffer): Promise<ParsedCsr> {
@@ -497,7 +495,7 @@ export class LocalAuthority implements Authority {
       }
       const now = this.deps.clock.nowMs();
       let next = await fn(loaded, now);
-      this.backendAnchors = dedupeRoots([...this.backendAnchors, ...(await this.deps.backend.trustAnchors())]);
+      this.backendAnchors.publish(await this.deps.backend.trustAnchors(), now);
       const roots = this.computeRoots(next, now);
       if (!sameRoots(roots, next.bundleRootsDer)) {
         next = { ...next, bundleRootsDer: roots, bundleSequence: next.bundleSequence + 1 };
@@ -514,8 +512,7 @@ export class LocalAuthority implements Authority {
   private computeRoots(s: AuthorityState, now: number): Buffer[] {
     const slots = [s.active, s.next, ...s.retired].filter((x): x is Slot => !!x && x.notAfterMs > now);
     const fromSlots = slots.flatMap((x) => x.rootsDer);
-    const anchors = this.deps.backend.mode === 'intermediate' ? this.backendAnchors.filter((d) => certNotAfterMs(d) > now) : this.backendAnchors;
-    return dedupeRoots([...fromSlots, ...anchors]);
+    return dedupeRoots([...fromSlots, ...this.backendAnchors.live(now)]);
   }
 
   private adopt(next: AuthorityState): void {
@@ -582,6 +579,9 @@ export class LocalAuthority implements Authority {
         if (t > now) candidates.push(t);
       }
     }
+    // Backend anchors leave when they expire or, withdrawn in leaf mode, when their grace ends.
+    const anchorsChangeAt = this.backendAnchors.nextChangeAtMs(now);
+    if (anchorsChangeAt !== undefined) candidates.push(anchorsChangeAt + 1000);
     if (this.deps.backend.mode === 'intermediate' && !s.active) candidates.push(now);
     if (candidates.length === 0) return;
     const at = Math.min(...candidates);
@@ -615,9 +615,4 @@ export class LocalAuthority implements Authority {
       this.deps.log.error({ err: errorMessage(e) }, 'cannot re-read CA state');
     }
   }
-}
-
-/** notAfter of a DER certificate (a trust anchor), in ms. */
-function certNotAfterMs(der: Buffer): number {
-  return new Date(new X509Certificate(der).validTo).getTime();
 }

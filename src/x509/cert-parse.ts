@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { DerError, TAG, childNodes, children, decodeTime, expectNode, oidOf, oidToString, onlyChild, readNode, readWhole, type DerNode } from './der.js';
 import { EXT, ipFromBytes } from './profile.js';
 
@@ -218,3 +219,8 @@ export function certSerialHex(der: Buffer): string {
 }
 
 export { EXT };
+
+/** notAfter of a DER certificate, in ms since the epoch. */
+export function certNotAfterMs(der: Buffer): number {
+  return new Date(new X509Certificate(der).validTo).getTime();
+}

@@ -10,6 +10,7 @@ import { internalConfigSchema } from '../../../providers/internal/config.js';
 import { LeafSignerPool } from '../../../src/x509/signer-pool.js';
 import { ManualClock } from '../../fakes/clock.js';
 import { MemoryStore } from '../../fakes/memory-store.js';
+import { createSelfSignedRoot } from '../../../src/x509/ca-certs.js';
 
 const H = 3600_000;
 const log = pino({ level: 'silent' });
@@ -177,4 +178,54 @@ test('the internal backend starts a root only in an empty store, not next to oth
   await assert.rejects(setup({ store }), (e: Error & { code?: string }) => e.code === 'FAILED_PRECONDITION' && /internal-root\.json/.test(e.message));
   assert.equal(store.data.has('internal-root'), false, 'no root created');
   assert.equal(store.data.has('authority'), false);
+});
+
+test('a trust anchor the backend withdraws leaves the bundle; the root of the live signing CA stays', async () => {
+  const store = new MemoryStore();
+  const clock = new ManualClock();
+  const metrics = new Registry();
+  const cfg = internalConfigSchema.parse({ signingCaTtl: '48h', rootTtl: '8760h' });
+  const internal = new InternalBackend(cfg, { trustDomain: 'td.test', clock, log, store, metrics });
+  // The backend publishes its own root plus whatever the test puts in `extra` (another root of the operator's PKI).
+  let published: 'all' | 'extra-only' = 'all';
+  const extra = (await createSelfSignedRoot({ trustDomain: 'td.test', keyType: 'ec-p256', ttlSeconds: 86400 * 30, now: new Date(clock.nowMs()) })).certDer;
+  let withExtra = true;
+  const backend = new Proxy(internal, {
+    get(target, prop) {
+      if (prop === 'trustAnchors') {
+        return async () => [...(published === 'all' ? await target.trustAnchors() : []), ...(withExtra ? [extra] : [])];
+      }
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  const signer = new LeafSignerPool({ workers: 0 });
+  const authority = await LocalAuthority.create(
+    {
+      trustDomain: 'td.test',
+      workload: { ttlSeconds: 3600, maxTtlSeconds: 86400, keyType: 'ec-p256', renewFraction: 0.5, backdateSeconds: 30 },
+      signingCaTtlSeconds: cfg.signingCaTtl,
+      caKeyType: 'ec-p256',
+    },
+    { backend, store, clock, log, metrics, signer },
+  );
+  try {
+    const own = (await internal.trustAnchors())[0]!;
+    const has = (d: Buffer) => authority.bundle().rootsDer.some((r) => r.equals(d));
+    assert.ok(has(own) && has(extra), 'both published anchors are in the bundle');
+    const seq = authority.bundle().sequence;
+    withExtra = false;
+    await authority.reconcile();
+    assert.ok(!has(extra), 'withdrawn by the backend: no longer trusted');
+    assert.ok(authority.bundle().sequence > seq, 'a new bundle version goes out');
+    published = 'extra-only';
+    withExtra = true;
+    await authority.reconcile();
+    assert.ok(has(own), 'the signing CA in use chains to it: kept while that CA lives');
+    const svid = await authority.issue({ spiffeId: 'spiffe://td.test/w' });
+    assert.ok(verifies(svid.chainDer, authority.bundle().rootsDer));
+  } finally {
+    await authority.close();
+    await signer.close();
+  }
 });
