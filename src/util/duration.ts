@@ -38,3 +38,22 @@ export function formatDuration(seconds: number): string {
   const sec = s % 60;
   return sign + (h ? `${h}h` : '') + (m ? `${m}m` : '') + (sec ? `${sec}s` : '');
 }
+
+/**
+ * A protobuf int64 seconds field as @grpc/proto-loader hands it over (`longs: String`, so a decimal string; a number
+ * from in-process callers), clamped to [`min`, `max`] without losing precision on values beyond 2^53: a client may
+ * send any int64, and "honoured up to the maximum" must hold for all of them. `what` names the field in the error
+ * for a value that is not an integer at all.
+ */
+export function clampInt64Seconds(v: string | number | undefined, min: number, max: number, what: string): number {
+  let n: bigint;
+  try {
+    if (typeof v === 'number' && !Number.isInteger(v)) throw new RangeError('not an integer');
+    n = BigInt(v ?? 0);
+  } catch {
+    throw invalidArgument(`${what} ${String(v)} is not an integer number of seconds`);
+  }
+  if (n < BigInt(min)) return min;
+  if (n > BigInt(max)) return max;
+  return Number(n);
+}

@@ -81,9 +81,28 @@ describe('istio.v1.auth.IstioCertificateService/CreateCertificate', { timeout: 6
     assert.ok(neg.cert_chain.length >= 2);
   });
 
-  test('fail/validity_duration above the policy maximum is INVALID_ARGUMENT (as istiod)', async () => {
+  test('ok/validity_duration above workload.maxTtl is clamped to it (issue #4: honoured up to the policy maximum)', async () => {
+    // An unchanged istio-agent asks for SECRET_TTL (24h by default) whatever meshca's policy is; refusing would leave
+    // it without a certificate, so meshca grants the policy maximum instead (as cert-manager istio-csr does).
+    for (const vd of [49 * 3600, '9223372036854775807']) {
+      const csr = await makeCsr({ uris: [POD] });
+      const res = await unary(pod.istio, 'CreateCertificate', { csr: csr.pem, validity_duration: vd });
+      const leaf = new X509Certificate(res.cert_chain[0]);
+      const life = (Date.parse(leaf.validTo) - Date.parse(leaf.validFrom)) / 1000;
+      assert.ok(life >= 48 * 3600 && life <= 48 * 3600 + 31, `validity_duration ${vd} clamped to workload.maxTtl 48h (got ${life}s)`);
+      assert.ok(res.cert_chain.length >= 2);
+    }
+    const line = m.logs.find((l) => l.msg === 'validity_duration capped by policy');
+    assert.ok(line, 'the cap is logged');
+  });
+
+  test('ok/an empty ImpersonatedIdentity is no impersonation (istiod reads it with GetStringValue() != "")', async () => {
     const csr = await makeCsr({ uris: [POD] });
-    await expectCode(unary(pod.istio, 'CreateCertificate', { csr: csr.pem, validity_duration: 49 * 3600 }), grpc.status.INVALID_ARGUMENT, /longer than the maximum 48h/);
+    const res = await unary(pod.istio, 'CreateCertificate', {
+      csr: csr.pem,
+      metadata: metadata({ ImpersonatedIdentity: '', WorkloadName: 'productpage-v1', WorkloadIP: '10.0.0.7', ClusterID: 'Kubernetes' }),
+    });
+    assert.equal(new X509Certificate(res.cert_chain[0]).subjectAltName, `URI:${POD}`);
   });
 
   test('fail/a CSR for another identity is PERMISSION_DENIED for a workload', async () => {
@@ -98,11 +117,11 @@ describe('istio.v1.auth.IstioCertificateService/CreateCertificate', { timeout: 6
     const imp = `spiffe://${TD}/ns/shop/sa/cart`;
     const res2 = await unary(zt.istio, 'CreateCertificate', { csr: (await makeCsr()).pem, metadata: metadata({ ImpersonatedIdentity: imp }) });
     assert.equal(new X509Certificate(res2.cert_chain[0]).subjectAltName, `URI:${imp}`);
-    await expectCode(
-      unary(zt.istio, 'CreateCertificate', { csr: (await makeCsr({ uris: [target] })).pem, validity_duration: 25 * 3600 }),
-      grpc.status.INVALID_ARGUMENT,
-      /maximum 24h/,
-    );
+    // The controller's maxTtl (24h) caps validity_duration like workload.maxTtl does.
+    const capped = await unary(zt.istio, 'CreateCertificate', { csr: (await makeCsr({ uris: [target] })).pem, validity_duration: 25 * 3600 });
+    const cappedLeaf = new X509Certificate(capped.cert_chain[0]);
+    const cappedLife = (Date.parse(cappedLeaf.validTo) - Date.parse(cappedLeaf.validFrom)) / 1000;
+    assert.ok(cappedLife >= 24 * 3600 && cappedLife <= 24 * 3600 + 31, `capped at the controller's maxTtl 24h (got ${cappedLife}s)`);
     await expectCode(
       unary(pod.istio, 'CreateCertificate', { csr: (await makeCsr()).pem, metadata: metadata({ ImpersonatedIdentity: imp }) }),
       grpc.status.PERMISSION_DENIED,

@@ -9,7 +9,7 @@ import { parseWorkloadId } from '../../identity/spiffe-id.js';
 import { counter } from '../../bundle/metrics.js';
 import { certPem } from '../../bundle/pem.js';
 import { CaError, errorMessage, invalidArgument, permissionDenied } from '../../util/errors.js';
-import { formatDuration } from '../../util/duration.js';
+import { clampInt64Seconds, formatDuration } from '../../util/duration.js';
 import type { AnyServerCall } from '../call-auth.js';
 import { toServiceError } from '../status.js';
 import { AuditLog } from '../controller/audit.js';
@@ -75,9 +75,10 @@ export function istioCertChain(svid: IssuedSvid, rootsDer: readonly Buffer[]): s
  * - the identity is the CSR's URI SAN, or the caller's own ID when the CSR has none (istio-agent CSRs carry it), or
  *   metadata ImpersonatedIdentity. Another identity than the caller's is PERMISSION_DENIED unless
  *   authorization.controllers allows the caller that identity; every decision is audited;
- * - validity_duration <= 0 means workload.ttl (capped at the controller's maxTtl); above workload.maxTtl (or the
- *   controller's maxTtl) is INVALID_ARGUMENT, like istiod; a CA that is not ready or cannot sign is INTERNAL, like
- *   istiod (protocols.md §5);
+ * - validity_duration <= 0 means workload.ttl (capped at the controller's maxTtl); a longer request than
+ *   workload.maxTtl (or the controller's maxTtl) is clamped to it, as issue #4 asks ("honoured up to the policy
+ *   maximum") and cert-manager istio-csr does; a CA that is not ready or cannot sign is INTERNAL, like istiod
+ *   (protocols.md §5);
  * - the answer is cert_chain = leaf, intermediates, root (one PEM certificate per element).
  */
 export function istioServiceHandlers(deps: IstioServiceDeps): grpc.UntypedServiceImplementation {
@@ -94,9 +95,11 @@ export function istioServiceHandlers(deps: IstioServiceDeps): grpc.UntypedServic
     const csr = await checkCsr(req.csr, td, deps.authority.parseCsr?.bind(deps.authority));
     const imp = req.metadata?.fields?.[IMPERSONATED_IDENTITY];
     let target = csr.spiffeId ?? caller.spiffeId;
-    if (imp !== undefined) {
-      const value = imp.stringValue ?? imp.string_value;
-      if (typeof value !== 'string' || value === '') throw invalidArgument(`metadata ${IMPERSONATED_IDENTITY} must be a non-empty string`);
+    // istiod reads the key with GetStringValue() != "": an empty string is no impersonation. Another kind of value
+    // (number, struct, ...) is refused rather than silently ignored, since the caller meant to impersonate someone.
+    const value = imp === undefined ? undefined : imp.stringValue ?? imp.string_value;
+    if (imp !== undefined && value !== '') {
+      if (typeof value !== 'string') throw invalidArgument(`metadata ${IMPERSONATED_IDENTITY} must be a string value (a SPIFFE ID)`);
       const id = parseWorkloadId(value, td).uri;
       if (csr.spiffeId !== undefined && csr.spiffeId !== id) {
         throw invalidArgument(`CSR URI SAN ${csr.spiffeId} does not match metadata ${IMPERSONATED_IDENTITY} ${id}`);
@@ -107,13 +110,15 @@ export function istioServiceHandlers(deps: IstioServiceDeps): grpc.UntypedServic
     audit.record({ caller, target, decision, api: 'IstioCertificateService.CreateCertificate', generateKey: false });
     if (!decision.allowed) throw permissionDenied(decision.reason);
 
-    const vd = Number(req.validity_duration ?? 0);
-    if (!Number.isSafeInteger(vd)) throw invalidArgument(`validity_duration ${String(req.validity_duration)} is not an integer number of seconds`);
+    // validity_duration (int64 seconds) is honoured up to the policy maximum (issue #4): <= 0 means workload.ttl, a
+    // longer request is clamped to the caller's cap rather than refused, so an unchanged istio-agent asking for its
+    // SECRET_TTL still gets a certificate when meshca's policy is shorter (the agent renews from the cert's notAfter).
     const max = Math.min(decision.maxTtlSeconds ?? deps.workload.maxTtlSeconds, deps.workload.maxTtlSeconds);
+    const vd = clampInt64Seconds(req.validity_duration, 0, max + 1, 'validity_duration');
+    const ttl = vd > 0 ? Math.min(vd, max) : Math.min(deps.workload.ttlSeconds, max);
     if (vd > max) {
-      throw invalidArgument(`requested validity_duration ${vd}s (${formatDuration(vd)}) is longer than the maximum ${formatDuration(max)}`);
+      log.info({ caller: caller.spiffeId, target, requested: String(req.validity_duration), granted: formatDuration(ttl) }, 'validity_duration capped by policy');
     }
-    const ttl = vd > 0 ? vd : Math.min(deps.workload.ttlSeconds, max);
     let svid: IssuedSvid;
     try {
       svid = await deps.authority.issue({ spiffeId: target, ttlSeconds: ttl, publicKey: csr.publicKey, csrDer: csr.der, source: 'istio' });
