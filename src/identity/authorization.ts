@@ -35,8 +35,9 @@ export type AuthzDecision =
  * Decides whether a caller may obtain an identity. The rules:
  * - any authenticated caller may obtain its own identity (over SDS with a generated key; over the API with a CSR,
  *   or with a generated key only if a controller rule lets it generate keys);
- * - a caller matching a controller rule may obtain identities matching that rule's `allow` patterns, with a
- *   generated key only when the rule has generateKeys;
+ * - a caller matching controller rules may obtain identities matching any of their `allow` patterns, with a
+ *   generated key only when such a rule has generateKeys; when several rules allow a request, the longest maxTtl
+ *   applies (rules add permissions, never take them away);
  * - everything else is denied with a reason naming the caller and the target.
  * Pure: no I/O; the audit log is written by the caller of decide().
  */
@@ -57,19 +58,28 @@ export class Authorizer {
     const rules = this.controllerRulesFor(caller.spiffeId);
     if (target === caller.spiffeId) {
       if (!generateKey || channel === 'sds') return { allowed: true, rule: 'self' };
-      const r = rules.find((x) => x.generateKeys);
-      if (r) return { allowed: true, rule: 'self', controllerId: r.id, maxTtlSeconds: r.maxTtlSeconds };
+      const keyRules = rules.filter((x) => x.generateKeys);
+      if (keyRules.length > 0) {
+        const r = keyRules.reduce((best, x) => (x.maxTtlSeconds > best.maxTtlSeconds ? x : best));
+        return { allowed: true, rule: 'self', controllerId: r.id, maxTtlSeconds: r.maxTtlSeconds };
+      }
       return { allowed: false, reason: `caller ${caller.spiffeId} may request its own identity only with a CSR` };
     }
-    for (const r of rules) {
-      if (!r.allow.some((p) => matchesIdPattern(target, p))) continue;
-      if (generateKey && !r.generateKeys) {
-        return {
-          allowed: false,
-          reason: `controller ${caller.spiffeId} may not have meshca generate keys (authorization.controllers id ${r.id} has generateKeys: false)`,
-        };
-      }
+    // Every rule that matches the caller counts (an exact-ID entry and a prefix entry may both apply): the caller may
+    // do what any one of them allows, and gets the longest maxTtl among the rules that allow this request.
+    const covering = rules.filter((r) => r.allow.some((p) => matchesIdPattern(target, p)));
+    const granting = covering.filter((r) => !generateKey || r.generateKeys);
+    if (granting.length > 0) {
+      const r = granting.reduce((best, x) => (x.maxTtlSeconds > best.maxTtlSeconds ? x : best));
       return { allowed: true, rule: 'controller', controllerId: r.id, maxTtlSeconds: r.maxTtlSeconds };
+    }
+    if (covering.length > 0) {
+      return {
+        allowed: false,
+        reason: `controller ${caller.spiffeId} may not have meshca generate keys for ${target} (authorization.controllers ${covering
+          .map((r) => `id ${r.id}`)
+          .join(', ')} ${covering.length === 1 ? 'has' : 'have'} generateKeys: false)`,
+      };
     }
     return {
       allowed: false,

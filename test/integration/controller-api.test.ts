@@ -10,6 +10,7 @@ const TD = 'ctl.test';
 const WEB = `spiffe://${TD}/ns/default/sa/web`;
 const CTL = `spiffe://${TD}/controller/mesh`;
 const BOOT = `spiffe://${TD}/controller/bootstrap`;
+const OPS = `spiffe://${TD}/ops/deployer`;
 
 function verifiesTo(chainDer: readonly Buffer[], rootsDer: readonly Buffer[]): boolean {
   const certs = chainDer.map((d) => new X509Certificate(d));
@@ -38,6 +39,7 @@ describe('meshca.v1 IdentityService and BundleService over mTLS', { timeout: 60_
   let web: ApiClients;
   let ctl: ApiClients;
   let boot: ApiClients;
+  let ops: ApiClients;
 
   before(async () => {
     m = await startInstance({
@@ -47,16 +49,21 @@ describe('meshca.v1 IdentityService and BundleService over mTLS', { timeout: 60_
       controllers: [
         { id: CTL, allow: [`spiffe://${TD}/ns/*`], maxTtl: '2h' },
         { id: BOOT, allow: [`spiffe://${TD}/bootstrap/*`], maxTtl: '30m', generateKeys: true },
+        // Two rules match OPS (its exact ID, then a prefix): it may do what either allows.
+        { id: OPS, allow: [`spiffe://${TD}/ns/*`], maxTtl: '1h' },
+        { id: `spiffe://${TD}/ops/*`, allow: [`spiffe://${TD}/ns/*`], maxTtl: '3h', generateKeys: true },
       ],
     });
     web = await m.clientsAs(WEB);
     ctl = await m.clientsAs(CTL);
     boot = await m.clientsAs(BOOT);
+    ops = await m.clientsAs(OPS);
   });
   after(async () => {
     web?.close();
     ctl?.close();
     boot?.close();
+    ops?.close();
     await m?.close();
   });
 
@@ -124,6 +131,29 @@ describe('meshca.v1 IdentityService and BundleService over mTLS', { timeout: 60_
     const csr = await makeCsr({ uris: [outside] });
     await expectCode(unary(ctl.identity, 'Issue', { spiffe_id: outside, csr_pem: csr.pem }), grpc.status.PERMISSION_DENIED, /no allow pattern/);
     await expectCode(unary(ctl.identity, 'Issue', { spiffe_id: `spiffe://${TD}/ns/a/sa/b` }), grpc.status.PERMISSION_DENIED, /generateKeys/);
+  });
+
+  test('ok/ttl_seconds beyond 2^53 (any int64) is capped like any long request, not refused', async () => {
+    const csr = await makeCsr({ uris: [WEB] });
+    const res = await unary(web.identity, 'Issue', { spiffe_id: WEB, csr_pem: csr.pem, ttl_seconds: '9223372036854775807' });
+    const leaf = new X509Certificate(res.cert_chain_der[0]);
+    const life = (Date.parse(leaf.validTo) - Date.parse(leaf.validFrom)) / 1000;
+    assert.ok(life >= 24 * 3600 && life <= 24 * 3600 + 31, `capped at workload.maxTtl 24h (got ${life}s)`);
+    assert.equal(Number(res.ttl_seconds), life);
+    await expectCode(unary(web.identity, 'Issue', { spiffe_id: WEB, csr_pem: csr.pem, ttl_seconds: -1 }), grpc.status.INVALID_ARGUMENT, /ttl_seconds must not be negative/);
+  });
+
+  test('ok/a caller matching several controller rules may do what any of them allows (generateKeys, longest maxTtl)', async () => {
+    const target = `spiffe://${TD}/ns/ops/sa/job`;
+    // The first matching rule (exact ID) has no generateKeys; the second (prefix) has.
+    const gen = await unary(ops.identity, 'Issue', { spiffe_id: target });
+    assert.match(gen.private_key_pem, /^-----BEGIN PRIVATE KEY-----/);
+    assert.equal(new X509Certificate(gen.cert_chain_der[0]).subjectAltName, `URI:${target}`);
+    // With a CSR, both rules allow the target: the longer maxTtl (3h) applies, not the first rule's 1h.
+    const res = await unary(ops.identity, 'Issue', { spiffe_id: target, csr_pem: (await makeCsr({ uris: [target] })).pem, ttl_seconds: 5 * 3600 });
+    const leaf = new X509Certificate(res.cert_chain_der[0]);
+    const life = (Date.parse(leaf.validTo) - Date.parse(leaf.validFrom)) / 1000;
+    assert.ok(life >= 3 * 3600 && life <= 3 * 3600 + 31, `capped at the longest matching maxTtl 3h (got ${life}s)`);
   });
 
   test('ok/a generateKeys controller gets a bootstrap credential with its private key', async () => {

@@ -8,7 +8,7 @@ import { parseWorkloadId } from '../../identity/spiffe-id.js';
 import { counter } from '../../bundle/metrics.js';
 import type { BundleRegistry } from '../../bundle/registry.js';
 import { CaError, errorMessage, invalidArgument, permissionDenied } from '../../util/errors.js';
-import { formatDuration } from '../../util/duration.js';
+import { clampInt64Seconds, formatDuration } from '../../util/duration.js';
 import type { KeyType } from '../../x509/types.js';
 import type { AnyServerCall } from '../call-auth.js';
 import { grpcCode, toServiceError } from '../status.js';
@@ -82,10 +82,13 @@ function sameSet(a: readonly string[], b: readonly string[]): boolean {
   return sa.size === sb.size && [...sa].every((x) => sb.has(x));
 }
 
-function parseTtl(v: string | number | undefined): number {
-  const n = typeof v === 'number' ? v : Number(v ?? 0);
-  if (!Number.isSafeInteger(n)) throw invalidArgument(`ttl_seconds ${String(v)} is not an integer number of seconds`);
-  if (n < 0) throw invalidArgument(`ttl_seconds must not be negative (got ${n})`);
+/**
+ * ttl_seconds (int64): negative is INVALID_ARGUMENT; any larger value, up to 2^63-1, is a request for "as long as
+ * policy allows" and is capped later, so it is clamped here to a number that stays exact (one day above the hard cap).
+ */
+function parseTtl(v: string | number | undefined, maxTtlSeconds: number): number {
+  const n = clampInt64Seconds(v, -1, maxTtlSeconds + 86400, 'ttl_seconds');
+  if (n < 0) throw invalidArgument(`ttl_seconds must not be negative (got ${String(v)})`);
   return n;
 }
 
@@ -103,7 +106,7 @@ export async function issueOne(deps: ControllerServiceDeps, audit: AuditLog, cal
     if (csr.spiffeId === undefined) throw invalidArgument(`CSR has no URI SAN; it must carry the requested identity ${target}`);
     if (csr.spiffeId !== target) throw invalidArgument(`CSR URI SAN ${csr.spiffeId} does not match requested identity ${target}`);
   }
-  const ttlRequested = parseTtl(req.ttl_seconds);
+  const ttlRequested = parseTtl(req.ttl_seconds, deps.workload.maxTtlSeconds);
   const keyName = req.key_type ?? 'KEY_TYPE_UNSPECIFIED';
   if (!(keyName in KEY_TYPES)) throw invalidArgument(`key_type ${keyName} is not supported`);
   const keyType = KEY_TYPES[keyName];
