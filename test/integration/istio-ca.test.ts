@@ -1,6 +1,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { startInstance, type Instance } from '../support/meshca-instance.js';
 import { unary, type ApiClients } from '../support/api-client.js';
@@ -22,6 +26,30 @@ async function expectCode(p: Promise<unknown>, code: grpc.status, text?: RegExp)
   }
   assert.fail(`expected ${grpc.status[code]}, call succeeded`);
 }
+
+/**
+ * A CSR exactly as istio-agent builds it (security/pkg/pki/util GenCSRTemplate + BuildSANExtension, RSA-2048 with
+ * SHA256WithRSA), made once with Go's crypto/x509: Subject "O=" (an empty organisation), one URI SAN
+ * spiffe://mesh.test/ns/default/sa/productpage in a *critical* subjectAltName extension, no other extension.
+ */
+const ISTIO_AGENT_CSR = `-----BEGIN CERTIFICATE REQUEST-----
+MIICnTCCAYUCAQAwCzEJMAcGA1UEChMAMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8A
+MIIBCgKCAQEA4XqXyJwO+f/cXHdD5iCFD4LSDZdIN/uJ0gMe5XY7HUElMDbDBNA9
+HLH9FKi37zrqXYIT7TcUwC6rR4f9x2XwYJVPysFld4IVigHzepaHGTVFvr9ikadW
+KvJNdGmfjCtypfKLswJs962/vKylyt5HbE9mEoLJlR2vEIva0ZgtOJ3oi43Hu6JG
+uav/PTVEwTMn6k8koMgxdF0hJVqa1MzkyiFpaDmZNDb+pGsMR/rHLA3vB6IATw5I
+5FG8NQEvEZuK+/5hjpE85y/urdFASqBBgCoWKEYOqmSIYlpZHo7OJxKfp1qvllhA
+AB0qn005mdKl+Fy/l6jOyo0SEGOOa8570wIDAQABoE0wSwYJKoZIhvcNAQkOMT4w
+PDA6BgNVHREBAf8EMDAuhixzcGlmZmU6Ly9tZXNoLnRlc3QvbnMvZGVmYXVsdC9z
+YS9wcm9kdWN0cGFnZTANBgkqhkiG9w0BAQsFAAOCAQEAQbP1cFlrNyvzGccum9LK
+xmozmjjnVD6SLW9hZx+Ht4CuvNWNMYeSOHgT9St90U7suxqUmkeNR5entGbLVlY1
+8vEM9WppNeHGiwNro7D2GMcoEaj5TbZ2ognBzXPqUKel+IRtNdHqW/hRdmevc0XS
+M/1KPu2RvoaTPAvDrr/YAEZTj4L1Oe48BE+08e/OPrzUBq3WrLtFrJxa1r7eDE0W
+YQml+J7jHv/vWAxzBWnppNUGpuJROzG7JQWBxF0b16JJhIeW50M9EKOsgmMH7p8/
+uhTH883bCiDcmJDF8Y0KFyiWRCJ40LcPK5jeacfhjoKbW29DSYbNHOZtE1VnkHjo
+vw==
+-----END CERTIFICATE REQUEST-----
+`;
 
 /** A Struct as Istio's agent sends it (protobufjs names the bundled Value fields in camelCase). */
 function metadata(fields: Record<string, string>) {
@@ -68,6 +96,35 @@ describe('istio.v1.auth.IstioCertificateService/CreateCertificate', { timeout: 6
     assert.ok(life >= 3600 && life <= 3631, `validity_duration honoured (${life}s)`);
     const line = m.logs.find((l) => l.logger === 'audit' && l.api === 'IstioCertificateService.CreateCertificate');
     assert.equal(line?.decision, 'allow');
+  });
+
+  test('ok/an istio-agent CSR (Go-made, RSA, empty O, critical SAN) and the chain as istio-agent uses it: openssl verifies it strictly', async () => {
+    const res = await unary(pod.istio, 'CreateCertificate', { csr: ISTIO_AGENT_CSR, validity_duration: 86400, metadata: metadata({ ClusterID: 'Kubernetes' }) });
+    const chain: string[] = res.cert_chain;
+    assert.ok(chain.length >= 2);
+    const leaf = new X509Certificate(chain[0]!);
+    assert.equal(leaf.subjectAltName, `URI:${POD}`);
+    assert.equal(leaf.publicKey.asymmetricKeyDetails?.modulusLength, 2048);
+    // istio-agent: root = last element, the certificate chain = all elements concatenated (secretcache.go).
+    const dir = await mkdtemp(join(tmpdir(), 'meshca-istio-'));
+    try {
+      await writeFile(join(dir, 'root.pem'), chain[chain.length - 1]!);
+      await writeFile(join(dir, 'untrusted.pem'), chain.slice(1, -1).join('') || chain[chain.length - 1]!);
+      await writeFile(join(dir, 'leaf.pem'), chain[0]!);
+      for (const purpose of ['sslclient', 'sslserver']) {
+        const r = spawnSync('openssl', ['verify', '-x509_strict', '-purpose', purpose, '-CAfile', join(dir, 'root.pem'), '-untrusted', join(dir, 'untrusted.pem'), join(dir, 'leaf.pem')], { encoding: 'utf8' });
+        assert.equal(r.status, 0, `openssl verify (${purpose}): ${r.stdout}${r.stderr}`);
+      }
+      // X509-SVID leaf rules (protocols.md §6), read by openssl rather than by meshca's own parser.
+      const text = spawnSync('openssl', ['x509', '-noout', '-text', '-in', join(dir, 'leaf.pem')], { encoding: 'utf8' }).stdout;
+      assert.match(text, /X509v3 Key Usage: critical\s+Digital Signature/);
+      assert.doesNotMatch(text, /Certificate Sign|CRL Sign/);
+      assert.match(text, /X509v3 Extended Key Usage:[^\n]*\n\s+(TLS Web Server Authentication, TLS Web Client Authentication|TLS Web Client Authentication, TLS Web Server Authentication)/);
+      assert.match(text, /CA:FALSE/);
+      assert.equal(text.match(/URI:/g)?.length, 1, 'exactly one URI SAN');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   test('ok/validity_duration <= 0 means workload.ttl; a CSR without URI SAN gets the caller identity', async () => {
