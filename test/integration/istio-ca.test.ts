@@ -56,6 +56,53 @@ function metadata(fields: Record<string, string>) {
   return { fields: Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, { stringValue: v }])) };
 }
 
+/**
+ * Protobuf by hand, from the field numbers in protocols.md §5 only (no .proto involved): what a Go istio-agent puts
+ * on the wire. IstioCertificateRequest{csr=1 string, subject_id=2 (old, must be skipped), validity_duration=3 int64,
+ * metadata=4 Struct{fields=1 map<string, Value{string_value=3}>}}; IstioCertificateResponse{cert_chain=1 repeated string}.
+ */
+function varint(n: bigint): Buffer {
+  const out: number[] = [];
+  let v = BigInt.asUintN(64, n);
+  do {
+    let b = Number(v & 0x7fn);
+    v >>= 7n;
+    if (v > 0n) b |= 0x80;
+    out.push(b);
+  } while (v > 0n);
+  return Buffer.from(out);
+}
+function lenField(field: number, body: Buffer | string): Buffer {
+  const b = Buffer.isBuffer(body) ? body : Buffer.from(body, 'utf8');
+  return Buffer.concat([varint(BigInt((field << 3) | 2)), varint(BigInt(b.length)), b]);
+}
+function rawIstioRequest(csr: string, validity: bigint, meta: Record<string, string>): Buffer {
+  const entries = Object.entries(meta).map(([k, v]) => lenField(1, Buffer.concat([lenField(1, k), lenField(2, lenField(3, v))])));
+  return Buffer.concat([lenField(1, csr), lenField(2, 'ignored-subject-id'), varint(BigInt((3 << 3) | 0)), varint(validity), lenField(4, Buffer.concat(entries))]);
+}
+function rawCertChain(buf: Buffer): string[] {
+  const out: string[] = [];
+  let i = 0;
+  const readVarint = (): number => {
+    let shift = 0;
+    let n = 0;
+    for (;;) {
+      const b = buf[i++]!;
+      n += (b & 0x7f) * 2 ** shift;
+      shift += 7;
+      if (!(b & 0x80)) return n;
+    }
+  };
+  while (i < buf.length) {
+    const tag = readVarint();
+    assert.equal(tag, (1 << 3) | 2, `response holds only field 1 (cert_chain, length-delimited); got tag ${tag}`);
+    const len = readVarint();
+    out.push(buf.subarray(i, i + len).toString('utf8'));
+    i += len;
+  }
+  return out;
+}
+
 describe('istio.v1.auth.IstioCertificateService/CreateCertificate', { timeout: 60_000 }, () => {
   let m: Instance;
   let pod: ApiClients;
@@ -124,6 +171,38 @@ describe('istio.v1.auth.IstioCertificateService/CreateCertificate', { timeout: 6
       assert.equal(text.match(/URI:/g)?.length, 1, 'exactly one URI SAN');
     } finally {
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('wire/a request encoded by hand from the spec field numbers (old field 2 set, metadata Struct) decodes as Istio sends it', async () => {
+    const creds = await m.credentialsFor(ZTUNNEL);
+    const client = new grpc.Client(
+      `127.0.0.1:${m.grpcPort}`,
+      grpc.credentials.createSsl(Buffer.from(m.rootsPem()), Buffer.from(creds.keyPem), Buffer.from(creds.certPem)),
+      { 'grpc.ssl_target_name_override': 'localhost', 'grpc.default_authority': 'localhost' },
+    );
+    try {
+      const call = (req: Buffer, md: grpc.Metadata) =>
+        new Promise<Buffer>((resolve, reject) =>
+          client.makeUnaryRequest('/istio.v1.auth.IstioCertificateService/CreateCertificate', (b: Buffer) => b, (b: Buffer) => b, req, md, (err, res) => (err ? reject(err) : resolve(res!))),
+        );
+      const md = new grpc.Metadata();
+      md.set('ClusterID', 'Kubernetes'); // as the agent sends it; gRPC lowercases the key
+      const imp = `spiffe://${TD}/ns/shop/sa/cart`;
+      const res = rawCertChain(await call(rawIstioRequest((await makeCsr()).pem, 7200n, { ImpersonatedIdentity: imp, WorkloadName: 'cart-1' }), md));
+      assert.ok(res.length >= 2);
+      const leaf = new X509Certificate(res[0]!);
+      assert.equal(leaf.subjectAltName, `URI:${imp}`, 'metadata field 4 / Struct / Value.string_value=3 read');
+      const life = (Date.parse(leaf.validTo) - Date.parse(leaf.validFrom)) / 1000;
+      assert.ok(life >= 7200 && life <= 7231, `validity_duration (field 3, varint int64) honoured: ${life}s`);
+      const root = new X509Certificate(res[res.length - 1]!);
+      assert.ok(m.core.authority.bundle().rootsDer.some((r) => r.equals(root.raw)), 'root last');
+      // A negative int64 (ten-byte varint) means the default lifetime, workload.ttl (12h).
+      const neg = new X509Certificate(rawCertChain(await call(rawIstioRequest((await makeCsr({ uris: [ZTUNNEL] })).pem, -1n, {}), md))[0]!);
+      const negLife = (Date.parse(neg.validTo) - Date.parse(neg.validFrom)) / 1000;
+      assert.ok(negLife >= 12 * 3600 && negLife <= 12 * 3600 + 31, `validity_duration -1 -> workload.ttl (got ${negLife}s)`);
+    } finally {
+      client.close();
     }
   });
 
