@@ -5,6 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import { startInstance, type Instance } from '../support/meshca-instance.js';
 import { unary, type ApiClients } from '../support/api-client.js';
 import { corruptSignature, makeCsr } from '../support/csr.js';
+import { CaError } from '../../src/util/errors.js';
 
 const TD = 'ctl.test';
 const WEB = `spiffe://${TD}/ns/default/sa/web`;
@@ -233,6 +234,33 @@ describe('meshca.v1 IdentityService and BundleService over mTLS', { timeout: 60_
     await expectCode(unary(ctl.identity, 'IssueBatch', { requests: [] }), grpc.status.INVALID_ARGUMENT, /empty/);
     const many = Array.from({ length: 101 }, () => ({ spiffe_id: WEB }));
     await expectCode(unary(ctl.identity, 'IssueBatch', { requests: many }), grpc.status.INVALID_ARGUMENT, /maximum 100/);
+  });
+
+  test('fail/a CA that cannot sign: UNAVAILABLE (retryable) for Issue and per batch entry; other failures INTERNAL without detail', async () => {
+    const authority = m.core.authority as { issue: typeof m.core.authority.issue };
+    const issue = authority.issue;
+    const target = `spiffe://${TD}/ns/a/sa/one`;
+    const req = async () => ({ spiffe_id: target, csr_pem: (await makeCsr({ uris: [target] })).pem });
+    try {
+      authority.issue = async () => {
+        throw new CaError('UNAVAILABLE', 'no valid signing CA (backend: sealed)');
+      };
+      await expectCode(unary(ctl.identity, 'Issue', await req()), grpc.status.UNAVAILABLE, /no valid signing CA/);
+      const batch = await unary(ctl.identity, 'IssueBatch', { requests: [await req()] });
+      assert.equal(batch.results[0].error.code, grpc.status.UNAVAILABLE);
+      assert.match(batch.results[0].error.message, /no valid signing CA/);
+      authority.issue = async () => {
+        throw new Error('ECONNREFUSED https://vault.internal:8200/v1/pki/sign');
+      };
+      const err = await expectCode(unary(ctl.identity, 'Issue', await req()), grpc.status.INTERNAL);
+      assert.doesNotMatch(err.details, /vault\.internal/);
+      const batch2 = await unary(ctl.identity, 'IssueBatch', { requests: [await req()] });
+      assert.equal(batch2.results[0].error.code, grpc.status.INTERNAL);
+      assert.doesNotMatch(batch2.results[0].error.message, /vault\.internal/);
+    } finally {
+      authority.issue = issue;
+    }
+    assert.equal((await unary(ctl.identity, 'Issue', await req())).spiffe_id, target);
   });
 
   test('GetBundle returns the own bundle; an unknown trust domain is NOT_FOUND', async () => {
