@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { startInstance, type Instance } from '../support/meshca-instance.js';
-import { unary, type ApiClients } from '../support/api-client.js';
+import { apiClients, unary, type ApiClients } from '../support/api-client.js';
 import { corruptSignature, makeCsr } from '../support/csr.js';
 import { CaError } from '../../src/util/errors.js';
 
@@ -203,6 +203,24 @@ describe('istio.v1.auth.IstioCertificateService/CreateCertificate', { timeout: 6
       assert.ok(negLife >= 12 * 3600 && negLife <= 12 * 3600 + 31, `validity_duration -1 -> workload.ttl (got ${negLife}s)`);
     } finally {
       client.close();
+    }
+  });
+
+  test('ok/renewal as istio-agent does it: the returned cert_chain (root included) and the CSR key are the next call\'s client certificate', async () => {
+    const first = await makeCsr({ uris: [POD] });
+    const res = await unary(pod.istio, 'CreateCertificate', { csr: first.pem, validity_duration: 3600 });
+    const again = apiClients(m.grpcPort, { rootsPem: m.rootsPem(), certPem: (res.cert_chain as string[]).join(''), keyPem: first.privateKeyPem });
+    try {
+      const next = await unary(again.istio, 'CreateCertificate', { csr: (await makeCsr({ uris: [POD] })).pem, validity_duration: 3600 });
+      assert.equal(new X509Certificate(next.cert_chain[0]).subjectAltName, `URI:${POD}`);
+      // The identity comes from the presented certificate: another one is still refused.
+      await expectCode(
+        unary(again.istio, 'CreateCertificate', { csr: (await makeCsr({ uris: [`spiffe://${TD}/ns/default/sa/reviews`] })).pem }),
+        grpc.status.PERMISSION_DENIED,
+        /spiffe:\/\/mesh\.test\/ns\/default\/sa\/reviews/,
+      );
+    } finally {
+      again.close();
     }
   });
 
