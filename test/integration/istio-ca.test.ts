@@ -257,6 +257,18 @@ describe('istio.v1.auth.IstioCertificateService/CreateCertificate', { timeout: 6
       metadata: metadata({ ImpersonatedIdentity: '', WorkloadName: 'productpage-v1', WorkloadIP: '10.0.0.7', ClusterID: 'Kubernetes' }),
     });
     assert.equal(new X509Certificate(res.cert_chain[0]).subjectAltName, `URI:${POD}`);
+    // A value of another kind is refused (the caller meant to impersonate someone), naming the key.
+    await expectCode(
+      unary(zt.istio, 'CreateCertificate', { csr: (await makeCsr()).pem, metadata: { fields: { ImpersonatedIdentity: { numberValue: 7 } } } }),
+      grpc.status.INVALID_ARGUMENT,
+      /metadata ImpersonatedIdentity must be a string value/,
+    );
+    // A value that is not a SPIFFE ID of this trust domain is refused naming it.
+    await expectCode(
+      unary(zt.istio, 'CreateCertificate', { csr: (await makeCsr()).pem, metadata: metadata({ ImpersonatedIdentity: 'spiffe://elsewhere.test/ns/a/sa/b' }) }),
+      grpc.status.INVALID_ARGUMENT,
+      /elsewhere\.test/,
+    );
   });
 
   test('fail/a CSR for another identity is PERMISSION_DENIED for a workload', async () => {
