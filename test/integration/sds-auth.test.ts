@@ -76,18 +76,26 @@ describe('SDS caller authentication', { timeout: 60_000 }, () => {
     await expectUnauthenticated(h.rawClient({ certPem: ca.certPem, keyPem: ca.keyPem }), /CA certificate/);
   });
 
-  it('a bearer token without a token authenticator configured: UNAUTHENTICATED', async () => {
+  it('a bearer token without a token authenticator configured: the client certificate decides; with no certificate, UNAUTHENTICATED', async () => {
+    // istio-agent sends its ServiceAccount token on every call, also over mTLS; the token cannot be checked here, so
+    // it grants nothing and the certificate's identity is the caller's.
     const c = await h.client(WEB);
-    await assert.rejects(
-      new Promise((resolve, reject) => {
-        const md = new grpc.Metadata();
-        md.set('authorization', 'Bearer abc.def.ghi');
-        c.client.FetchSecrets(
-          { node: { id: 'n', cluster: 'c' }, resource_names: ['ROOTCA'], type_url: 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret' },
+    const fetchWith = (client: typeof c.client, md: grpc.Metadata, names: string[]) =>
+      new Promise<{ resources: Array<{ value: Buffer }> }>((resolve, reject) => {
+        client.FetchSecrets(
+          { node: { id: 'n', cluster: 'c' }, resource_names: names, type_url: 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret' },
           md,
-          (err: grpc.ServiceError | null, r: unknown) => (err ? reject(err) : resolve(r)),
+          (err: grpc.ServiceError | null, r: { resources: Array<{ value: Buffer }> }) => (err ? reject(err) : resolve(r)),
         );
-      }),
+      });
+    const md = new grpc.Metadata();
+    md.set('authorization', 'Bearer abc.def.ghi');
+    const own = await fetchWith(c.client, md, ['default']);
+    assert.equal(own.resources.length, 1, 'served as the certificate identity');
+    await assert.rejects(fetchWith(c.client, md, ['spiffe://example.org/other']), (e: grpc.ServiceError) => e.code === grpc.status.PERMISSION_DENIED);
+    const anon = h.rawClient({});
+    await assert.rejects(
+      fetchWith(anon.client, md, ['ROOTCA']),
       (e: grpc.ServiceError) => e.code === grpc.status.UNAUTHENTICATED && /bearer token/.test(e.details),
     );
   });
