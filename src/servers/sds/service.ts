@@ -80,7 +80,10 @@ interface Sub {
   readonly target: Target;
   /** Content version (EncodedSecret.version) last sent on this stream for this name. */
   sentVersion: string | undefined;
-  /** Latest content for this name (lets Delta re-send on a repeated subscribe). */
+  /**
+   * Latest content for this name (lets Delta re-send on a repeated subscribe). Delta streams only: SotW never reads
+   * it, and a certificate's EncodedSecret is per stream (~2 KB of buffers), so SotW lets it go once written.
+   */
   last: EncodedSecret | undefined;
   cert: SvidSubscription | undefined;
   /** True once something was pushed for this subscription (the initial send is then skipped). */
@@ -97,6 +100,8 @@ abstract class StreamBase {
   closed = false;
   lastNonce: string | undefined;
   private chain: Promise<void> = Promise.resolve();
+  /** Whether push() keeps the content it sends in Sub.last (only Delta re-sends it). */
+  protected abstract readonly keepsLast: boolean;
 
   constructor(
     readonly svc: SdsService,
@@ -196,7 +201,7 @@ abstract class StreamBase {
   push(sub: Sub, enc: EncodedSecret, reason: PushReason, force: boolean, count = true): boolean {
     if (this.closed) return false;
     sub.started = true;
-    sub.last = enc;
+    if (this.keepsLast) sub.last = enc;
     if (!force && sub.sentVersion === enc.version) return false;
     sub.sentVersion = enc.version;
     sub.removed = false;
@@ -226,6 +231,7 @@ abstract class StreamBase {
 }
 
 class SotwStream extends StreamBase {
+  protected readonly keepsLast = false;
   /** False until a request named a resource: until then an empty list is the legacy wildcard. */
   private everNamed = false;
 
@@ -262,6 +268,7 @@ class SotwStream extends StreamBase {
 }
 
 class DeltaStream extends StreamBase {
+  protected readonly keepsLast = true;
   private first = true;
   private wildcard = false;
   private readonly explicit = new Set<string>();
