@@ -87,6 +87,21 @@ function dedupeRoots(list: readonly Buffer[]): Buffer[] {
   return out;
 }
 
+/** `chainPem` of an issued SVID, encoded from its `chainDer` on every read. One function for every SVID: see below. */
+function chainPemFromDer(this: { readonly chainDer: readonly Buffer[] }): string {
+  return chainToPem(this.chainDer);
+}
+
+/**
+ * Adds `chainPem` as an enumerable getter over `chainDer` instead of a stored string. Memory: every SDS client node
+ * holds its SVID for as long as it is connected, and a stored PEM chain (leaf + signing CA, ~1.5 KB of JS heap once
+ * V8 flattens it) repeats the DER kept beside it; re-encoding costs ~1 µs per read (SDS reads it once per push). The
+ * getter is one shared function so every SVID keeps the same V8 hidden class; spread and JSON see a plain string.
+ */
+function withDerivedChainPem(svid: Omit<IssuedSvid, 'chainPem'>): IssuedSvid {
+  return Object.defineProperty(svid, 'chainPem', { get: chainPemFromDer, enumerable: true }) as IssuedSvid;
+}
+
 /**
  * The CA core: holds meshca's signing CA (intermediate mode) or delegates each leaf to the backend (leaf mode),
  * rotates the signing CA on a clock-driven schedule, keeps the trust bundle (with every root that still validates a
@@ -110,7 +125,6 @@ export class LocalAuthority implements Authority {
   private retryMs = RETRY_MIN_MS;
   private lastError: string | undefined;
   private closed = false;
-  private readonly tailPems = new WeakMap<Slot, string>();
   /** State changes under way; close() waits for them so no write lands after it returns. */
   private readonly inflight = new Set<Promise<unknown>>();
   /** False on HA replicas that do not hold the rotation Lease: they sign and adopt state but never rotate. */
@@ -311,10 +325,9 @@ export class LocalAuthority implements Authority {
     const signedBy = issuedInProcessBy(certDer);
     if (signedBy !== undefined && !signedBy.equals(slot.ca.certDer)) throw new CaError('UNAVAILABLE', 'signing CA changed during issuance; retry', { retryable: true });
     const chainDer = [certDer, slot.ca.certDer, ...slot.ca.chainDer];
-    return {
+    return withDerivedChainPem({
       spiffeId: id,
       chainDer,
-      chainPem: toPem(certDer) + this.tailPem(slot),
       ...(privateKeyPem !== undefined ? { privateKeyPem } : {}),
       keyType,
       serialHex: certSerialHex(certDer),
@@ -322,17 +335,7 @@ export class LocalAuthority implements Authority {
       notAfter,
       renewAt: new Date(renewAtMs(nowMs, notAfterMs, w.renewFraction, Math.random())),
       caGeneration: slot.generation,
-    };
-  }
-
-  /** PEM of the signing CA and its chain, encoded once per slot (every leaf's chain ends with it). */
-  private tailPem(slot: Slot): string {
-    let pem = this.tailPems.get(slot);
-    if (pem === undefined) {
-      pem = chainToPem([slot.ca.certDer, ...slot.ca.chainDer]);
-      this.tailPems.set(slot, pem);
-    }
-    return pem;
+    });
   }
 
   /** Leaf mode: the backend signs a CSR for every leaf. */
@@ -365,10 +368,9 @@ export class LocalAuthority implements Authority {
     await this.noteAnchors(out.roots);
     const notBefore = new Date(x.validFrom);
     const notAfter = new Date(x.validTo);
-    return {
+    return withDerivedChainPem({
       spiffeId: id,
       chainDer: out.chain,
-      chainPem: chainToPem(out.chain),
       ...(privateKeyPem !== undefined ? { privateKeyPem } : {}),
       keyType,
       serialHex: x.serialNumber,
@@ -376,7 +378,7 @@ export class LocalAuthority implements Authority {
       notAfter,
       renewAt: new Date(renewAtMs(nowMs, notAfter.getTime(), this.opts.workload.renewFraction, Math.random())),
       caGeneration: this.state.generation,
-    };
+    });
   }
 
   /** Leaf mode: roots learned from a signing response join the bundle. */
