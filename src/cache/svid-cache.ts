@@ -47,9 +47,31 @@ interface Entry {
   readonly spiffeId: string;
   svid: IssuedSvid | undefined;
   inflight: Promise<IssuedSvid> | undefined;
-  readonly listeners: Set<SvidListener>;
+  readonly listeners: Set<Subscription>;
   timer: Timer | undefined;
   retryMs: number;
+}
+
+/**
+ * One subscribe() call. A class rather than closures: the SDS server holds one per certificate stream, and the
+ * wrapper, close function and their contexts cost ~200 bytes per stream.
+ */
+class Subscription implements SvidSubscription {
+  /** Set by subscribe() right after the subscription joined its entry. */
+  current!: Promise<IssuedSvid>;
+  private closed = false;
+
+  constructor(
+    private readonly cache: SvidCache,
+    readonly entry: Entry,
+    readonly listener: SvidListener,
+  ) {}
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.cache.unsubscribe(this);
+  }
 }
 
 const SEP = '\u0000';
@@ -99,23 +121,20 @@ export class SvidCache {
       entry = { key, nodeId, spiffeId, svid: undefined, inflight: undefined, listeners: new Set(), timer: undefined, retryMs: this.retryMin };
       this.entries.set(key, entry);
     }
-    const e = entry;
-    // Each subscription owns a distinct wrapper so the same function can subscribe twice.
-    const own: SvidListener = (s, r) => listener(s, r);
-    e.listeners.add(own);
-    let closed = false;
-    const current = this.currentOf(e);
+    // Each subscription is its own object in the set, so the same function can subscribe twice.
+    const sub = new Subscription(this, entry, listener);
+    entry.listeners.add(sub);
+    sub.current = this.currentOf(entry);
     // A rejected `current` must not become an unhandled rejection when the caller closes before awaiting it.
-    current.catch(() => undefined);
-    return {
-      current,
-      close: () => {
-        if (closed) return;
-        closed = true;
-        e.listeners.delete(own);
-        if (e.listeners.size === 0) this.release(e);
-      },
-    };
+    sub.current.catch(() => undefined);
+    return sub;
+  }
+
+  /** For Subscription.close() only: the entry is dropped with its last subscriber. */
+  unsubscribe(sub: Subscription): void {
+    const e = sub.entry;
+    e.listeners.delete(sub);
+    if (e.listeners.size === 0) this.release(e);
   }
 
   /** See the class comment for the ordering contract. */
@@ -192,7 +211,7 @@ export class SvidCache {
         if (previous && reason !== 'initial') {
           for (const l of [...e.listeners]) {
             try {
-              l(svid, reason);
+              l.listener(svid, reason);
             } catch (err) {
               this.opts.log.error({ err: errorMessage(err) }, 'sds cache: listener failed');
             }

@@ -26,24 +26,45 @@ export class SystemClock implements Clock {
     return Date.now();
   }
   setTimer(fn: () => void, ms: number): Timer {
-    let handle: NodeJS.Timeout;
-    let cancelled = false;
-    const due = Date.now() + Math.max(0, ms);
-    const arm = (): void => {
-      const left = due - Date.now();
-      handle = setTimeout(() => {
-        if (cancelled) return;
-        if (due - Date.now() > 0) arm();
-        else fn();
-      }, Math.min(Math.max(0, left), MAX_TIMER_MS));
-      handle.unref();
-    };
-    arm();
-    return {
-      cancel: () => {
-        cancelled = true;
-        clearTimeout(handle);
-      },
-    };
+    return new SystemTimer(fn, Date.now() + Math.max(0, ms));
   }
+}
+
+/**
+ * A SystemClock timer: one object and one Node Timeout whose callback is a shared function, rather than closures
+ * per timer (the SDS certificate cache keeps one timer per connected node, so closures and their contexts added up
+ * to ~200 bytes per SDS stream).
+ */
+class SystemTimer implements Timer {
+  private handle: NodeJS.Timeout | undefined;
+  private cancelled = false;
+
+  constructor(
+    private readonly fn: () => void,
+    private readonly due: number,
+  ) {
+    this.arm();
+  }
+
+  cancel(): void {
+    this.cancelled = true;
+    clearTimeout(this.handle);
+  }
+
+  private arm(): void {
+    const left = this.due - Date.now();
+    this.handle = setTimeout(fireSystemTimer, Math.min(Math.max(0, left), MAX_TIMER_MS), this);
+    this.handle.unref();
+  }
+
+  /** Called by fireSystemTimer when the Node timer fires. */
+  fire(): void {
+    if (this.cancelled) return;
+    if (this.due - Date.now() > 0) this.arm();
+    else this.fn();
+  }
+}
+
+function fireSystemTimer(t: SystemTimer): void {
+  t.fire();
 }

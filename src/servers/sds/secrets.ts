@@ -28,7 +28,9 @@ export interface EncodedSecret {
 }
 
 function fromValue(name: string, kind: EncodedSecret['kind'], value: Buffer): EncodedSecret {
-  const version = createHash('sha256').update(value).digest('base64url').slice(0, 16);
+  // The first 16 base64url characters of the digest, encoded from its first 12 bytes (the same text) so the string
+  // is flat: a slice of the full encoding keeps all 43 characters alive as its parent, for every stream's secret.
+  const version = createHash('sha256').update(value).digest().toString('base64url', 0, 12);
   const anyBytes = encodeAny(SECRET_TYPE_URL, value);
   // Lives as long as its certificate: kept out of Node's shared buffer pool (util/buffers.ts).
   const body = ownedCopy(sotwBody(anyBytes));

@@ -529,9 +529,11 @@ export class SdsService {
     const call = s.call;
     this.streams.add(s);
     this.m.streamsOpen.inc({ method: s.method });
-    call.on('error', () => s.release());
-    call.on('cancelled', () => s.release());
-    call.on('close', () => s.release());
+    // One listener for the three ways a call goes away (a closure per event and stream is memory held per stream).
+    const release = (): void => s.release();
+    call.on('error', release);
+    call.on('cancelled', release);
+    call.on('close', release);
     call.on('end', () => {
       // The client half-closed: finish the call with OK.
       s.release();
