@@ -41,6 +41,12 @@ export interface FakeVaultOptions {
   readonly latencyMs?: number;
   /** Serve HTTPS with a generated CA (fake.tls.caPem); the server cert covers serverName, localhost and 127.0.0.1. */
   readonly tls?: { readonly serverName?: string; readonly requireClientCert?: boolean };
+  /**
+   * Answer like a Vault Agent / Vault Proxy listener with `require_request_header = true`: any request without
+   * `X-Vault-Request: true` gets 412 {"errors":["missing \"X-Vault-Request\" header"]}. The Vault server itself does
+   * not require the header; every official client sends it.
+   */
+  readonly requireRequestHeader?: boolean;
 }
 
 export interface PkiMountOptions {
@@ -128,6 +134,18 @@ export interface FakeVault {
   seal(): void;
   unseal(): void;
   setStandby(standby: boolean): void;
+  /**
+   * false = an uninitialised Vault: sys/health answers 501 with initialized:false, sealed:true (uninitcode
+   * overrides it); every other request 503 "Vault is sealed".
+   */
+  setInitialized(initialized: boolean): void;
+  /**
+   * Replication role as sys/health reports it: "dr-secondary" answers 472 (drsecondarycode) with
+   * replication_dr_mode "secondary"; "perf-standby" answers 473 (performancestandbycode; perfstandbyok=true gives
+   * the active code) with performance_standby:true and standby:true. Only sys/health changes: a performance
+   * standby serves the API (it forwards writes); a DR secondary's API refusals are not modelled.
+   */
+  setReplication(role: 'none' | 'dr-secondary' | 'perf-standby'): void;
   /** The next `count` requests (optionally only under pathPrefix; never sys/health) fail with `status`. */
   failNext(knob: FailureKnob): void;
   /** The next `count` requests get no answer until the fake closes (client timeouts). */
@@ -408,6 +426,8 @@ export async function startFakeVault(opts: FakeVaultOptions = {}): Promise<FakeV
 
   let sealed = false;
   let standby = false;
+  let initialized = true;
+  let replication: 'none' | 'dr-secondary' | 'perf-standby' = 'none';
   const failures: Array<{ left: number; status: number; errors: string[]; pathPrefix?: string }> = [];
   const hangs: Array<{ left: number; pathPrefix?: string }> = [];
   const hung = new Set<http.ServerResponse>();
@@ -996,19 +1016,25 @@ export async function startFakeVault(opts: FakeVaultOptions = {}): Promise<FakeV
       const v = query.get(name);
       return v !== null && /^\d+$/.test(v) ? Number(v) : dflt;
     };
+    const flag = (name: string): boolean => query.get(name) === 'true' || query.get(name) === '';
+    const perfStandby = replication === 'perf-standby';
     let status: number;
-    if (sealed) status = code('sealedcode', 503);
-    else if (standby) status = query.get('standbyok') === 'true' || query.get('standbyok') === '' ? code('activecode', 200) : code('standbycode', 429);
+    // Vault's order (sys_health.go): uninitialised, sealed, DR secondary, performance standby, standby.
+    if (!initialized) status = code('uninitcode', 501);
+    else if (sealed) status = code('sealedcode', 503);
+    else if (replication === 'dr-secondary') status = code('drsecondarycode', 472);
+    else if (perfStandby) status = flag('perfstandbyok') ? code('activecode', 200) : code('performancestandbycode', 473);
+    else if (standby) status = flag('standbyok') ? code('activecode', 200) : code('standbycode', 429);
     else status = code('activecode', 200);
     return {
       status,
       bare: {
-        initialized: true,
-        sealed,
-        standby,
-        performance_standby: false,
+        initialized,
+        sealed: sealed || !initialized,
+        standby: standby || perfStandby,
+        performance_standby: perfStandby,
         replication_performance_mode: 'disabled',
-        replication_dr_mode: 'disabled',
+        replication_dr_mode: replication === 'dr-secondary' ? 'secondary' : 'disabled',
         server_time_utc: Math.floor(now() / 1000),
         version: '1.17.0+fake',
         enterprise: namespaces.size > 1,
@@ -1031,9 +1057,9 @@ export async function startFakeVault(opts: FakeVaultOptions = {}): Promise<FakeV
       return healthResponse(query);
     }
     if (path === 'sys/seal-status' && method === 'GET') {
-      return { bare: { type: 'shamir', initialized: true, sealed, t: 1, n: 1, progress: 0, version: '1.17.0+fake', cluster_name: 'vault-cluster-fake', cluster_id: clusterId } };
+      return { bare: { type: 'shamir', initialized, sealed: sealed || !initialized, t: 1, n: 1, progress: 0, version: '1.17.0+fake', cluster_name: 'vault-cluster-fake', cluster_id: clusterId } };
     }
-    if (sealed) fail(503, 'Vault is sealed');
+    if (sealed || !initialized) fail(503, 'Vault is sealed');
     if (standby) fail(429, 'Vault is in standby mode and this node cannot forward requests');
     const ns = namespaces.get(nsName);
     if (!ns) fail(404, `no handler for route "${path}". route entry not found.`);
@@ -1045,7 +1071,11 @@ export async function startFakeVault(opts: FakeVaultOptions = {}): Promise<FakeV
       return login(loginMount, nsName, body);
     }
     const pki = findPkiMount(ns!, path);
-    if (pki && method === 'GET' && UNAUTH_PKI.some((re) => re.test(pki.rest))) return pkiPublicRead(pki.mount, pki.rest);
+    if (pki && UNAUTH_PKI.some((re) => re.test(pki.rest))) {
+      // Unauthenticated paths are read-only: Vault answers other operations 405 before any token check.
+      if (method !== 'GET' && method !== 'HEAD') fail(405, '1 error occurred:\n\t* unsupported operation\n\n');
+      return pkiPublicRead(pki.mount, pki.rest);
+    }
 
     // Everything else needs a live token.
     if (!token) fail(403, 'missing client token');
@@ -1063,6 +1093,7 @@ export async function startFakeVault(opts: FakeVaultOptions = {}): Promise<FakeV
       return renewSelf(t!, nsName, body);
     }
     if (path === 'auth/token/revoke-self') {
+      if (method !== 'POST' && method !== 'PUT') fail(405, '1 error occurred:\n\t* unsupported operation\n\n');
       ns!.tokens.delete(t!.id);
       return { status: 204 };
     }
@@ -1307,6 +1338,7 @@ export async function startFakeVault(opts: FakeVaultOptions = {}): Promise<FakeV
     }
     try {
       if (tooBig) fail(413, 'http: request body too large');
+      if (opts.requireRequestHeader && req.headers['x-vault-request'] !== 'true') fail(412, 'missing "X-Vault-Request" header');
       if (!u.pathname.startsWith('/v1/')) fail(404, '');
       const f = failures.find((x) => x.left > 0 && (!x.pathPrefix || path.startsWith(x.pathPrefix)) && path !== 'sys/health');
       if (f) {
@@ -1375,6 +1407,12 @@ export async function startFakeVault(opts: FakeVaultOptions = {}): Promise<FakeV
     },
     setStandby: (s) => {
       standby = s;
+    },
+    setInitialized: (i) => {
+      initialized = i;
+    },
+    setReplication: (r) => {
+      replication = r;
     },
     failNext: (k) => {
       failures.push({ left: k.count, status: k.status, errors: [...(k.errors ?? [`1 error occurred:\n\t* injected failure (status ${k.status})\n\n`])], ...(k.pathPrefix ? { pathPrefix: k.pathPrefix } : {}) });

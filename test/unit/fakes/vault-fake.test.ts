@@ -201,6 +201,57 @@ describe('fake vault', { timeout: 20_000 }, () => {
     await rejects(client(fake.rootToken).read('pki/nope'), 404);
     await rejects(client(fake.rootToken).read('nomount/x'), 404, /no handler for route/);
     await rejects(client(fake.rootToken).read('pki/sign/meshca'), 405);
+    // Unauthenticated read paths take no writes, with or without a token.
+    await rejects(client().write('pki/cert/ca_chain', {}), 405, /unsupported operation/);
+    await rejects(client(fake.rootToken).write('pki/issuer/default/json', {}), 405, /unsupported operation/);
+    await rejects(client(fake.rootToken).read('auth/token/revoke-self'), 405);
+  });
+
+  it('health: uninitialised 501, DR secondary 472, performance standby 473, each with its query override', async () => {
+    const status = async (q = '') => (await fetch(`${fake.url}/v1/sys/health${q}`)).status;
+    fake.setInitialized(false);
+    try {
+      assert.equal(await status(), 501);
+      assert.equal(await status('?uninitcode=200'), 200);
+      const h = await client().health();
+      assert.equal(h.initialized, false);
+      assert.equal(h.sealed, true, 'an uninitialised Vault is sealed too');
+      await rejects(client(fake.rootToken).tokenLookupSelf(), 503, /Vault is sealed/);
+    } finally {
+      fake.setInitialized(true);
+    }
+    fake.setReplication('dr-secondary');
+    try {
+      assert.equal(await status('?standbyok=true'), 472);
+      assert.equal(await status('?drsecondarycode=299'), 299);
+      assert.equal((await client().health()).replication_dr_mode, 'secondary');
+    } finally {
+      fake.setReplication('none');
+    }
+    fake.setReplication('perf-standby');
+    try {
+      assert.equal(await status('?standbyok=true'), 473);
+      assert.equal(await status('?perfstandbyok=true'), 200);
+      assert.equal(await status('?performancestandbycode=200'), 200);
+      const h = await client().health();
+      assert.equal(h.performance_standby, true);
+      await client(fake.rootToken).tokenLookupSelf();
+    } finally {
+      fake.setReplication('none');
+    }
+    assert.equal(await status(), 200);
+  });
+
+  it('requireRequestHeader: like a Vault Agent listener, 412 without X-Vault-Request: true', async () => {
+    const agent = await startFakeVault({ requireRequestHeader: true, pkiMounts: [] });
+    try {
+      const plain = nodeVault({ endpoint: agent.url, token: agent.rootToken, requestOptions: { timeout: 5000 } });
+      await rejects(plain.tokenLookupSelf(), 412, /missing "X-Vault-Request" header/);
+      const withHeader = nodeVault({ endpoint: agent.url, token: agent.rootToken, requestOptions: { timeout: 5000, headers: { 'X-Vault-Request': 'true' } } });
+      assert.equal((await withHeader.tokenLookupSelf()).data.id, agent.rootToken);
+    } finally {
+      await agent.close();
+    }
   });
 
   it('is sealed: 503 everywhere, health reports it, query overrides apply', async () => {
