@@ -4,6 +4,7 @@ import type { Clock, Timer } from '../../src/util/clock.js';
 import { CaError } from '../../src/util/errors.js';
 import type { VaultConfig } from './config.js';
 import { VaultCallError } from './retry.js';
+import { vaultHeaders } from './wire.js';
 
 /**
  * Keeps one usable Vault token for the backend. Contract:
@@ -175,12 +176,12 @@ export class TokenManager {
         if (a.secretIdFile) secretId = (await this.readSecretFile(a.secretIdFile, 'authority.vault.auth.secretIdFile')).text;
         if (secretId) this.secretValues.add(secretId);
         res = await this.deps.retry('login', () =>
-          client.approleLogin({ role_id: a.roleId, ...(secretId ? { secret_id: secretId } : {}), mount_point: mount }),
+          client.approleLogin({ role_id: a.roleId, ...(secretId ? { secret_id: secretId } : {}), mount_point: mount, requestOptions: { headers: vaultHeaders() } }),
         );
       } else {
         const jwt = (await this.readSecretFile(a.serviceAccountTokenFile, 'authority.vault.auth.serviceAccountTokenFile')).text;
         this.secretValues.add(jwt);
-        res = await this.deps.retry('login', () => client.kubernetesLogin({ role: a.role, jwt, mount_point: mount }));
+        res = await this.deps.retry('login', () => client.kubernetesLogin({ role: a.role, jwt, mount_point: mount, requestOptions: { headers: vaultHeaders() } }));
       }
     } catch (e) {
       this.deps.onLogin?.(method, false);
@@ -217,7 +218,7 @@ export class TokenManager {
     let res: { data?: { ttl?: unknown; renewable?: unknown } };
     try {
       res = await this.deps.retry('lookup-self', () =>
-        this.deps.client.tokenLookupSelf({ requestOptions: { headers: { 'X-Vault-Token': token } } }),
+        this.deps.client.tokenLookupSelf({ requestOptions: { headers: vaultHeaders(token) } }),
       );
     } catch (e) {
       if (e instanceof VaultCallError && e.failure.kind === 'http' && e.failure.status === 403) {
@@ -253,7 +254,7 @@ export class TokenManager {
     if (worthRenewing) {
       try {
         const res: { auth?: AuthBlock } = await this.deps.retry('renew-self', () =>
-          this.deps.client.tokenRenewSelf({ requestOptions: { headers: { 'X-Vault-Token': h.token } } }),
+          this.deps.client.tokenRenewSelf({ requestOptions: { headers: vaultHeaders(h.token) } }),
         );
         (this.deps.client as { token?: string }).token = undefined as unknown as string;
         const lease = Number(res.auth?.lease_duration ?? 0);

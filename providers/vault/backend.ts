@@ -9,6 +9,7 @@ import { CaError, invalidArgument } from '../../src/util/errors.js';
 import { TokenManager, type FileReader } from './auth.js';
 import { certsFrom, isSelfSigned, issuedBy, pathToRoot, sha256Hex, uriSans } from './chain.js';
 import type { VaultConfig } from './config.js';
+import { HEALTH_PATH, healthProblem, vaultHeaders } from './wire.js';
 import { clockSleep, DEFAULT_RETRY, isRetryable, toVaultFailure, unavailableReason, VaultCallError, withRetry, type RetryPolicy, type VaultFailure } from './retry.js';
 
 /** Tuning that is not operator config: tests shrink delays, the factory uses the defaults. */
@@ -155,9 +156,10 @@ export class VaultBackend implements AuthorityBackend {
   }
 
   /**
-   * One unauthenticated `GET sys/health` (exempt from quotas). Sealed, uninitialised or unreachable degrades
-   * health() with the reason; a healthy answer clears a degradation that was about availability (not one about
-   * credentials or permissions, which only a successful call clears). Standby nodes count as healthy: they forward.
+   * One unauthenticated `GET sys/health?standbyok=true&perfstandbyok=true` (exempt from quotas). Uninitialised,
+   * sealed, a DR secondary, an answer that is not Vault's, or unreachable degrades health() with the reason; a healthy
+   * answer clears a degradation that was about availability (not one about credentials or permissions, which only a
+   * successful call clears). Standby and performance standby nodes count as healthy: they forward.
    */
   async probeHealth(): Promise<void> {
     if (this.closed || this.probing || !this.client) return;
@@ -165,9 +167,7 @@ export class VaultBackend implements AuthorityBackend {
     try {
       let reason: string | undefined;
       try {
-        const body = (await this.client.health({ standbyok: true })) as { sealed?: unknown; initialized?: unknown } | undefined;
-        if (body?.sealed === true) reason = 'vault: sealed';
-        else if (body?.initialized === false) reason = 'vault: not initialized';
+        reason = healthProblem(await this.client.read(HEALTH_PATH, { headers: vaultHeaders() }));
       } catch (e) {
         reason = unavailableReason(toVaultFailure(e));
       }
@@ -431,7 +431,7 @@ export class VaultBackend implements AuthorityBackend {
       throw err;
     }
     try {
-      const r = await this.vaultCall(pathClass, () => fn({ 'X-Vault-Token': token }), signal);
+      const r = await this.vaultCall(pathClass, () => fn(vaultHeaders(token)), signal);
       this.markUp();
       return r;
     } catch (e) {
@@ -447,7 +447,7 @@ export class VaultBackend implements AuthorityBackend {
         if (next) {
           this.ctx.log.info({ path }, 'vault refused the token; logged in again, retrying once');
           try {
-            const r = await this.vaultCall(pathClass, () => fn({ 'X-Vault-Token': next }), signal);
+            const r = await this.vaultCall(pathClass, () => fn(vaultHeaders(next)), signal);
             this.markUp();
             return r;
           } catch (e2) {

@@ -2,6 +2,8 @@ import { describe, it, before, after, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -226,6 +228,81 @@ describe('vault backend against the fake Vault with the real node-vault', { time
     await settle(() => !b.health().ok, 'a failed sys/health probe');
     assert.match(b.health().reason ?? '', /^vault: unreachable/);
     fake = await startFakeVault({ now: () => clock.nowMs() }); // for afterEach
+  });
+
+  it('sys/health probe: uninitialised, DR secondary and a non-Vault answer degrade health; a performance standby does not', async () => {
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { auth: { token: fake.rootToken } }), h.ctx, { ...FAST, healthCheckIntervalMs: 0 }));
+    await b.init();
+    // Vault reports an uninitialised server as sealed too (initialized:false, sealed:true, 501): name the real cause.
+    fake.setInitialized(false);
+    await b.probeHealth();
+    assert.deepEqual(b.health(), { ok: false, reason: 'vault: not initialized' });
+    fake.setInitialized(true);
+    await b.probeHealth();
+    assert.deepEqual(b.health(), { ok: true });
+    fake.setReplication('dr-secondary');
+    await b.probeHealth();
+    assert.equal(b.health().ok, false);
+    assert.match(b.health().reason ?? '', /^vault: DR secondary/);
+    fake.setReplication('perf-standby');
+    await b.probeHealth();
+    assert.deepEqual(b.health(), { ok: true }, 'a performance standby serves reads and forwards writes');
+    fake.setReplication('none');
+    const health = fake.requests.filter((r) => r.path === 'sys/health');
+    assert.equal(health.length, 4);
+    for (const r of health) {
+      assert.equal(r.method, 'GET');
+      assert.equal(new URLSearchParams(r.query).get('standbyok'), 'true', 'standby nodes forward: asked to answer 200');
+      assert.equal(new URLSearchParams(r.query).get('perfstandbyok'), 'true', 'performance standbys too');
+    }
+    // A proxy in front of Vault answering 502 with an HTML page is not a healthy Vault, and must not clear a
+    // degradation.
+    const proxy = http.createServer((_req, res) => {
+      res.writeHead(502, { 'Content-Type': 'text/html' });
+      res.end('<html><body>502 Bad Gateway</body></html>');
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
+    try {
+      const url = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+      const pb = track(new VaultBackend(vaultConfigSchema.parse({ address: url, auth: { token: 'x' } }), harness(clock).ctx, { ...FAST, healthCheckIntervalMs: 0 }));
+      await pb.init();
+      assert.equal(pb.health().ok, false);
+      await pb.probeHealth();
+      assert.equal(pb.health().ok, false, 'still degraded after the proxy page');
+      assert.match(pb.health().reason ?? '', /^vault: sys\/health/);
+    } finally {
+      proxy.closeAllConnections();
+      await new Promise<void>((r) => proxy.close(() => r()));
+    }
+  });
+
+  it('sends X-Vault-Request: true on every request (Vault Agent / Proxy listeners with require_request_header refuse others with 412)', async () => {
+    const agent = await startFakeVault({ now: () => clock.nowMs(), requireRequestHeader: true });
+    try {
+      agent.setPolicy('meshca', await readFile(new URL('../../../examples/vault/policy-intermediate.hcl', import.meta.url), 'utf8'));
+      const ar = agent.addAppRole('meshca', { policies: ['meshca'], tokenTtlSeconds: 100 });
+      const h = harness(clock);
+      const b = track(new VaultBackend(cfg(agent, { auth: { method: 'approle', roleId: ar.roleId, secretId: ar.secretId } }), h.ctx, { ...FAST, healthCheckIntervalMs: 0 }));
+      await b.init();
+      const csr = await createTestCsr({ ca: true });
+      await b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 3600 });
+      clock.advance(81_000);
+      await settle(() => agent.requests.some((r) => r.path === 'auth/token/renew-self'), 'a renewal');
+      await b.probeHealth();
+      const paths = new Set(agent.requests.map((r) => r.path));
+      for (const p of ['auth/approle/login', 'pki/cert/ca_chain', 'pki/root/sign-intermediate', 'auth/token/renew-self', 'sys/health']) assert.ok(paths.has(p), `${p} was called`);
+      for (const r of agent.requests) {
+        assert.equal(r.headers['x-vault-request'], 'true', `${r.method} ${r.path} carries X-Vault-Request`);
+        assert.notEqual(r.status, 412, `${r.path} accepted`);
+      }
+      const tb = track(new VaultBackend(cfg(agent, { auth: { token: agent.rootToken } }), h.ctx, { ...FAST, healthCheckIntervalMs: 0 }));
+      await tb.init();
+      assert.ok(agent.requests.some((r) => r.path === 'auth/token/lookup-self' && r.status === 200));
+      assert.deepEqual(b.health(), { ok: true });
+    } finally {
+      await agent.close();
+    }
   });
 
   it('transient 500s and 429s are retried and then succeed', async () => {
