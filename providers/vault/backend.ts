@@ -77,7 +77,8 @@ function statusLabel(f: VaultFailure): string {
 
 /**
  * The Vault PKI backend. mode "intermediate": mintIntermediate sends meshca's CA CSR to
- * <pkiMount>/root/sign-intermediate. mode "leaf": signLeaf sends each leaf CSR to <pkiMount>/sign/<role>.
+ * <pkiMount>/root/sign-intermediate. mode "leaf": signLeaf sends each leaf CSR to <pkiMount>/sign/<role>. With
+ * authority.vault.issuer both go to <pkiMount>/issuer/<issuer>/... instead.
  * Every call goes through one path: token from TokenManager → retry with backoff for transient failures → on 403
  * one re-login and retry → CaError with Vault's text, prefixed "vault: ", secrets scrubbed.
  */
@@ -137,7 +138,7 @@ export class VaultBackend implements AuthorityBackend {
     try {
       await this.fetchAnchors();
     } catch (e) {
-      const err = e instanceof CaError ? e : this.toCaError(e, `${this.cfg.pkiMount}/cert/ca_chain`);
+      const err = e instanceof CaError ? e : this.toCaError(e, this.anchorsPath);
       if (!err.retryable) throw err;
       this.ctx.log.warn({ reason: err.message }, 'vault trust anchors unavailable at start');
     }
@@ -196,7 +197,7 @@ export class VaultBackend implements AuthorityBackend {
     if (this.mode !== 'intermediate') throw new CaError('FAILED_PRECONDITION', 'vault: mintIntermediate called in leaf mode');
     const td = this.ctx.trustDomain;
     const ttl = Math.ceil(req.ttlSeconds > 0 ? req.ttlSeconds : this.cfg.intermediateTtl);
-    const path = `${this.cfg.pkiMount}/root/sign-intermediate`;
+    const path = this.cfg.issuer ? `${this.cfg.pkiMount}/issuer/${this.cfg.issuer}/sign-intermediate` : `${this.cfg.pkiMount}/root/sign-intermediate`;
     const body = {
       csr: req.csrPem,
       common_name: csrCommonName(req.csrDer) || `meshca ${td}`,
@@ -225,7 +226,7 @@ export class VaultBackend implements AuthorityBackend {
   async signLeaf(req: LeafRequest): Promise<UpstreamChain> {
     if (this.mode !== 'leaf') throw new CaError('FAILED_PRECONDITION', 'vault: signLeaf called in intermediate mode');
     const role = this.cfg.role;
-    const path = `${this.cfg.pkiMount}/sign/${role}`;
+    const path = this.cfg.issuer ? `${this.cfg.pkiMount}/issuer/${this.cfg.issuer}/sign/${role}` : `${this.cfg.pkiMount}/sign/${role}`;
     // common_name is omitted: SVIDs carry no CN, so the role needs require_cn=false (README).
     const body: Record<string, unknown> = {
       csr: req.csrPem,
@@ -287,7 +288,7 @@ export class VaultBackend implements AuthorityBackend {
       const anchors = (await this.trustAnchors()).map((d) => new X509Certificate(d));
       const top = intermediates[intermediates.length - 1] ?? cert;
       root = anchors.find((a) => issuedBy(top, a));
-      if (!root) throw new CaError('INTERNAL', `vault: the chain returned by ${path} does not lead to a self-signed root (neither in the response nor in ${this.cfg.pkiMount}/cert/ca_chain)`);
+      if (!root) throw new CaError('INTERNAL', `vault: the chain returned by ${path} does not lead to a self-signed root (neither in the response nor in ${this.anchorsPath})`);
     }
     this.checkPin([root.raw], path);
     await this.rememberAnchors([root.raw], false);
@@ -306,13 +307,18 @@ export class VaultBackend implements AuthorityBackend {
     }
   }
 
+  /** The anchors path: the configured issuer's JSON, else the mount's default chain (then the default issuer). */
+  private get anchorsPath(): string {
+    return this.cfg.issuer ? `${this.cfg.pkiMount}/issuer/${this.cfg.issuer}/json` : `${this.cfg.pkiMount}/cert/ca_chain`;
+  }
+
   private async fetchAnchors(): Promise<Buffer[]> {
-    const path = `${this.cfg.pkiMount}/cert/ca_chain`;
-    const res = await this.authed('ca_chain', path, (headers) => this.client.read(path, { headers }));
+    const path = this.anchorsPath;
+    const res = await this.authed(this.cfg.issuer ? 'issuer' : 'ca_chain', path, (headers) => this.client.read(path, { headers }));
     const data = (res?.data ?? {}) as Record<string, unknown>;
     let certs = certsFrom(data.certificate, data.ca_chain);
     let roots = certs.filter(isSelfSigned);
-    if (roots.length === 0) {
+    if (roots.length === 0 && !this.cfg.issuer) {
       const ipath = `${this.cfg.pkiMount}/issuer/default/json`;
       const ires = await this.authed('issuer', ipath, (headers) => this.client.read(ipath, { headers }));
       const idata = (ires?.data ?? {}) as Record<string, unknown>;
@@ -320,7 +326,7 @@ export class VaultBackend implements AuthorityBackend {
       roots = certs.filter(isSelfSigned);
     }
     if (roots.length === 0) {
-      throw new CaError('FAILED_PRECONDITION', `vault: ${path} holds no self-signed root; configure the mount's issuer chain (Vault 1.11+ includes the root)`, { retryable: false });
+      throw new CaError('FAILED_PRECONDITION', `vault: ${path} holds no self-signed root; configure the issuer's chain (Vault 1.11+ includes the root)`, { retryable: false });
     }
     const ders = roots.map((r) => r.raw);
     this.checkPin(ders, path);

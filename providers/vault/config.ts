@@ -74,6 +74,17 @@ export const vaultConfigSchema = z
     mode: z.enum(['intermediate', 'leaf'], { message: 'must be intermediate or leaf' }).default('intermediate'),
     pkiMount: mountPath.default('pki'),
     role: z.string().default(''),
+    /**
+     * Issuer reference (name or ID) on a multi-issuer mount: sign at <pkiMount>/issuer/<issuer>/sign-intermediate
+     * or .../sign/<role> and read anchors from .../issuer/<issuer>/json. "" = the mount's default issuer.
+     */
+    issuer: z
+      .string()
+      .default('')
+      .transform((v) => v.trim())
+      .refine((v) => v === '' || (/^[A-Za-z0-9_.-]+$/.test(v) && v !== '.' && v !== '..'), {
+        message: `${PREFIX}.issuer must be a Vault issuer name or ID (letters, digits, "_", ".", "-"; one path segment)`,
+      }),
     intermediateTtl: durationField(60).default(48 * 3600),
     rootFingerprint: z
       .string()

@@ -60,6 +60,8 @@ export interface PkiMountOptions {
   /** Lifetime of the generated CA certificate, seconds. Default 10 years. */
   readonly caTtlSeconds?: number;
   readonly keyType?: 'ec' | 'rsa';
+  /** issuer_name of the mount's (only, default) issuer; "default" refers to it too. Default "" (unnamed). */
+  readonly issuerName?: string;
 }
 
 export interface TokenOptions {
@@ -468,7 +470,7 @@ export async function startFakeVault(opts: FakeVaultOptions = {}): Promise<FakeV
   }
   createToken({ id: rootToken, policies: ['root'], ttlSeconds: 0, displayName: 'root', renewable: false });
 
-  async function makeIssuer(name: string, keyType: 'ec' | 'rsa', ttl: number, parent?: Issuer): Promise<Issuer> {
+  async function makeIssuer(name: string, keyType: 'ec' | 'rsa', ttl: number, parent?: Issuer, issuerName = ''): Promise<Issuer> {
     const keys = await generateCaKey(keyType);
     const spki = await subtle.exportKey('spki', keys.publicKey);
     const nb = new Date(now() - 30_000);
@@ -502,7 +504,7 @@ export async function startFakeVault(opts: FakeVaultOptions = {}): Promise<FakeV
     const pem = pemOf(der, 'CERTIFICATE');
     return {
       id: randomUUID(),
-      name: 'default',
+      name: issuerName,
       cert,
       der,
       pem,
@@ -518,7 +520,7 @@ export async function startFakeVault(opts: FakeVaultOptions = {}): Promise<FakeV
     const parent = o.parent ? ns.pki.get(o.parent) : undefined;
     if (o.parent && !parent) throw new Error(`fake vault: parent mount "${o.parent}" does not exist`);
     const label = parent ? `fake vault intermediate (${path})` : `fake vault root (${path})`;
-    const issuer = await makeIssuer(label, o.keyType ?? opts.rootKeyType ?? 'ec', o.caTtlSeconds ?? 10 * 365 * 86400, parent?.issuer);
+    const issuer = await makeIssuer(label, o.keyType ?? opts.rootKeyType ?? 'ec', o.caTtlSeconds ?? 10 * 365 * 86400, parent?.issuer, o.issuerName ?? '');
     if (parent) parent.issued++;
     ns.pki.set(path, {
       path,
@@ -1183,7 +1185,7 @@ export async function startFakeVault(opts: FakeVaultOptions = {}): Promise<FakeV
   }
 
   function findIssuer(mount: PkiMount, ref: string): Issuer {
-    if (ref === 'default' || ref === mount.issuer.id || ref === mount.issuer.name) return mount.issuer;
+    if (ref === 'default' || ref === mount.issuer.id || (mount.issuer.name !== '' && ref === mount.issuer.name)) return mount.issuer;
     return userError(`unable to find PKI issuer for reference: ${ref}`);
   }
 

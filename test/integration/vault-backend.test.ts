@@ -160,6 +160,27 @@ describe('vault backend against the fake Vault with the real node-vault', { time
     assert.equal((sent.body as Record<string, unknown>).ttl, '3600s');
   });
 
+  it('issuer: signs at <pkiMount>/issuer/<ref>/sign-intermediate and .../sign/<role>, anchors from issuer/<ref>/json', async () => {
+    await fake.mountPki('pki_multi', { issuerName: 'root-2026' });
+    fake.setRole('pki_multi', 'meshca', { allowed_uri_sans: `spiffe://${TD}/*`, require_cn: false, key_type: 'any' });
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { pkiMount: 'pki_multi', issuer: 'root-2026', auth: { token: fake.rootToken } }), h.ctx, FAST));
+    await b.init();
+    const csr = await createTestCsr({ ca: true });
+    const out = await b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 3600 });
+    assert.equal(new X509Certificate(out.roots[0]!).toString().trim(), fake.rootPem('pki_multi').trim());
+    const lb = track(new VaultBackend(cfg(fake, { mode: 'leaf', pkiMount: 'pki_multi', issuer: 'root-2026', role: 'meshca', auth: { token: fake.rootToken } }), h.ctx, FAST));
+    await lb.init();
+    const lcsr = await createTestCsr({ uris: [ID] });
+    await lb.signLeaf({ csrDer: lcsr.der, csrPem: lcsr.pem, publicKey: lcsr.publicKey, spiffeId: ID, dnsNames: [], ttlSeconds: 600 });
+    const paths = fake.requests.map((r) => `${r.method} ${r.path}`);
+    for (const p of ['GET pki_multi/issuer/root-2026/json', 'POST pki_multi/issuer/root-2026/sign-intermediate', 'POST pki_multi/issuer/root-2026/sign/meshca']) assert.ok(paths.includes(p), `${p} in ${paths.join(', ')}`);
+    for (const p of ['pki_multi/root/sign-intermediate', 'pki_multi/sign/meshca', 'pki_multi/cert/ca_chain']) assert.ok(!fake.requests.some((r) => r.path === p), `${p} not used`);
+    // An unknown issuer is Vault's 400, reported with Vault's text and the path, not retried.
+    const wrong = track(new VaultBackend(cfg(fake, { pkiMount: 'pki_multi', issuer: 'nope', auth: { token: fake.rootToken } }), h.ctx, FAST));
+    await assert.rejects(wrong.init(), /vault: pki_multi\/issuer\/nope\/json: unable to find PKI issuer for reference: nope/);
+  });
+
   it('leaf mode: a role that forbids the SPIFFE ID gives a clear INVALID_ARGUMENT naming it, not retried', async () => {
     const h = harness(clock);
     const b = track(new VaultBackend(cfg(fake, { mode: 'leaf', pkiMount: 'pki_int', role: 'meshca', auth: { token: fake.rootToken } }), h.ctx, FAST));

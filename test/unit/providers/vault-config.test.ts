@@ -31,6 +31,18 @@ describe('authority.vault config', () => {
     assert.equal(c.intermediateTtl, 86400);
   });
 
+  it('ok/issuer defaults to "" (the mount\'s default issuer) and takes a name or ID', () => {
+    assert.equal(vaultConfigSchema.parse({ address: 'https://v:8200', auth: { token: 't' } }).issuer, '');
+    assert.equal(vaultConfigSchema.parse({ address: 'https://v:8200', issuer: ' root-2026 ', auth: { token: 't' } }).issuer, 'root-2026');
+    assert.equal(vaultConfigSchema.parse({ address: 'https://v:8200', issuer: '6d2a1c3e-0b4f-4e39-9d7a-3b1c2f8e9a10', auth: { token: 't' } }).issuer, '6d2a1c3e-0b4f-4e39-9d7a-3b1c2f8e9a10');
+  });
+
+  it('fail/issuer must be one path segment', () => {
+    for (const bad of ['a/b', '..', 'root 2026']) {
+      assert.ok(issues({ address: 'https://v:8200', issuer: bad, auth: { token: 't' } }).some((m) => m.startsWith('issuer: ') && m.includes('authority.vault.issuer')), bad);
+    }
+  });
+
   it('fail/leaf mode needs a role', () => {
     assert.ok(issues({ address: 'https://v:8200', mode: 'leaf', auth: { token: 't' } }).some((m) => m.includes('role is required in leaf mode')));
   });
