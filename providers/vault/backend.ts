@@ -9,6 +9,7 @@ import { CaError, invalidArgument } from '../../src/util/errors.js';
 import { TokenManager, type FileReader } from './auth.js';
 import { certsFrom, isSelfSigned, issuedBy, pathToRoot, sha256Hex, uriSans } from './chain.js';
 import type { VaultConfig } from './config.js';
+import { caNotAfterFromRefusal, ttlWithin } from './ttl.js';
 import { HEALTH_PATH, healthProblem, vaultHeaders } from './wire.js';
 import { clockSleep, DEFAULT_RETRY, isRetryable, toVaultFailure, unavailableReason, VaultCallError, withRetry, type RetryPolicy, type VaultFailure } from './retry.js';
 
@@ -97,6 +98,9 @@ export class VaultBackend implements AuthorityBackend {
   private clearable = true;
   private probeTimer: { cancel(): void } | undefined;
   private probing = false;
+  /** Leaf mode: notAfter (ms) of the Vault issuer that signed the last leaf, or that Vault named when refusing one. */
+  private issuerNotAfterMs: number | undefined;
+  private clampWarnedFor: number | undefined;
 
   constructor(
     private readonly cfg: VaultConfig,
@@ -227,17 +231,32 @@ export class VaultBackend implements AuthorityBackend {
     if (this.mode !== 'leaf') throw new CaError('FAILED_PRECONDITION', 'vault: signLeaf called in intermediate mode');
     const role = this.cfg.role;
     const path = this.cfg.issuer ? `${this.cfg.pkiMount}/issuer/${this.cfg.issuer}/sign/${role}` : `${this.cfg.pkiMount}/sign/${role}`;
+    const requested = Math.ceil(req.ttlSeconds);
     // common_name is omitted: SVIDs carry no CN, so the role needs require_cn=false (README).
-    const body: Record<string, unknown> = {
-      csr: req.csrPem,
-      uri_sans: req.spiffeId,
-      ttl: `${Math.ceil(req.ttlSeconds)}s`,
-      format: 'pem',
-    };
+    const body: Record<string, unknown> = { csr: req.csrPem, uri_sans: req.spiffeId, format: 'pem' };
     if (req.dnsNames.length) body.alt_names = req.dnsNames.join(',');
+    // Near the end of the issuer ask for what it has left; when it has nothing left ask anyway (it may have been
+    // rotated in Vault meanwhile) and let Vault's answer decide.
+    const send = (ttl: number): Promise<{ data?: Record<string, unknown> }> => {
+      if (ttl < requested) this.warnClamped(requested, ttl);
+      return this.authed('sign', path, (headers) => this.client.write(path, { ...body, ttl: `${ttl}s` }, { headers }), req.signal);
+    };
     let res: { data?: Record<string, unknown> };
     try {
-      res = await this.authed('sign', path, (headers) => this.client.write(path, body, { headers }), req.signal);
+      try {
+        res = await send(ttlWithin(requested, this.ctx.clock.nowMs(), this.issuerNotAfterMs) ?? requested);
+      } catch (e) {
+        const caEnd = e instanceof CaError && e.code === 'INVALID_ARGUMENT' ? caNotAfterFromRefusal(e.message) : undefined;
+        if (caEnd === undefined) throw e;
+        this.issuerNotAfterMs = caEnd;
+        const ttl = ttlWithin(requested, this.ctx.clock.nowMs(), caEnd);
+        if (ttl === undefined) {
+          const when = new Date(caEnd).toISOString();
+          const state = caEnd <= this.ctx.clock.nowMs() ? `expired at ${when}` : `expires at ${when}, too soon to sign a leaf`;
+          throw new CaError('FAILED_PRECONDITION', `vault: ${path}: the issuing CA ${state}; rotate the issuer in Vault (or set leaf_not_after_behavior)`, { retryable: false });
+        }
+        res = await send(ttl);
+      }
     } catch (e) {
       if (e instanceof CaError && e.code === 'INVALID_ARGUMENT') {
         const text = e.message.replace(/^vault: [^:]+: /, '');
@@ -259,7 +278,20 @@ export class VaultBackend implements AuthorityBackend {
     }
     if (leaf.ca) throw new CaError('INTERNAL', `vault: ${path} returned a CA certificate for ${req.spiffeId}`);
     if (new Date(leaf.validTo).getTime() <= this.ctx.clock.nowMs()) throw new CaError('INTERNAL', `vault: ${path} returned an already expired certificate for ${req.spiffeId}`);
-    return this.assemble(leaf, certsFrom(data.ca_chain, data.issuing_ca), path);
+    const out = await this.assemble(leaf, certsFrom(data.ca_chain, data.issuing_ca), path);
+    const issuer = out.chain[1] ?? out.roots[0];
+    if (issuer) this.issuerNotAfterMs = new Date(new X509Certificate(issuer).validTo).getTime();
+    return out;
+  }
+
+  /** One warning per issuer end: leaves are being shortened because the Vault issuer expires first. */
+  private warnClamped(requested: number, ttl: number): void {
+    if (this.clampWarnedFor === this.issuerNotAfterMs) return;
+    this.clampWarnedFor = this.issuerNotAfterMs;
+    this.ctx.log.warn(
+      { requestedTtlSeconds: requested, ttlSeconds: ttl, issuerNotAfter: this.issuerNotAfterMs !== undefined ? new Date(this.issuerNotAfterMs).toISOString() : undefined },
+      'vault issuing CA expires before the requested leaf TTL; leaves are shortened to end with it: rotate the issuer in Vault',
+    );
   }
 
   async trustAnchors(): Promise<Buffer[]> {

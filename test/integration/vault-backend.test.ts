@@ -181,6 +181,40 @@ describe('vault backend against the fake Vault with the real node-vault', { time
     await assert.rejects(wrong.init(), /vault: pki_multi\/issuer\/nope\/json: unable to find PKI issuer for reference: nope/);
   });
 
+  it('leaf mode near the end of the Vault issuer: the TTL is clamped to the issuer\'s notAfter (leaf_not_after_behavior=err), then a clear FAILED_PRECONDITION once it expired', async () => {
+    await fake.mountPki('pki_short', { parent: 'pki', caTtlSeconds: 1800 });
+    fake.setRole('pki_short', 'meshca', { allowed_uri_sans: `spiffe://${TD}/*`, require_cn: false, key_type: 'any', max_ttl: '24h' });
+    const caNotAfter = new Date(new X509Certificate(fake.caPem('pki_short')).validTo).getTime();
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { mode: 'leaf', pkiMount: 'pki_short', role: 'meshca', auth: { token: fake.rootToken } }), h.ctx, FAST));
+    await b.init();
+    const sign = async () => {
+      const csr = await createTestCsr({ uris: [ID] });
+      return b.signLeaf({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, spiffeId: ID, dnsNames: [], ttlSeconds: 3600 });
+    };
+    const signs = () => fake.requests.filter((r) => r.path === 'pki_short/sign/meshca');
+    const first = new X509Certificate((await sign()).chain[0]!);
+    assert.ok(new Date(first.validTo).getTime() <= caNotAfter, 'leaf ends no later than its issuer');
+    assert.ok(new Date(first.validTo).getTime() >= caNotAfter - 10_000, 'and uses what the issuer has left (less a 5 s skew margin)');
+    assert.deepEqual(signs().map((r) => r.status), [400, 200], 'Vault refused the full TTL once; meshca retried with the clamp');
+    assert.match(h.logs(), /issuing CA expires before the requested leaf TTL/);
+    // Now meshca knows the issuer's notAfter: the next request is clamped up front.
+    clock.advance(600_000);
+    await sign();
+    assert.deepEqual(signs().map((r) => r.status), [400, 200, 200]);
+    const ttl = parseInt(String((signs()[2]!.body as { ttl: string }).ttl), 10);
+    assert.ok(ttl <= 1200 && ttl >= 1190, `clamped ttl ${ttl}`);
+    // After the issuer expired: not the workload's fault, so not INVALID_ARGUMENT.
+    clock.advance(1_300_000);
+    await assert.rejects(sign(), (e: unknown) => {
+      assert.ok(e instanceof CaError);
+      assert.equal(e.code, 'FAILED_PRECONDITION');
+      assert.match(e.message, /^vault: pki_short\/sign\/meshca: the issuing CA expired at \d{4}-/);
+      assert.match(e.message, /rotate the issuer in Vault/);
+      return true;
+    });
+  });
+
   it('leaf mode: a role that forbids the SPIFFE ID gives a clear INVALID_ARGUMENT naming it, not retried', async () => {
     const h = harness(clock);
     const b = track(new VaultBackend(cfg(fake, { mode: 'leaf', pkiMount: 'pki_int', role: 'meshca', auth: { token: fake.rootToken } }), h.ctx, FAST));

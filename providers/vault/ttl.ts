@@ -1,0 +1,30 @@
+/**
+ * Leaf TTLs against the end of the Vault issuer. With the issuer's default `leaf_not_after_behavior=err`, Vault
+ * answers 400 "cannot satisfy request, as TTL would result in notAfter of <t> that is beyond the expiration of the CA
+ * certificate at <t>" to every leaf that would outlive the issuer, so near its end every request would fail. meshca
+ * asks for what the issuer has left instead.
+ */
+
+/** Seconds kept between a clamped leaf's notAfter and the issuer's, for clock skew between meshca and Vault. */
+export const CLAMP_MARGIN_SECONDS = 5;
+
+const RFC3339 = /\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})/g;
+
+/** The CA notAfter (ms) named by Vault's "beyond the expiration of the CA certificate at <t>" refusal, else undefined. */
+export function caNotAfterFromRefusal(text: string): number | undefined {
+  if (!/beyond the expiration of the CA/i.test(text)) return undefined;
+  const stamps = [...text.matchAll(RFC3339)].map((m) => Date.parse(m[0])).filter(Number.isFinite);
+  return stamps.length ? stamps[stamps.length - 1] : undefined;
+}
+
+/**
+ * The TTL (s) to request so that a leaf ends CLAMP_MARGIN_SECONDS before the issuer: `requested` when it fits or
+ * the issuer's end is unknown, a shorter one when it does not, and undefined when the issuer has (nearly) nothing
+ * left.
+ */
+export function ttlWithin(requested: number, nowMs: number, issuerNotAfterMs: number | undefined): number | undefined {
+  if (issuerNotAfterMs === undefined) return requested;
+  const left = Math.floor((issuerNotAfterMs - nowMs) / 1000) - CLAMP_MARGIN_SECONDS;
+  if (left >= requested) return requested;
+  return left >= 1 ? left : undefined;
+}
