@@ -223,9 +223,14 @@ export class TokenManager {
     } catch (e) {
       if (e instanceof VaultCallError && e.failure.kind === 'http' && e.failure.status === 403) {
         const where = this.deps.auth.tokenFile ? `the token in ${this.deps.auth.tokenFile}` : 'the configured token';
-        throw new CaError('UNAUTHENTICATED', `vault: ${where} was refused by auth/token/lookup-self (permission denied: expired, revoked or unknown)`, {
-          retryable: false,
-        });
+        const text = this.scrub(e.failure.errors.join('; ') || 'permission denied');
+        throw new CaError(
+          'UNAUTHENTICATED',
+          `vault: ${where} was refused by auth/token/lookup-self (${text}): it is expired, revoked or unknown, or its policies lack Vault's "default" policy (which grants lookup-self and renew-self)`,
+          {
+            retryable: false,
+          },
+        );
       }
       throw this.deps.toCaError(e, 'auth/token/lookup-self');
     }

@@ -485,6 +485,20 @@ describe('vault backend against the fake Vault with the real node-vault', { time
     assert.ok(!h.logs().includes('sa-jwt-value-123'));
   });
 
+  it('token auth: a token refused by lookup-self is UNAUTHENTICATED naming both causes, with Vault\'s text', async () => {
+    fake.setPolicy('meshca', await readFile(new URL('../../../examples/vault/policy-intermediate.hcl', import.meta.url), 'utf8'));
+    const t = fake.createToken({ policies: ['meshca'], noDefaultPolicy: true });
+    const b = track(new VaultBackend(cfg(fake, { auth: { token: t } }), harness(clock).ctx, FAST));
+    await assert.rejects(b.init(), (e: unknown) => {
+      assert.ok(e instanceof CaError);
+      assert.equal(e.code, 'UNAUTHENTICATED');
+      assert.match(e.message, /^vault: the configured token was refused by auth\/token\/lookup-self \(permission denied\)/);
+      assert.match(e.message, /expired, revoked or unknown, or its policies lack Vault's "default" policy/);
+      assert.ok(!e.message.includes(t));
+      return true;
+    });
+  });
+
   it('token file: re-read when it changes', async () => {
     const t1 = fake.createToken({ policies: ['root'], ttlSeconds: 0 });
     const t2 = fake.createToken({ policies: ['root'], ttlSeconds: 0 });
