@@ -187,9 +187,6 @@ export class TokenManager {
       this.deps.onLogin?.(method, false);
       if (e instanceof CaError) throw e;
       throw this.loginError(e, `${method} login at auth/${mount}/login`);
-    } finally {
-      // node-vault stores the login's token on the client; meshca sends tokens per call, so keep the client clean.
-      (client as { token?: string }).token = undefined as unknown as string;
     }
     const auth = res.auth;
     const token = typeof auth?.client_token === 'string' ? auth.client_token : '';
@@ -261,7 +258,6 @@ export class TokenManager {
         const res: { auth?: AuthBlock } = await this.deps.retry('renew-self', () =>
           this.deps.client.tokenRenewSelf({ requestOptions: { headers: vaultHeaders(h.token) } }),
         );
-        (this.deps.client as { token?: string }).token = undefined as unknown as string;
         const lease = Number(res.auth?.lease_duration ?? 0);
         if (lease <= 0) throw new Error('renewal granted no lease');
         if (this.held !== h) return;
@@ -272,7 +268,6 @@ export class TokenManager {
         this.schedule(next);
         return;
       } catch (e) {
-        (this.deps.client as { token?: string }).token = undefined as unknown as string;
         this.deps.onRenew?.('failed');
         const reason = e instanceof VaultCallError ? `${e.failure.kind}${e.failure.status ? ` ${e.failure.status}` : ''}: ${this.scrub(e.failure.errors.join('; '))}` : this.scrub(e instanceof Error ? e.message : String(e));
         this.deps.log.warn({ reason }, 'vault token renewal failed');

@@ -424,7 +424,9 @@ export class VaultBackend implements AuthorityBackend {
     } as Parameters<typeof nodeVault>[0]);
     // node-vault falls back to VAULT_TOKEN / VAULT_NAMESPACE / VAULT_PREFIX; meshca's config is the only source.
     const c = client as unknown as { token?: string; namespace?: string; pathPrefix: string };
-    c.token = undefined;
+    // node-vault also stores the token of every login and renew-self on the client and adds it to any later request
+    // without one (logins, sys/health). meshca sends the token per call, so the client never holds one.
+    Object.defineProperty(c, 'token', { get: () => undefined, set: () => undefined, configurable: false });
     c.namespace = this.cfg.namespace || undefined;
     c.pathPrefix = '';
     return client;
