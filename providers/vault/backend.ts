@@ -206,6 +206,8 @@ export class VaultBackend implements AuthorityBackend {
       csr: req.csrPem,
       common_name: csrCommonName(req.csrDer) || `meshca ${td}`,
       uri_sans: `spiffe://${td}`,
+      // Vault turns a hostname-like CN into a DNS SAN; a SPIFFE signing CA carries only the trust domain URI.
+      exclude_cn_from_sans: true,
       ttl: `${ttl}s`,
       format: 'pem_bundle',
     };

@@ -948,6 +948,10 @@ export async function startFakeVault(opts: FakeVaultOptions = {}): Promise<FakeV
       dns = listField(body.alt_names);
       ips = listField(body.ip_sans);
     }
+    // Vault's shared creation bundle: a hostname-like CN also becomes a DNS SAN unless exclude_cn_from_sans.
+    const subjectCn = /(?:^|, )CN=([^,]+)/.exec(subject)?.[1] ?? '';
+    const excludeCn = body.exclude_cn_from_sans === true || body.exclude_cn_from_sans === 'true';
+    if (subjectCn && !excludeCn && /^(\*\.)?([a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]+\.?$/.test(subjectCn) && !dns.includes(subjectCn)) dns = [...dns, subjectCn];
     for (const u of uris) {
       try {
         new URL(u);

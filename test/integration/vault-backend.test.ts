@@ -135,10 +135,21 @@ describe('vault backend against the fake Vault with the real node-vault', { time
     verifyChain(out.chain[0]!, out.chain.slice(1), out.roots);
     await opensslVerify(dir, out.chain[0]!, out.chain.slice(1), out.roots);
     const sent = fake.requests.find((r) => r.path === 'pki/root/sign-intermediate')!;
-    assert.deepEqual(Object.keys(sent.body as object).sort(), ['common_name', 'csr', 'format', 'ttl', 'uri_sans']);
+    assert.deepEqual(Object.keys(sent.body as object).sort(), ['common_name', 'csr', 'exclude_cn_from_sans', 'format', 'ttl', 'uri_sans']);
+    assert.equal((sent.body as { exclude_cn_from_sans: unknown }).exclude_cn_from_sans, true);
     assert.equal((sent.body as { uri_sans: string }).uri_sans, `spiffe://${TD}`);
     assert.deepEqual(await b.trustAnchors(), out.roots);
     assert.equal(b.health().ok, true);
+  });
+
+  it('intermediate mode: a hostname-like CN in meshca\'s CSR does not become a DNS SAN of the signing CA (exclude_cn_from_sans)', async () => {
+    const b = track(new VaultBackend(cfg(fake, { auth: { token: fake.rootToken } }), harness(clock).ctx, FAST));
+    await b.init();
+    const csr = await createTestCsr({ ca: true, cn: 'meshca-ca.example.org' });
+    const out = await b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 3600 });
+    const ca = new X509Certificate(out.chain[0]!);
+    assert.match(ca.subject, /CN=meshca-ca\.example\.org/);
+    assert.equal(ca.subjectAltName, `URI:spiffe://${TD}`, 'the trust domain URI is the only SAN');
   });
 
   it('leaf mode: signs each leaf at <pkiMount>/sign/<role>; chain = leaf + Vault intermediate, roots = Vault root', async () => {

@@ -112,9 +112,13 @@ describe('fake vault', { timeout: 20_000 }, () => {
     assert.equal(ca.ca, true);
     assert.ok(ca.checkIssued(root) && ca.verify(root.publicKey));
     assert.equal(ca.validTo, root.validTo);
-    assert.equal(ca.subjectAltName, `URI:spiffe://${TD}`);
+    assert.equal(ca.subjectAltName, `DNS:meshca, URI:spiffe://${TD}`, 'like Vault, a hostname-like CN becomes a DNS SAN');
     assert.match(ca.subject, /CN=meshca/);
     assert.ok(ca.keyUsage === undefined || ca.keyUsage.length >= 0);
+    const excluded = await client(fake.rootToken).write('pki/root/sign-intermediate', { csr: csr.pem, ttl: 3600, uri_sans: `spiffe://${TD}`, common_name: 'meshca', exclude_cn_from_sans: true });
+    assert.equal(new X509Certificate(excluded.data.certificate).subjectAltName, `URI:spiffe://${TD}`);
+    const spaced = await client(fake.rootToken).write('pki/root/sign-intermediate', { csr: csr.pem, ttl: 3600, uri_sans: `spiffe://${TD}`, common_name: 'meshca CA example.org' });
+    assert.equal(new X509Certificate(spaced.data.certificate).subjectAltName, `URI:spiffe://${TD}`, 'a CN that is no hostname stays out');
     const viaIssuer = await client(fake.rootToken).write('pki/issuer/default/sign-intermediate', { csr: csr.pem, ttl: 3600, format: 'pem_bundle' });
     assert.ok(viaIssuer.data.certificate.split('BEGIN CERTIFICATE').length - 1 >= 2, 'pem_bundle carries the chain');
   });
