@@ -5,10 +5,11 @@ import * as x509 from '@peculiar/x509';
 import nodeVault from 'node-vault';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { AuthorityBackend, BackendContext, BackendHealth, IntermediateRequest, LeafRequest, UpstreamChain } from '../types.js';
-import { CaError, invalidArgument } from '../../src/util/errors.js';
+import { CaError } from '../../src/util/errors.js';
 import { TokenManager, type FileReader } from './auth.js';
 import { certsFrom, isSelfSigned, issuedBy, pathToRoot, sha256Hex, uriSans } from './chain.js';
 import type { VaultConfig } from './config.js';
+import { leafRefusal } from './refusals.js';
 import { caNotAfterFromRefusal, ttlWithin } from './ttl.js';
 import { HEALTH_PATH, healthProblem, vaultHeaders } from './wire.js';
 import { clockSleep, DEFAULT_RETRY, isRetryable, toVaultFailure, unavailableReason, VaultCallError, withRetry, type RetryPolicy, type VaultFailure } from './retry.js';
@@ -261,11 +262,7 @@ export class VaultBackend implements AuthorityBackend {
       }
     } catch (e) {
       if (e instanceof CaError && e.code === 'INVALID_ARGUMENT') {
-        const text = e.message.replace(/^vault: [^:]+: /, '');
-        if (/URI Subject Alternative Name/i.test(text)) {
-          throw invalidArgument(`vault: role ${role} does not allow URI SAN ${req.spiffeId} (Vault: ${text}); add it to the role's allowed_uri_sans`);
-        }
-        throw invalidArgument(`vault: ${path} refused ${req.spiffeId}: ${text}`);
+        throw leafRefusal(e.message.replace(/^vault: [^:]+: /, ''), { role, pkiMount: this.cfg.pkiMount, path, spiffeId: req.spiffeId });
       }
       throw e;
     }

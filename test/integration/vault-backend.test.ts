@@ -226,6 +226,29 @@ describe('vault backend against the fake Vault with the real node-vault', { time
     });
   });
 
+  it('leaf mode: a role set up wrong (missing, key_type rsa, require_cn true) is FAILED_PRECONDITION naming the setting to change', async () => {
+    fake.setRole('pki_int', 'rsa-only', { allowed_uri_sans: `spiffe://${TD}/*`, require_cn: false });
+    fake.setRole('pki_int', 'needs-cn', { allowed_uri_sans: `spiffe://${TD}/*`, key_type: 'any' });
+    const h = harness(clock);
+    const csr = await createTestCsr({ uris: [ID] });
+    const cases: Array<[string, RegExp]> = [
+      ['nope', /^vault: role nope does not exist on pki_int \(Vault: unknown role: nope\); check authority\.vault\.role/],
+      ['rsa-only', /^vault: role rsa-only refuses meshca's key \(Vault: role requires keys of type rsa\); set key_type=any on the role/],
+      ['needs-cn', /^vault: role needs-cn requires a common name \(Vault: the common_name field is required.*\); set require_cn=false on the role \(SVIDs carry no CN\)/],
+    ];
+    for (const [role, re] of cases) {
+      const b = track(new VaultBackend(cfg(fake, { mode: 'leaf', pkiMount: 'pki_int', role, auth: { token: fake.rootToken } }), h.ctx, FAST));
+      await b.init();
+      await assert.rejects(b.signLeaf({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, spiffeId: ID, dnsNames: [], ttlSeconds: 600 }), (e: unknown) => {
+        assert.ok(e instanceof CaError);
+        assert.equal(e.code, 'FAILED_PRECONDITION', role);
+        assert.equal(e.retryable, false);
+        assert.match(e.message, re);
+        return true;
+      });
+    }
+  });
+
   it('leaf mode: a role that forbids the SPIFFE ID gives a clear INVALID_ARGUMENT naming it, not retried', async () => {
     const h = harness(clock);
     const b = track(new VaultBackend(cfg(fake, { mode: 'leaf', pkiMount: 'pki_int', role: 'meshca', auth: { token: fake.rootToken } }), h.ctx, FAST));
