@@ -138,7 +138,6 @@ export class VaultBackend implements AuthorityBackend {
       // Vault being down must not stop meshca from serving what it holds; bad credentials or files must.
       if (!err.retryable) throw err;
       this.ctx.log.warn({ reason: err.message }, 'vault unavailable at start; will log in on first use');
-      return;
     }
     try {
       await this.fetchAnchors();
@@ -343,15 +342,27 @@ export class VaultBackend implements AuthorityBackend {
     return this.cfg.issuer ? `${this.cfg.pkiMount}/issuer/${this.cfg.issuer}/json` : `${this.cfg.pkiMount}/cert/ca_chain`;
   }
 
+  /**
+   * A read of an unauthenticated PKI path (cert/ca_chain, issuer/<ref>/json): no token, so trust anchors do not
+   * depend on logging in. Success leaves health() alone: it says nothing about meshca's credentials.
+   */
+  private async publicRead(pathClass: string, path: string): Promise<{ data?: unknown }> {
+    try {
+      return (await this.vaultCall(pathClass, () => this.client.read(path, { headers: vaultHeaders() }))) as { data?: unknown };
+    } catch (e) {
+      throw this.toCaError(e, path);
+    }
+  }
+
   private async fetchAnchors(): Promise<Buffer[]> {
     const path = this.anchorsPath;
-    const res = await this.authed(this.cfg.issuer ? 'issuer' : 'ca_chain', path, (headers) => this.client.read(path, { headers }));
+    const res = await this.publicRead(this.cfg.issuer ? 'issuer' : 'ca_chain', path);
     const data = (res?.data ?? {}) as Record<string, unknown>;
     let certs = certsFrom(data.certificate, data.ca_chain);
     let roots = certs.filter(isSelfSigned);
     if (roots.length === 0 && !this.cfg.issuer) {
       const ipath = `${this.cfg.pkiMount}/issuer/default/json`;
-      const ires = await this.authed('issuer', ipath, (headers) => this.client.read(ipath, { headers }));
+      const ires = await this.publicRead('issuer', ipath);
       const idata = (ires?.data ?? {}) as Record<string, unknown>;
       certs = certsFrom(idata.certificate, idata.ca_chain);
       roots = certs.filter(isSelfSigned);

@@ -450,21 +450,40 @@ describe('vault backend against the fake Vault with the real node-vault', { time
     assert.match(r, /result="relogin"} 1/);
   });
 
+  it('trust anchors are read without a token (cert/ca_chain is unauthenticated): served even while login fails', async () => {
+    const ar = fake.addAppRole('meshca', { policies: [] });
+    fake.failNext({ count: 1000, status: 500, pathPrefix: 'auth/approle/login' });
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { auth: { method: 'approle', roleId: ar.roleId, secretId: ar.secretId } }), h.ctx, FAST));
+    await b.init();
+    assert.equal(b.health().ok, false, 'login keeps failing');
+    const reads = fake.requests.filter((r) => r.path === 'pki/cert/ca_chain');
+    assert.ok(reads.length >= 1, 'init read the anchors anyway');
+    for (const r of reads) {
+      assert.equal(r.status, 200);
+      assert.equal(r.headers['x-vault-token'], undefined);
+    }
+    clock.advance(120_000);
+    const roots = await b.trustAnchors();
+    assert.deepEqual(roots.map((r) => new X509Certificate(r).toString().trim()), [fake.rootPem('pki').trim()]);
+    assert.ok(fake.requests.filter((r) => r.path === 'pki/cert/ca_chain').length > reads.length, 'refreshed from Vault, not the cache');
+  });
+
   it('re-login after a 403 for an expired token, then the call is retried once', async () => {
     fake.setPolicy('meshca', 'path "pki/root/sign-intermediate" { capabilities = ["update"] }');
     const ar = fake.addAppRole('meshca', { policies: ['meshca'], tokenTtlSeconds: 3600 });
     const h = harness(clock);
     const b = track(new VaultBackend(cfg(fake, { auth: { method: 'approle', roleId: ar.roleId, secretId: ar.secretId } }), h.ctx, FAST));
     await b.init();
-    const first = fake.requests.find((r) => r.path === 'auth/token/lookup-self' || r.path === 'pki/cert/ca_chain')!;
-    const token = first.headers['x-vault-token'] as string;
-    assert.ok(token);
-    fake.expireToken(token);
     const csr = await createTestCsr({ ca: true });
     await b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 3600 });
+    const token = fake.requests.find((r) => r.path === 'pki/root/sign-intermediate')!.headers['x-vault-token'] as string;
+    assert.ok(token);
+    fake.expireToken(token);
+    await b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 3600 });
     const signs = fake.requests.filter((r) => r.path === 'pki/root/sign-intermediate');
-    assert.deepEqual(signs.map((r) => r.status), [403, 200]);
-    assert.notEqual(signs[1]!.headers['x-vault-token'], token);
+    assert.deepEqual(signs.map((r) => r.status), [200, 403, 200]);
+    assert.notEqual(signs[2]!.headers['x-vault-token'], token);
     assert.equal(fake.requests.filter((r) => r.path === 'auth/approle/login').length, 2);
   });
 
