@@ -130,9 +130,11 @@ export class VaultBackend implements AuthorityBackend {
     });
     await this.loadStoredAnchors();
     this.scheduleProbe();
+    let loggedIn = true;
     try {
       await this.tokens.token();
     } catch (e) {
+      loggedIn = false;
       const err = e instanceof CaError ? e : this.toCaError(e, 'login');
       this.degrade(err.message, err.retryable);
       // Vault being down must not stop meshca from serving what it holds; bad credentials or files must.
@@ -140,12 +142,14 @@ export class VaultBackend implements AuthorityBackend {
       this.ctx.log.warn({ reason: err.message }, 'vault unavailable at start; will log in on first use');
     }
     try {
-      await this.fetchAnchors();
+      // After a failed login Vault may well be down: one try, so start-up is not held up by a second backoff.
+      await this.fetchAnchors(loggedIn ? undefined : { attempts: 1 });
     } catch (e) {
       const err = e instanceof CaError ? e : this.toCaError(e, this.anchorsPath);
       if (!err.retryable) throw err;
       this.ctx.log.warn({ reason: err.message }, 'vault trust anchors unavailable at start');
     }
+    if (!loggedIn) return;
     this.ctx.log.info({ address: this.cfg.address, mode: this.mode, pkiMount: this.cfg.pkiMount, namespace: this.cfg.namespace || undefined, auth: this.cfg.auth.method }, 'vault backend ready');
   }
 
@@ -346,23 +350,23 @@ export class VaultBackend implements AuthorityBackend {
    * A read of an unauthenticated PKI path (cert/ca_chain, issuer/<ref>/json): no token, so trust anchors do not
    * depend on logging in. Success leaves health() alone: it says nothing about meshca's credentials.
    */
-  private async publicRead(pathClass: string, path: string): Promise<{ data?: unknown }> {
+  private async publicRead(pathClass: string, path: string, retry?: Partial<RetryPolicy>): Promise<{ data?: unknown }> {
     try {
-      return (await this.vaultCall(pathClass, () => this.client.read(path, { headers: vaultHeaders() }))) as { data?: unknown };
+      return (await this.vaultCall(pathClass, () => this.client.read(path, { headers: vaultHeaders() }), undefined, retry)) as { data?: unknown };
     } catch (e) {
       throw this.toCaError(e, path);
     }
   }
 
-  private async fetchAnchors(): Promise<Buffer[]> {
+  private async fetchAnchors(retry?: Partial<RetryPolicy>): Promise<Buffer[]> {
     const path = this.anchorsPath;
-    const res = await this.publicRead(this.cfg.issuer ? 'issuer' : 'ca_chain', path);
+    const res = await this.publicRead(this.cfg.issuer ? 'issuer' : 'ca_chain', path, retry);
     const data = (res?.data ?? {}) as Record<string, unknown>;
     let certs = certsFrom(data.certificate, data.ca_chain);
     let roots = certs.filter(isSelfSigned);
     if (roots.length === 0 && !this.cfg.issuer) {
       const ipath = `${this.cfg.pkiMount}/issuer/default/json`;
-      const ires = await this.publicRead('issuer', ipath);
+      const ires = await this.publicRead('issuer', ipath, retry);
       const idata = (ires?.data ?? {}) as Record<string, unknown>;
       certs = certsFrom(idata.certificate, idata.ca_chain);
       roots = certs.filter(isSelfSigned);
@@ -443,7 +447,7 @@ export class VaultBackend implements AuthorityBackend {
   }
 
   /** One HTTP call with retry/backoff and metrics; throws raw → VaultCallError or CaError. */
-  private vaultCall<T>(pathClass: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  private vaultCall<T>(pathClass: string, fn: () => Promise<T>, signal?: AbortSignal, retry?: Partial<RetryPolicy>): Promise<T> {
     return withRetry(
       async () => {
         if (this.closed) throw new CaError('UNAVAILABLE', 'vault: backend is closed', { retryable: false });
@@ -460,7 +464,7 @@ export class VaultBackend implements AuthorityBackend {
         }
       },
       {
-        policy: this.policy,
+        policy: retry ? { ...this.policy, ...retry } : this.policy,
         sleep: this.sleep,
         ...(this.opts.random ? { random: this.opts.random } : {}),
         ...(signal ? { signal } : {}),
@@ -522,7 +526,7 @@ export class VaultBackend implements AuthorityBackend {
     if (e.exhausted || isRetryable(f)) {
       const reason = unavailableReason(f);
       this.degrade(reason);
-      return new CaError('UNAVAILABLE', `${this.scrub(reason)} (${context}; gave up after ${this.policy.attempts} attempts)`, { retryable: true });
+      return new CaError('UNAVAILABLE', `${this.scrub(reason)} (${context}; gave up after ${e.attempts ?? this.policy.attempts} attempt${(e.attempts ?? this.policy.attempts) === 1 ? '' : 's'})`, { retryable: true });
     }
     if (f.kind === 'tls') {
       return new CaError('FAILED_PRECONDITION', `vault: TLS verification of ${this.cfg.address} failed (${text}); check authority.vault.tls.caFile and serverName`, { retryable: false });

@@ -123,7 +123,7 @@ export async function withRetry<T>(fn: (attempt: number) => Promise<T>, deps: Re
       const f = toVaultFailure(e);
       if (f.kind === 'aborted' || deps.signal?.aborted) throw new CaError('UNAVAILABLE', 'vault: request cancelled', { retryable: false });
       if (!isRetryable(f)) throw new VaultCallError(f, false);
-      if (attempt + 1 >= deps.policy.attempts) throw new VaultCallError(f, true);
+      if (attempt + 1 >= deps.policy.attempts) throw new VaultCallError(f, true, attempt + 1);
       const delay = backoffMs(deps.policy, attempt, deps.random);
       deps.onRetry?.(f, attempt, delay);
       await deps.sleep(delay, deps.signal);
@@ -136,6 +136,8 @@ export class VaultCallError extends Error {
   constructor(
     readonly failure: VaultFailure,
     readonly exhausted: boolean,
+    /** Tries made, when known. */
+    readonly attempts?: number,
   ) {
     super(`vault call failed (${failure.kind}${failure.status ? ` ${failure.status}` : ''})`);
     this.name = 'VaultCallError';

@@ -469,6 +469,18 @@ describe('vault backend against the fake Vault with the real node-vault', { time
     assert.ok(fake.requests.filter((r) => r.path === 'pki/cert/ca_chain').length > reads.length, 'refreshed from Vault, not the cache');
   });
 
+  it('start with Vault failing everything: login is retried, the anchors read after it is tried once (start-up is not held up twice)', async () => {
+    const ar = fake.addAppRole('meshca', { policies: [] });
+    fake.failNext({ count: 1000, status: 500 });
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { auth: { method: 'approle', roleId: ar.roleId, secretId: ar.secretId } }), h.ctx, FAST));
+    await b.init();
+    assert.equal(fake.requests.filter((r) => r.path === 'auth/approle/login').length, 3);
+    assert.equal(fake.requests.filter((r) => r.path === 'pki/cert/ca_chain').length, 1);
+    assert.match(h.logs(), /pki\/cert\/ca_chain; gave up after 1 attempt\)/);
+    assert.equal(b.health().ok, false);
+  });
+
   it('re-login after a 403 for an expired token, then the call is retried once', async () => {
     fake.setPolicy('meshca', 'path "pki/root/sign-intermediate" { capabilities = ["update"] }');
     const ar = fake.addAppRole('meshca', { policies: ['meshca'], tokenTtlSeconds: 3600 });
