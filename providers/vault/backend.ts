@@ -223,8 +223,14 @@ export class VaultBackend implements AuthorityBackend {
     if (!ours) throw new CaError('INTERNAL', `vault: ${path} returned no certificate`);
     if (!ours.publicKey.equals(req.publicKey)) throw new CaError('INTERNAL', `vault: ${path} returned a certificate for a different public key than meshca's CSR`);
     if (!ours.ca) throw new CaError('INTERNAL', `vault: ${path} returned a certificate that is not a CA (basicConstraints CA:false)`);
-    const out = await this.assemble(ours, [...all.slice(1), ...certsFrom(data.ca_chain, data.issuing_ca)], path);
     const notAfter = new Date(ours.validTo).getTime();
+    if (notAfter <= this.ctx.clock.nowMs()) {
+      // sign-intermediate truncates to the issuer's notAfter, so an expired Vault root yields an expired CA.
+      throw new CaError('FAILED_PRECONDITION', `vault: ${path} returned a signing CA that expired at ${new Date(notAfter).toISOString()} (Vault truncates it to its issuer); rotate the root in Vault`, {
+        retryable: false,
+      });
+    }
+    const out = await this.assemble(ours, [...all.slice(1), ...certsFrom(data.ca_chain, data.issuing_ca)], path);
     const wanted = this.ctx.clock.nowMs() + ttl * 1000;
     if (notAfter < wanted - 60_000) {
       this.ctx.log.warn({ requestedTtlSeconds: ttl, notAfter: new Date(notAfter).toISOString() }, 'vault shortened meshca\'s signing CA (truncated to its issuer or the mount max TTL)');

@@ -152,6 +152,22 @@ describe('vault backend against the fake Vault with the real node-vault', { time
     assert.equal(ca.subjectAltName, `URI:spiffe://${TD}`, 'the trust domain URI is the only SAN');
   });
 
+  it('intermediate mode: a signing CA that Vault truncated to an expired root is refused (FAILED_PRECONDITION), not installed', async () => {
+    await fake.mountPki('pki_old', { caTtlSeconds: 600 });
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { pkiMount: 'pki_old', auth: { token: fake.rootToken } }), h.ctx, FAST));
+    await b.init();
+    clock.advance(700_000);
+    const csr = await createTestCsr({ ca: true });
+    await assert.rejects(b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 3600 }), (e: unknown) => {
+      assert.ok(e instanceof CaError);
+      assert.equal(e.code, 'FAILED_PRECONDITION');
+      assert.equal(e.retryable, false);
+      assert.match(e.message, /^vault: pki_old\/root\/sign-intermediate returned a signing CA that expired at \d{4}-.*; rotate the root in Vault/);
+      return true;
+    });
+  });
+
   it('leaf mode: signs each leaf at <pkiMount>/sign/<role>; chain = leaf + Vault intermediate, roots = Vault root', async () => {
     const h = harness(clock);
     const b = track(new VaultBackend(cfg(fake, { mode: 'leaf', pkiMount: 'pki_int', role: 'meshca', auth: { token: fake.rootToken } }), h.ctx, FAST));
