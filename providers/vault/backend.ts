@@ -511,20 +511,26 @@ export class VaultBackend implements AuthorityBackend {
             this.markUp();
             return r;
           } catch (e2) {
-            throw this.toCaError(e2, path);
+            throw this.refused(this.toCaError(e2, path, { freshToken: true }));
           }
         }
       }
-      throw this.toCaError(e, path);
+      throw this.refused(this.toCaError(e, path));
     }
   }
 
+  /** A final 403 means meshca cannot use Vault until its token or policy changes: health says so until a call works. */
+  private refused(err: CaError): CaError {
+    if (err.code === 'PERMISSION_DENIED') this.degrade(err.message, false);
+    return err;
+  }
+
   /** Turns any failure into a CaError whose message starts with "vault: " and holds no secret. */
-  private toCaError(e: unknown, context: string): CaError {
+  private toCaError(e: unknown, context: string, o: { freshToken?: boolean } = {}): CaError {
     if (e instanceof CaError) return e;
     if (!(e instanceof VaultCallError)) {
       const f = toVaultFailure(e);
-      if (f.kind === 'http' || f.kind === 'timeout' || f.kind === 'connection' || f.kind === 'tls') return this.toCaError(new VaultCallError(f, isRetryable(f)), context);
+      if (f.kind === 'http' || f.kind === 'timeout' || f.kind === 'connection' || f.kind === 'tls') return this.toCaError(new VaultCallError(f, isRetryable(f)), context, o);
       return new CaError('INTERNAL', `vault: ${context}: ${this.scrub(e instanceof Error ? e.message : String(e))}`);
     }
     const f = e.failure;
@@ -544,7 +550,9 @@ export class VaultBackend implements AuthorityBackend {
       case 403:
         return new CaError(
           'PERMISSION_DENIED',
-          `vault: permission denied for ${context}${ns} (${text || 'permission denied'}); the token's policy must allow this path (see providers/vault/README.md)`,
+          `vault: permission denied for ${context}${ns} (${text || 'permission denied'}): ${
+            o.freshToken ? 'a freshly logged-in token was refused too, so its policy does not allow this path' : 'the token expired or was revoked, or its policy does not allow this path'
+          } (see the policies in providers/vault/README.md)`,
           { retryable: false },
         );
       case 404:

@@ -525,9 +525,29 @@ describe('vault backend against the fake Vault with the real node-vault', { time
     await assert.rejects(b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 3600 }), (e: unknown) => {
       assert.ok(e instanceof CaError);
       assert.equal(e.code, 'PERMISSION_DENIED');
-      assert.match(e.message, /^vault: permission denied for pki\/root\/sign-intermediate/);
+      assert.match(e.message, /^vault: permission denied for pki\/root\/sign-intermediate \(permission denied\): a freshly logged-in token was refused too, so its policy does not allow this path/);
       return true;
     });
+    assert.equal(b.health().ok, false);
+  });
+
+  it('an expired static token: PERMISSION_DENIED naming both causes, health degraded until a call succeeds (sys/health does not clear it)', async () => {
+    const t = fake.createToken({ policies: ['root'], ttlSeconds: 600 });
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { auth: { token: t } }), h.ctx, { ...FAST, healthCheckIntervalMs: 0 }));
+    await b.init();
+    fake.expireToken(t);
+    const csr = await createTestCsr({ ca: true });
+    await assert.rejects(b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 3600 }), (e: unknown) => {
+      assert.ok(e instanceof CaError);
+      assert.equal(e.code, 'PERMISSION_DENIED');
+      assert.match(e.message, /^vault: permission denied for pki\/root\/sign-intermediate \(permission denied\): the token expired or was revoked, or its policy does not allow this path/);
+      return true;
+    });
+    assert.equal(b.health().ok, false);
+    assert.match(b.health().reason ?? '', /^vault: permission denied for pki\/root\/sign-intermediate/);
+    await b.probeHealth();
+    assert.equal(b.health().ok, false, 'a healthy Vault does not make a refused token work');
   });
 
   it('the example leaf policy allows exactly leaf signing', async () => {
