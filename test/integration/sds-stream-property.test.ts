@@ -15,15 +15,19 @@ const NAMES = ['default', 'ROOTCA', 'ALL', OWN_TD, '*'];
 const WILD = ['default', 'ROOTCA'];
 const BUNDLE_NAMES = new Set(['ROOTCA', 'ALL', OWN_TD]);
 const STEPS = 30;
+/** How long to keep reading once every expected name arrived: longer after a CA event, whose leaf re-issue may follow
+ * the bundle push by a few milliseconds on an idle machine and by much more on a loaded one (a late push would be
+ * blamed on the next step). */
 const QUIET_MS = 50;
-const MAX_WAIT_MS = 1500;
+const QUIET_AFTER_EVENT_MS = 250;
+const MAX_WAIT_MS = 5000;
 
 type Rnd = () => number;
 const pick = <T>(rnd: Rnd, xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
 const subset = (rnd: Rnd, xs: readonly string[], p: number): string[] => xs.filter(() => rnd() < p);
 
-/** Reads responses until every name in `must` arrived (or MAX_WAIT_MS), then until QUIET_MS pass without one. */
-async function settle<T>(s: { next(ms: number): Promise<T> }, names: (r: T) => string[], must: ReadonlySet<string>): Promise<T[]> {
+/** Reads responses until every name in `must` arrived (or MAX_WAIT_MS), then until `quietMs` pass without one. */
+async function settle<T>(s: { next(ms: number): Promise<T> }, names: (r: T) => string[], must: ReadonlySet<string>, quietMs: number): Promise<T[]> {
   const got: T[] = [];
   const deadline = Date.now() + MAX_WAIT_MS;
   for (;;) {
@@ -31,7 +35,7 @@ async function settle<T>(s: { next(ms: number): Promise<T> }, names: (r: T) => s
     const satisfied = [...must].every((n) => seen.has(n));
     if (!satisfied && Date.now() >= deadline) return got;
     try {
-      got.push(await s.next(satisfied ? QUIET_MS : Math.max(1, deadline - Date.now())));
+      got.push(await s.next(satisfied ? quietMs : Math.max(1, deadline - Date.now())));
     } catch (e) {
       if ((e as Error).message.startsWith('timed out')) return got;
       throw e;
@@ -120,7 +124,7 @@ async function runSotw(seed: number): Promise<void> {
         await fire(h, ev);
       }
       const must = new Set([...subscribed, ...evMust]);
-      const got = await settle(s, (r) => r.secrets.map((x) => x.name), must);
+      const got = await settle(s, (r) => r.secrets.map((x) => x.name), must, action === 'event' ? QUIET_AFTER_EVENT_MS : QUIET_MS);
       ctx.trace.push(`   <- ${got.map((r) => `${r.secrets.map((x) => x.name).join(',')}@${r.nonce}`).join(' ') || '(nothing)'}`);
       const count = new Map<string, number>();
       for (const r of got) {
@@ -215,7 +219,7 @@ async function runDelta(seed: number): Promise<void> {
         first = false;
       }
       const must = new Set([...answer, ...evMust]);
-      const got = await settle(s, (r) => [...r.resources.map((x) => x.name), ...r.removed_resources], new Set([...must, ...resendOrRemove]));
+      const got = await settle(s, (r) => [...r.resources.map((x) => x.name), ...r.removed_resources], new Set([...must, ...resendOrRemove]), action === 'event' ? QUIET_AFTER_EVENT_MS : QUIET_MS);
       ctx.trace.push(
         `   <- ${got.map((r) => `${r.resources.map((x) => x.name).join(',')}${r.removed_resources.length ? ` removed=${r.removed_resources.join(',')}` : ''}@${r.nonce}`).join(' ') || '(nothing)'}`,
       );
