@@ -2,7 +2,8 @@
  * A strict fake Kubernetes API server for tests, spoken to by the real `@kubernetes/client-node`.
  *
  * Modelled (real REST paths, JSON shapes, status codes and message shapes):
- * - core/v1 Secrets and ConfigMaps (namespaced); coordination.k8s.io/v1 Leases (MicroTime fields must carry exactly
+ * - core/v1 Secrets and ConfigMaps (namespaced) and Namespaces (cluster-scoped, for listing by label; a namespaced
+ *   object does not need its Namespace to exist); coordination.k8s.io/v1 Leases (MicroTime fields must carry exactly
  *   six fractional digits, else 400 BadRequest, as the real server; create-on-PUT allowed like the real strategy);
  *   certificates.k8s.io/v1 CertificateSigningRequests (cluster-scoped, `/approval` and `/status` subresources,
  *   requester identity set by the server, Approved/Denied/Failed rules, certificate immutable, expirationSeconds >= 600,
@@ -19,12 +20,14 @@
  *   patch and merge patch (strategic merge patch is treated as a merge patch for built-in kinds, 415 for custom
  *   resources; server-side apply answers 415), delete (built-ins answer a Success Status, custom resources the
  *   object; uid/resourceVersion preconditions).
+ * - Request bodies decoded against each kind's fields (kube/schema.ts): wrong JSON types refused (400 for built-ins,
+ *   422 for custom resources), unknown fields per `fieldValidation` (Strict by default here; Warn on a real server).
  * - Bearer-token authentication (401 otherwise) and a small RBAC table with the real 403 message; superusers.
  * - Discovery documents: /api, /api/v1, /apis, /apis/<group>, /apis/<group>/<version> (404 when not served).
  * - Fault knobs: fail the next N matching requests with a status, added latency, dropping open watches, compacting
  *   history (forces 410 on re-watch), on-demand bookmarks; a request log.
  *
- * Not modelled: namespaces as objects (every namespace exists), finalizers/ownerReferences/garbage collection,
+ * Not modelled: namespace lifecycle (deleting a Namespace does not delete its objects), finalizers/ownerReferences/garbage collection,
  * deletecollection, server-side apply, managedFields, protobuf, table output, pagination (limit/continue are
  * ignored: lists are always complete), resourceVersionMatch, sendInitialEvents, impersonation, client certificates,
  * RBAC objects as API resources, aggregated discovery, CSR GC and the built-in kubernetes.io signers (requests to
@@ -47,11 +50,13 @@ import { ALL_RESOURCES, type AdmissionContext, type Obj, type ResourceDef, type 
 import { parseFieldSelector, parseLabelSelector, SelectorError } from './kube/selectors.js';
 import { KubeStatusError, statusErrors, type StatusBody } from './kube/status.js';
 import { ObjectStore, type StoredEvent } from './kube/store.js';
+import { decodeBody, parseFieldValidation, type FieldValidation } from './kube/schema.js';
 
 export { KubeStatusError } from './kube/status.js';
 export type { StatusBody } from './kube/status.js';
 export type { PolicyRule } from './kube/rbac.js';
 export type { Obj } from './kube/resources.js';
+export type { FieldValidation } from './kube/schema.js';
 
 /** An API caller: authenticates with `token` (default `<name>-token`), authorised by `rules` or `superuser`. */
 export interface FakeUser {
@@ -100,6 +105,13 @@ export interface FakeKubeOptions {
    * from etcd or an older API server answers). Default 'event'. Can be changed with setExpiredWatchResponse().
    */
   expiredWatchResponse?: 'event' | 'status';
+  /**
+   * How unknown fields in a request body are handled when the request has no `fieldValidation` parameter: Strict
+   * (400 BadRequest), Warn (dropped, `Warning` header) or Ignore (dropped). A real API server defaults to Warn; the
+   * fake defaults to Strict so that a field meshca misspells (which a cluster would silently drop) fails the tests.
+   * Wrong JSON types are refused in every mode. See kube/schema.ts.
+   */
+  fieldValidation?: FieldValidation;
 }
 
 export interface RequestLogEntry {
@@ -115,6 +127,10 @@ export interface RequestLogEntry {
   namespace?: string;
   name?: string;
   contentType?: string;
+  /** The request body as parsed JSON (create, update, patch, delete options), before any pruning. */
+  body?: unknown;
+  /** Warning headers sent with the answer (unknown fields dropped in Warn mode). */
+  warnings?: string[];
   status: number;
 }
 
@@ -293,14 +309,16 @@ export async function startFakeKubeApiServer(opts: FakeKubeOptions = {}): Promis
     };
   }
 
-  async function doCreate(def: ResourceDef, ns: string | undefined, body: Obj, user: string, version: string): Promise<Obj> {
+  async function doCreate(def: ResourceDef, ns: string | undefined, body: Obj, user: string, version: string, fv: FieldValidation = 'Strict', warnings: string[] = []): Promise<Obj> {
     authorize(user, 'create', def, '', ns, undefined);
+    warnings.push(...decodeBody(def, body, version, fv));
     if (def.plural === 'tokenreviews') return tokenReview(body);
     return present(def, await store.create(def, ns, body, admissionCtx(user), version), version);
   }
 
-  async function doUpdate(def: ResourceDef, ns: string | undefined, name: string, body: Obj, sub: Subresource, user: string, version: string) {
+  async function doUpdate(def: ResourceDef, ns: string | undefined, name: string, body: Obj, sub: Subresource, user: string, version: string, fv: FieldValidation = 'Strict', warnings: string[] = []) {
     authorize(user, 'update', def, sub, ns, name);
+    warnings.push(...decodeBody(def, body, version, fv));
     if (def.allowCreateOnUpdate && sub === '' && !store.tryGet(def, ns, name)) authorize(user, 'create', def, '', ns, name);
     const r = await store.update(def, ns, name, body, sub, admissionCtx(user), version);
     return { object: present(def, r.object, version), created: r.created };
@@ -490,9 +508,11 @@ export async function startFakeKubeApiServer(opts: FakeKubeOptions = {}): Promis
     }
   }
 
-  function send(res: http.ServerResponse, code: number, body: Obj): void {
+  function send(res: http.ServerResponse, code: number, body: Obj, warnings: string[] = []): void {
     const text = JSON.stringify(body);
-    res.writeHead(code, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'audit-id': randomUUID() });
+    const headers: http.OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'audit-id': randomUUID() };
+    if (warnings.length > 0) headers.warning = warnings.map((w) => `299 - ${JSON.stringify(w)}`).join(", ");
+    res.writeHead(code, headers);
     res.end(text);
   }
 
@@ -588,9 +608,11 @@ export async function startFakeKubeApiServer(opts: FakeKubeOptions = {}): Promis
     const method = req.method ?? 'GET';
     const entry: RequestLogEntry = { time: now(), method, path: `/${segments.join('/')}`, query, status: 0, contentType: req.headers['content-type'] };
     requests.push(entry);
+    const warnings: string[] = [];
     const reply = (code: number, body: Obj): void => {
       entry.status = code;
-      send(res, code, body);
+      if (warnings.length > 0) entry.warnings = [...warnings];
+      send(res, code, body, code < 400 ? warnings : []);
     };
     try {
       if (latencyMs > 0) await new Promise((r) => setTimeout(r, latencyMs));
@@ -639,17 +661,25 @@ export async function startFakeKubeApiServer(opts: FakeKubeOptions = {}): Promis
         return reply(200, await doList(def, ns, user, version, url.searchParams.get('labelSelector') ?? undefined, url.searchParams.get('fieldSelector') ?? undefined));
       }
       const text = await readBody(req);
+      if (text.trim()) {
+        try {
+          entry.body = JSON.parse(text);
+        } catch {
+          entry.body = text;
+        }
+      }
       const ctype = String(req.headers['content-type'] ?? '').split(';')[0]!.trim();
+      const fv = parseFieldValidation(url.searchParams.get('fieldValidation'), opts.fieldValidation ?? 'Strict');
       if (method === 'POST') {
         if (name) throw statusErrors.methodNotAllowed('the server does not allow this method on the requested resource');
         if (ctype !== 'application/json') throw statusErrors.unsupportedMediaType(`the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf`);
-        const out = await doCreate(def, ns, parseJson(text, def, version), user, version);
+        const out = await doCreate(def, ns, parseJson(text, def, version), user, version, fv, warnings);
         return reply(201, out);
       }
       if (!name) throw statusErrors.methodNotAllowed('the server does not allow this method on the requested resource');
       if (method === 'PUT') {
         if (ctype !== 'application/json') throw statusErrors.unsupportedMediaType(`the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf`);
-        const r = await doUpdate(def, ns, name, parseJson(text, def, version), sub, user, version);
+        const r = await doUpdate(def, ns, name, parseJson(text, def, version), sub, user, version, fv, warnings);
         return reply(r.created ? 201 : 200, r.object);
       }
       if (method === 'PATCH') {
@@ -667,6 +697,7 @@ export async function startFakeKubeApiServer(opts: FakeKubeOptions = {}): Promis
           if (e instanceof PatchError) throw statusErrors.unprocessable(e.message);
           throw e;
         }
+        warnings.push(...decodeBody(def, patched, version, fv));
         // A patch without a resourceVersion is applied to the current object unconditionally.
         if (!patched.metadata) patched.metadata = {};
         if (!patched.metadata.resourceVersion) patched.metadata.resourceVersion = current.metadata.resourceVersion;

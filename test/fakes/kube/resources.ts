@@ -191,6 +191,39 @@ export const configmaps: ResourceDef = {
   },
 };
 
+// ---------------------------------------------------------------- core/v1 Namespace (cluster-scoped)
+
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+/**
+ * Namespaces as objects, for clients that list them (label selection). Namespaced resources do not require their
+ * namespace to exist as an object: every namespace is usable.
+ */
+export const namespaces: ResourceDef = {
+  plural: 'namespaces',
+  kind: 'Namespace',
+  group: '',
+  versions: ['v1'],
+  namespaced: false,
+  custom: false,
+  subresources: [],
+  allowCreateOnUpdate: false,
+  allowUnconditionalUpdate: true,
+  fieldLabels: { ...metaNameField, 'status.phase': (o) => o.status?.phase },
+  validateName: (name) =>
+    name.length > 63 || !DNS1123_LABEL.test(name)
+      ? "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+      : undefined,
+  prepareCreate(o) {
+    o.spec = { finalizers: ['kubernetes'], ...(o.spec ?? {}) };
+    // status.phase is the server's; a client may set Terminating only to model a namespace being deleted.
+    o.status = { phase: o.status?.phase === 'Terminating' ? 'Terminating' : 'Active' };
+  },
+  prepareUpdate(old, o) {
+    o.status = old.status;
+  },
+};
+
 // ---------------------------------------------------------------- coordination.k8s.io/v1 Lease
 
 /** metav1.MicroTime's wire format: RFC 3339 with exactly six fractional digits. */
@@ -324,11 +357,12 @@ function validateCsrConditions(o: Obj, old: Obj | undefined): StatusCause[] {
   return errs;
 }
 
-function stampConditions(o: Obj, old: Obj | undefined, now: Date): void {
+/** Fills condition timestamps; `withUpdateTime` for CSR conditions (cert-manager's have lastTransitionTime only). */
+function stampConditions(o: Obj, old: Obj | undefined, now: Date, withUpdateTime = true): void {
   const ts = now.toISOString().replace(/\.\d{3}Z$/, 'Z');
   for (const c of conds(o)) {
     const prev = conds(old).find((p) => p.type === c.type);
-    if (!c.lastUpdateTime) c.lastUpdateTime = ts;
+    if (withUpdateTime && !c.lastUpdateTime) c.lastUpdateTime = ts;
     if (!c.lastTransitionTime) c.lastTransitionTime = prev && prev.status === c.status && prev.lastTransitionTime ? prev.lastTransitionTime : ts;
   }
 }
@@ -588,7 +622,7 @@ export const certificaterequests: ResourceDef = {
     else {
       o.spec = old.spec;
       o.metadata = { ...o.metadata, labels: old.metadata.labels, annotations: old.metadata.annotations };
-      stampConditions(o, old, ctx.now);
+      stampConditions(o, old, ctx.now, false);
     }
   },
   async validate(o, old, sub) {
@@ -671,4 +705,4 @@ export const tokenreviews: ResourceDef = {
   validateName: () => undefined,
 };
 
-export const ALL_RESOURCES: ResourceDef[] = [secrets, configmaps, leases, certificatesigningrequests, clustertrustbundles, certificaterequests, tokenreviews];
+export const ALL_RESOURCES: ResourceDef[] = [secrets, configmaps, namespaces, leases, certificatesigningrequests, clustertrustbundles, certificaterequests, tokenreviews];

@@ -470,6 +470,61 @@ describe('fake kube-apiserver with the real client', { timeout: 20000 }, () => {
     }
   });
 
+  it('decodes bodies strictly: unknown fields 400 (Strict, the default) or dropped with a Warning (Warn); wrong types 400/422', async () => {
+    const raw = (method: string, path: string, body: unknown) =>
+      fetch(`${fake.url}${path}`, { method, headers: { authorization: 'Bearer admin-token', 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const csr = await createTestCsr({ commonName: 'strict' });
+    const csrBody = (spec: Record<string, unknown>) => ({
+      apiVersion: 'certificates.k8s.io/v1',
+      kind: 'CertificateSigningRequest',
+      metadata: { generateName: 'strict-' },
+      spec: { request: b64(csr.pem), signerName: 'example.com/meshca', usages: ['digital signature'], ...spec },
+    });
+    const unknown = await raw('POST', '/apis/certificates.k8s.io/v1/certificatesigningrequests', csrBody({ expirationSecond: 600 }));
+    assert.equal(unknown.status, 400);
+    const u = (await unknown.json()) as any;
+    assert.equal(u.reason, 'BadRequest');
+    assert.equal(u.message, 'CertificateSigningRequest in version "certificates.k8s.io/v1" cannot be handled as a CertificateSigningRequest: strict decoding error: unknown field "spec.expirationSecond"');
+    const warned = await raw('POST', '/apis/certificates.k8s.io/v1/certificatesigningrequests?fieldValidation=Warn', csrBody({ expirationSecond: 600 }));
+    assert.equal(warned.status, 201);
+    assert.equal(warned.headers.get('warning'), '299 - "unknown field \\"spec.expirationSecond\\""');
+    const w = (await warned.json()) as any;
+    assert.equal(w.spec.expirationSecond, undefined, 'the unknown field is dropped');
+    assert.deepEqual(fake.requests[fake.requests.length - 1]!.warnings, ['unknown field "spec.expirationSecond"']);
+    assert.equal((fake.requests[fake.requests.length - 1]!.body as any).spec.expirationSecond, 600, 'the log keeps the body as sent');
+    const wrongType = await raw('POST', '/apis/certificates.k8s.io/v1/certificatesigningrequests', csrBody({ expirationSeconds: '600' }));
+    assert.equal(wrongType.status, 400);
+    assert.match(((await wrongType.json()) as any).message, /json: cannot unmarshal string into Go struct field CertificateSigningRequestSpec\.spec\.expirationSeconds of type int32$/);
+    const badFv = await raw('POST', '/api/v1/namespaces/ns1/configmaps?fieldValidation=strict', { metadata: { name: 'fv' } });
+    assert.equal(badFv.status, 400);
+    const crType = await raw('POST', '/apis/cert-manager.io/v1/namespaces/meshca/certificaterequests', {
+      apiVersion: 'cert-manager.io/v1',
+      kind: 'CertificateRequest',
+      metadata: { generateName: 'strict-' },
+      spec: { request: b64(csr.pem), issuerRef: { name: 'ca' }, isCA: 'false' },
+    });
+    assert.equal(crType.status, 422);
+    const c = (await crType.json()) as any;
+    assert.equal(c.reason, 'Invalid');
+    assert.equal(c.details.causes[0].field, 'spec.isCA');
+    assert.match(c.message, /spec\.isCA in body must be of type boolean/);
+    const leaseMeta = await raw('POST', '/apis/coordination.k8s.io/v1/namespaces/ns1/leases', { metadata: { name: 'l-strict', labels: 'x' }, spec: {} });
+    assert.equal(leaseMeta.status, 400);
+    assert.match(((await leaseMeta.json()) as any).message, /cannot unmarshal string into Go struct field ObjectMeta\.metadata\.labels of type map\[string\]string/);
+  });
+
+  it('serves Namespaces (cluster-scoped) for listing by label, with status.phase set by the server', async () => {
+    const core = kc.makeApiClient(CoreV1Api);
+    await core.createNamespace({ body: { metadata: { name: 'team-a', labels: { mesh: 'on' } } } });
+    await core.createNamespace({ body: { metadata: { name: 'team-b' } } });
+    const sel = await core.listNamespace({ labelSelector: 'mesh=on' });
+    assert.deepEqual(sel.items.map((n) => n.metadata?.name), ['team-a']);
+    assert.equal(sel.items[0]!.status?.phase, 'Active');
+    const bad = await rejection(core.createNamespace({ body: { metadata: { name: 'Team_C' } } }));
+    assert.equal(bad.code, 422);
+    assert.equal(fake.requests[fake.requests.length - 1]!.path, '/api/v1/namespaces');
+  });
+
   it('injects failures and logs requests', async () => {
     const core = kc.makeApiClient(CoreV1Api);
     fake.failNext(1, { code: 503, reason: 'ServiceUnavailable', match: (r) => r.resource === 'secrets' && r.verb === 'list' });
