@@ -69,7 +69,10 @@ export class ConfigMapPublisher {
           if (!isNotFound(e)) throw e;
         }
         if (!cur) {
-          await core.createNamespacedConfigMap({ namespace: ns, body: { metadata: { name, namespace: ns, labels }, data: { [this.cfg.key]: bundle.pem } } });
+          await core.createNamespacedConfigMap({
+            namespace: ns,
+            body: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace: ns, labels }, data: { [this.cfg.key]: bundle.pem } },
+          });
           this.log.info({ configMap: `${ns}/${name}`, roots: bundle.rootsDer.length, sequence: bundle.sequence }, 'published trust bundle: created ConfigMap');
           return;
         }

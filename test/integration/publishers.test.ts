@@ -176,6 +176,34 @@ describe('bundle publishers', { timeout: 30000 }, () => {
     await p.close();
   });
 
+  it('ok/ConfigMaps by namespaceSelector: labelled, non-terminating namespaces only; created with apiVersion v1 and kind ConfigMap', async () => {
+    fake.addUser('nspublisher', {
+      rules: [
+        { apiGroups: [''], resources: ['namespaces'], verbs: ['list'] },
+        { apiGroups: [''], resources: ['configmaps'], verbs: ['create', 'get', 'update'], namespaces: ['team-a', 'team-b', 'team-gone'] },
+      ],
+    });
+    await fake.api.create('namespaces', { metadata: { name: 'team-a', labels: { 'meshca.io/trust': 'enabled' } } });
+    await fake.api.create('namespaces', { metadata: { name: 'team-b', labels: { 'meshca.io/trust': 'enabled' } } });
+    await fake.api.create('namespaces', { metadata: { name: 'team-gone', labels: { 'meshca.io/trust': 'enabled' } }, status: { phase: 'Terminating' } });
+    await fake.api.create('namespaces', { metadata: { name: 'team-c' } });
+    const a = new FakeAuthority([r1]);
+    const p = await start({ kubernetes: { configMaps: { name: 'by-selector', namespaceSelector: { 'meshca.io/trust': 'enabled' } } } }, a, 'nspublisher');
+    assert.equal(p.status().ok, true, p.status().reason);
+    for (const ns of ['team-a', 'team-b']) assert.equal((await fake.api.get('configmaps', 'by-selector', { namespace: ns })).data['ca.crt'], toPem(r1));
+    for (const ns of ['team-c', 'team-gone']) await assert.rejects(fake.api.get('configmaps', 'by-selector', { namespace: ns }), /not found/);
+    const listNs = fake.requests.find((r) => r.user === 'nspublisher' && r.resource === 'namespaces');
+    assert.equal(listNs?.query.labelSelector, 'meshca.io/trust=enabled');
+    const creates = fake.requests.filter((r) => r.user === 'nspublisher' && r.resource === 'configmaps' && r.verb === 'create');
+    assert.equal(creates.length, 2);
+    for (const c of creates) {
+      const body = c.body as { apiVersion?: string; kind?: string };
+      assert.equal(body.apiVersion, 'v1', 'create body names its apiVersion');
+      assert.equal(body.kind, 'ConfigMap', 'create body names its kind');
+    }
+    await p.close();
+  });
+
   it('config/keys, defaults and errors', () => {
     assert.deepEqual(bundlePublishersSchema.parse({}), {});
     const c = bundlePublishersSchema.parse({ kubernetes: { configMaps: { namespaces: ['a'] }, clusterTrustBundle: { signerName: SIGNER } } });
