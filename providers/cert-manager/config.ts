@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { duration } from '../../src/config/fields.js';
+import { annotationMap, labelMap } from '../../src/kube/fields.js';
 
 /**
  * authority.certManager: meshca asks a cert-manager Issuer or ClusterIssuer for its signing intermediate (mode
@@ -38,8 +39,8 @@ export const certManagerConfigSchema = z.strictObject({
   /** How long one CertificateRequest may take from creation to a certificate (approval included). */
   requestTimeout: duration({ min: 1, max: 3600 }).default(120),
   /** Extra labels and annotations for the CertificateRequests (e.g. for approver-policy selectors). */
-  labels: z.record(z.string(), z.string()).default({}),
-  annotations: z.record(z.string(), z.string()).default({}),
+  labels: labelMap.default({}),
+  annotations: annotationMap.default({}),
 });
 
 export type CertManagerConfig = z.output<typeof certManagerConfigSchema>;

@@ -28,4 +28,11 @@ export const labelMap = z.record(z.string(), z.string()).superRefine((m, ctx) =>
   }
 });
 
+/** An annotation map: keys follow the label-key rules (qualified names); values are free text. */
+export const annotationMap = z.record(z.string(), z.string()).superRefine((m, ctx) => {
+  for (const k of Object.keys(m)) {
+    if (!LABEL_KEY.test(k)) ctx.addIssue({ code: 'custom', path: [k], message: `"${k}" is not a valid annotation key (an optional DNS prefix and "/", then at most 63 of A-Z a-z 0-9 - _ ., alphanumeric at both ends)` });
+  }
+});
+
 export const ctbApiVersion = z.enum(['auto', 'v1', 'v1beta1'], { message: 'must be auto, v1 or v1beta1' }).default('auto');

@@ -262,6 +262,12 @@ describe('cert-manager backend', { timeout: 30000 }, () => {
     assert.match(paths, /namespace: must be a Kubernetes namespace name/);
     assert.match(paths, /issuerRef\.kind: must be Issuer or ClusterIssuer/);
     assert.match(paths, /Unrecognized key.*extra/);
+    // Labels and annotations are checked like the API server does, so a bad one fails at start, not at the first request.
+    const lab = certManagerConfigSchema.safeParse({ namespace: 'ns', issuerRef: { name: 'ca' }, labels: { 'team/': 'a', ok: 'not ok!' }, annotations: { 'bad key': 'x' } });
+    const labMsgs = lab.error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('\n') ?? '';
+    assert.match(labMsgs, /labels\.team\/: "team\/" is not a valid label key/);
+    assert.match(labMsgs, /labels\.ok: "not ok!" is not a valid label value/);
+    assert.match(labMsgs, /annotations\.bad key: "bad key" is not a valid annotation key/);
     const d = certManagerConfigSchema.parse({ namespace: 'ns', issuerRef: { name: 'ca' } });
     assert.equal(d.mode, 'intermediate');
     assert.equal(d.signingCaTtl, 48 * 3600);
