@@ -1,6 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import type { AuthorityBackend, BackendContext, BackendHealth, IntermediateRequest, LeafRequest, UpstreamChain } from '../types.js';
-import type { ClusterTrustBundleConfig } from './config.js';
+import { MAX_EXPIRATION_SECONDS, type ClusterTrustBundleConfig } from './config.js';
 import { CaError, errorMessage } from '../../src/util/errors.js';
 import { connectKube, type Kube, type KubeConfig } from '../../src/kube/client.js';
 import { isConflict, isNotFound, isRetryableKubeError, kubeCaError, kubeErrorInfo } from '../../src/kube/errors.js';
@@ -225,7 +225,7 @@ export class ClusterTrustBundleBackend implements AuthorityBackend {
 
   private async sign(r: { csrDer: Buffer; csrPem: string; publicKey: KeyObject; ttlSeconds: number; isCA: boolean; signal?: AbortSignal; spiffeId?: string }): Promise<UpstreamChain> {
     const kube = this.client();
-    const expirationSeconds = Math.max(MIN_EXPIRATION_SECONDS, Math.round(r.ttlSeconds));
+    const expirationSeconds = Math.min(MAX_EXPIRATION_SECONDS, Math.max(MIN_EXPIRATION_SECONDS, Math.round(r.ttlSeconds)));
     const body: CertificateSigningRequest = {
       apiVersion: `${CSR_GROUP}/${CSR_VERSION}`,
       kind: 'CertificateSigningRequest',

@@ -8,13 +8,16 @@ import { ctbApiVersion, labelMap, signerNameField } from '../../src/kube/fields.
  * here; the backend never re-checks. Durations are strings ("48h") or seconds and come out as seconds.
  */
 
+/** spec.expirationSeconds is an int32; the API server refuses a larger number (400). */
+export const MAX_EXPIRATION_SECONDS = 2 ** 31 - 1;
+
 export const clusterTrustBundleConfigSchema = z.strictObject({
   /** Kubeconfig file; empty = in-cluster service account (then $KUBECONFIG / ~/.kube/config). */
   kubeconfig: z.string().default(''),
   signerName: signerNameField,
   mode: z.enum(['intermediate', 'leaf'], { message: 'must be intermediate or leaf' }).default('intermediate'),
-  /** expirationSeconds asked for meshca's signing CA (mode intermediate). The API's minimum is 600 s. */
-  signingCaTtl: duration({ min: 600 }).default(48 * 3600),
+  /** expirationSeconds asked for meshca's signing CA (mode intermediate): at least 600 s, and an int32. */
+  signingCaTtl: duration({ min: 600, max: MAX_EXPIRATION_SECONDS }).default(48 * 3600),
   /**
    * Approve our own CertificateSigningRequests. Needs `update` on certificatesigningrequests/approval and the
    * `approve` verb on `signers` for signerName; leave false when a policy approver (or the signer) approves.

@@ -226,6 +226,9 @@ describe('cluster-trust-bundle backend', { timeout: 30000 }, () => {
     assert.match(bad('meshca'), /not a signer name/);
     assert.match(bad('kubernetes.io/kube-apiserver-client'), /reserved Kubernetes signer/);
     assert.match(clusterTrustBundleConfigSchema.safeParse({ signerName: SIGNER, signingCaTtl: 60 }).error?.issues[0]?.message ?? '', /minimum 600s/);
+    // spec.expirationSeconds is an int32: a longer TTL would be refused by the API server (400) at the first rotation.
+    assert.match(clusterTrustBundleConfigSchema.safeParse({ signerName: SIGNER, signingCaTtl: '600000h' }).error?.issues[0]?.message ?? '', /maximum 2147483647s/);
+    assert.equal(clusterTrustBundleConfigSchema.parse({ signerName: SIGNER, signingCaTtl: 2147483647 }).signingCaTtl, 2147483647);
     const d = clusterTrustBundleConfigSchema.parse({ signerName: SIGNER });
     assert.deepEqual(d.trustBundle, { labels: {}, apiVersion: 'auto' });
     assert.equal(d.approve, false);
