@@ -298,8 +298,20 @@ export async function startFakeKubeApiServer(opts: FakeKubeOptions = {}): Promis
     }
   }
 
+  /**
+   * The name a list or watch is authorised for: like the real request-info parser, a field selector requiring
+   * `metadata.name=<n>` (or `==`) makes the request one for <n>, so RBAC resourceNames can allow it.
+   */
+  function selectorName(fieldSelector: string | null | undefined): string | undefined {
+    for (const part of (fieldSelector ?? '').split(',')) {
+      const m = /^\s*metadata\.name\s*(==|=)\s*(.*?)\s*$/.exec(part);
+      if (m) return m[2];
+    }
+    return undefined;
+  }
+
   async function doList(def: ResourceDef, ns: string | undefined, user: string, version: string, labelSelector?: string, fieldSelector?: string): Promise<Obj> {
-    authorize(user, 'list', def, '', ns, undefined);
+    authorize(user, 'list', def, '', ns, selectorName(fieldSelector));
     const { items, resourceVersion } = store.list(def, listFilter(def, ns, labelSelector, fieldSelector));
     return {
       kind: `${def.kind}List`,
@@ -518,7 +530,7 @@ export async function startFakeKubeApiServer(opts: FakeKubeOptions = {}): Promis
 
   function startWatch(req: http.IncomingMessage, res: http.ServerResponse, p: ParsedPath, q: URLSearchParams, user: string): void {
     const def = p.def;
-    authorize(user, 'watch', def, '', p.namespace, undefined);
+    authorize(user, 'watch', def, '', p.namespace, p.name ?? selectorName(q.get('fieldSelector')));
     let filter = listFilter(def, p.namespace, q.get('labelSelector') ?? undefined, q.get('fieldSelector') ?? undefined);
     if (p.name) filter = { ...filter, fields: [...(filter.fields ?? []), { field: 'metadata.name', op: 'eq', value: p.name }] };
     const rvParam = q.get('resourceVersion');

@@ -21,11 +21,11 @@ let kube: FakeKube;
 before(async () => {
   kube = await startFakeKubeApiServer({
     users: {
-      // Exactly the RBAC the README asks for (list/watch namespace-wide: see kube-secret-store.test.ts).
+      // Exactly the RBAC the README asks for (list/watch by name: the watch selects metadata.name=<secret>).
       meshca: {
         rules: [
-          { apiGroups: [''], resources: ['secrets'], verbs: ['get', 'update'], resourceNames: ['ha-state', 'ha-state-2'], namespaces: [NS] },
-          { apiGroups: [''], resources: ['secrets'], verbs: ['create', 'list', 'watch'], namespaces: [NS] },
+          { apiGroups: [''], resources: ['secrets'], verbs: ['get', 'update', 'list', 'watch'], resourceNames: ['ha-state', 'ha-state-2'], namespaces: [NS] },
+          { apiGroups: [''], resources: ['secrets'], verbs: ['create'], namespaces: [NS] },
           { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'update'], resourceNames: ['ha-rotation', 'ha-rotation-2', 'release-test'], namespaces: [NS] },
           { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'], namespaces: [NS] },
         ],

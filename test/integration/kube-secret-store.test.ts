@@ -18,11 +18,10 @@ let n = 0;
 /** RBAC of meshca's service account for the state Secret (see the README). */
 function stateRules(name: string) {
   return [
-    { apiGroups: [''], resources: ['secrets'], verbs: ['get', 'update'], resourceNames: [name], namespaces: [NS] },
+    // list/watch are restricted by name too: the watch sends fieldSelector metadata.name=<name>, which the API
+    // server (and the fake) authorise as a request for that name.
+    { apiGroups: [''], resources: ['secrets'], verbs: ['get', 'update', 'list', 'watch'], resourceNames: [name], namespaces: [NS] },
     { apiGroups: [''], resources: ['secrets'], verbs: ['create'], namespaces: [NS] },
-    // The real API server authorises list/watch with fieldSelector metadata.name=<name> as a request for that name,
-    // so resourceNames would work there; the fake does not model that, so these two are namespace-wide here.
-    { apiGroups: [''], resources: ['secrets'], verbs: ['list', 'watch'], namespaces: [NS] },
   ];
 }
 

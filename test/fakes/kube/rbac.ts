@@ -1,6 +1,7 @@
 /**
  * A small RBAC table: user → PolicyRules, evaluated like the RBAC authorizer (union of rules, `*` wildcards,
- * resourceNames only restricting requests that name an object). Rules bound cluster-wide unless `namespaces` is
+ * resourceNames only restricting requests that name an object; a list or watch names one through a
+ * `metadata.name=<n>` field selector, as on a real server). Rules bound cluster-wide unless `namespaces` is
  * given (modelling a RoleBinding in those namespaces). Group membership, aggregation and escalation checks are
  * not modelled.
  */

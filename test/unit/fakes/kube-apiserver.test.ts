@@ -525,6 +525,22 @@ describe('fake kube-apiserver with the real client', { timeout: 20000 }, () => {
     assert.equal(fake.requests[fake.requests.length - 1]!.path, '/api/v1/namespaces');
   });
 
+  it('authorises list and watch with a metadata.name field selector against resourceNames, like the real server', async () => {
+    fake.addUser('named', { rules: [{ apiGroups: [''], resources: ['secrets'], verbs: ['get', 'list', 'watch'], resourceNames: ['only-me'], namespaces: ['ns1'] }] });
+    const core = fake.kubeConfig('named').makeApiClient(CoreV1Api);
+    await fake.api.create('secrets', { metadata: { name: 'only-me' } }, { namespace: 'ns1' });
+    const l = await core.listNamespacedSecret({ namespace: 'ns1', fieldSelector: 'metadata.name=only-me' });
+    assert.deepEqual(l.items.map((i) => i.metadata?.name), ['only-me']);
+    const all = await rejection(core.listNamespacedSecret({ namespace: 'ns1' }));
+    assert.equal(all.code, 403);
+    const other = await rejection(core.listNamespacedSecret({ namespace: 'ns1', fieldSelector: 'metadata.name=someone-else' }));
+    assert.equal(other.code, 403);
+    const w = await collectWatch(fake.kubeConfig('named'), '/api/v1/namespaces/ns1/secrets', { fieldSelector: 'metadata.name=only-me' }, (evs) => evs.length >= 1);
+    assert.equal(w.events[0]!.type, 'ADDED');
+    const denied = await fetch(`${fake.url}/api/v1/namespaces/ns1/secrets?watch=true`, { headers: { authorization: 'Bearer named-token' } });
+    assert.equal(denied.status, 403);
+  });
+
   it('injects failures and logs requests', async () => {
     const core = kc.makeApiClient(CoreV1Api);
     fake.failNext(1, { code: 503, reason: 'ServiceUnavailable', match: (r) => r.resource === 'secrets' && r.verb === 'list' });
