@@ -186,6 +186,27 @@ describe('cluster-trust-bundle backend', { timeout: 30000 }, () => {
     assert.deepEqual(await leftovers(), []);
   });
 
+  it('ok/approval race: a 409 Conflict on PUT .../approval is re-read and retried, and the approval body is the CSR with Approved=True appended', async () => {
+    const b = await backend({ approve: true });
+    const before = fake.requests.length;
+    fake.failNext(1, { code: 409, reason: 'Conflict', message: 'the object has been modified; please apply your changes to the latest version and try again', match: (r) => r.method === 'PUT' && r.path.endsWith('/approval') });
+    await b.mintIntermediate({ ...(await intermediateCsr(TD)), ttlSeconds: 3600 });
+    const reqs = fake.requests.slice(before).filter((r) => r.resource === 'certificatesigningrequests' && r.name && r.user === 'meshca');
+    const approvals = reqs.filter((r) => r.subresource === 'approval');
+    assert.deepEqual(approvals.map((r) => r.status), [409, 200], 'retried once after the conflict');
+    const i409 = reqs.indexOf(approvals[0]!);
+    const i200 = reqs.indexOf(approvals[1]!);
+    assert.ok(reqs.slice(i409 + 1, i200).some((r) => r.verb === 'get'), 'the CSR is read again before the retry');
+    const body = approvals[1]!.body as any;
+    assert.equal(body.apiVersion, 'certificates.k8s.io/v1');
+    assert.equal(body.kind, 'CertificateSigningRequest');
+    assert.match(body.metadata.resourceVersion, /^\d+$/, 'the update carries the resourceVersion it read');
+    const approved = body.status.conditions.find((c: any) => c.type === 'Approved');
+    assert.equal(approved.status, 'True');
+    assert.ok(approved.reason && approved.message, 'reason and message say who approved');
+    assert.deepEqual(await leftovers(), []);
+  });
+
   it('ok/API server down: last good anchors kept, watch retries with backoff and catches up', async () => {
     const clock = new ManualClock(Date.now());
     const b = await backend({ approve: true }, 'meshca', testContext(TD, clock));

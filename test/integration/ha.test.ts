@@ -202,3 +202,62 @@ test('a leader that cannot renew steps down before the Lease could be taken over
   assert.equal(e.isLeader(), false, 'stepped down after the renew deadline (2/3 of the duration)');
   await e.stop({ release: false });
 });
+
+test('two candidates start together on a new Lease: exactly one leads, the other lost by 409 (AlreadyExists or Conflict)', async () => {
+  const clock = new ManualClock(new Date('2026-08-01T00:00:00Z'));
+  const k = await connectKube({ component: 'test', kubeConfig: kube.kubeConfig('meshca') });
+  const mk = (id: string) => new LeaseElector({ kube: k, namespace: NS, name: 'ha-rotation', identity: id, leaseDurationSeconds: LEASE_S, clock, log });
+  await kube.api.delete('leases', 'ha-rotation', { namespace: NS }).catch(() => undefined);
+  const before = kube.requests.length;
+  const p = mk('p');
+  const q = mk('q');
+  p.start();
+  q.start();
+  await Promise.all([p.whenIdle(), q.whenIdle()]);
+  await step(clock, 3, [p, q]);
+  assert.equal([p, q].filter((e) => e.isLeader()).length, 1, 'exactly one leader');
+  const leader = p.isLeader() ? 'p' : 'q';
+  const lease = await kube.api.get('leases', 'ha-rotation', { namespace: NS });
+  assert.equal(lease.spec.holderIdentity, leader);
+  const writes = kube.requests.slice(before).filter((r) => r.resource === 'leases' && (r.verb === 'create' || r.verb === 'update'));
+  assert.ok(writes.some((r) => r.status === 409), 'the loser was refused with 409');
+  for (const w of writes.filter((r) => r.verb === 'update')) assert.match((w.body as any).metadata.resourceVersion, /^\d+$/, 'every update is conditional');
+  await p.stop({ release: false });
+  await q.stop({ release: false });
+});
+
+test('a Lease held by another replica is judged by our clock: an old renewTime (clock skew) does not let us take it early', async () => {
+  const clock = new ManualClock(new Date('2026-09-01T00:00:00Z'));
+  await kube.api.create(
+    'leases',
+    {
+      metadata: { name: 'release-test-skew' },
+      spec: { holderIdentity: 'other', leaseDurationSeconds: LEASE_S, acquireTime: '2020-01-01T00:00:00.000000Z', renewTime: '2020-01-01T00:00:00.000000Z', leaseTransitions: 4 },
+    },
+    { namespace: NS },
+  );
+  kube.addUser('skew', {
+    rules: [
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'update'], resourceNames: ['release-test-skew'], namespaces: [NS] },
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'], namespaces: [NS] },
+    ],
+  });
+  const k = await connectKube({ component: 'test', kubeConfig: kube.kubeConfig('skew') });
+  const e = new LeaseElector({ kube: k, namespace: NS, name: 'release-test-skew', identity: 'me', leaseDurationSeconds: LEASE_S, clock, log });
+  e.start();
+  await e.whenIdle();
+  assert.equal(e.isLeader(), false, 'not taken at first sight, however old renewTime looks');
+  assert.equal(e.holder(), 'other');
+  await step(clock, LEASE_S - 2, [e]);
+  assert.equal(e.isLeader(), false, 'not taken before leaseDurationSeconds on our clock');
+  await step(clock, 10, [e]);
+  await eventually(() => e.isLeader(), 'takeover after the Lease expired on our clock');
+  const lease = await kube.api.get('leases', 'release-test-skew', { namespace: NS });
+  assert.equal(lease.spec.holderIdentity, 'me');
+  assert.equal(lease.spec.leaseTransitions, 5, 'a takeover counts a transition');
+  assert.match(lease.spec.acquireTime, /^2026-09-01T00:00:\d{2}\.\d{6}Z$/, 'acquireTime is the takeover time, as a MicroTime');
+  const acquired = Date.parse(lease.spec.acquireTime);
+  assert.ok(acquired - Date.parse('2026-09-01T00:00:00Z') >= LEASE_S * 1000, 'taken no earlier than leaseDurationSeconds after we first saw the record');
+  assert.ok(acquired <= Date.parse(lease.spec.renewTime));
+  await e.stop({ release: false });
+});
