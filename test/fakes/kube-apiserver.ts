@@ -20,6 +20,8 @@
  *   patch and merge patch (strategic merge patch is treated as a merge patch for built-in kinds, 415 for custom
  *   resources; server-side apply answers 415), delete (built-ins answer a Success Status, custom resources the
  *   object; uid/resourceVersion preconditions).
+ * - List/watch query parameters checked like ValidateListOptions (resourceVersionMatch rules; sendInitialEvents
+ *   refused as with the WatchList feature off), 422 Invalid.
  * - Request bodies decoded against each kind's fields (kube/schema.ts): wrong JSON types refused (400 for built-ins,
  *   422 for custom resources), unknown fields per `fieldValidation` (Strict by default here; Warn on a real server).
  * - Bearer-token authentication (401 otherwise) and a small RBAC table with the real 403 message; superusers.
@@ -29,7 +31,8 @@
  *
  * Not modelled: namespace lifecycle (deleting a Namespace does not delete its objects), finalizers/ownerReferences/garbage collection,
  * deletecollection, server-side apply, managedFields, protobuf, table output, pagination (limit/continue are
- * ignored: lists are always complete), resourceVersionMatch, sendInitialEvents, impersonation, client certificates,
+ * ignored: lists are always complete), resourceVersion semantics of lists (always the latest; resourceVersionMatch is
+ * validated, then ignored), sendInitialEvents (refused), impersonation, client certificates,
  * RBAC objects as API resources, aggregated discovery, CSR GC and the built-in kubernetes.io signers (requests to
  * them are accepted but nothing signs them), the built-in "CTBs are public" read grant, cert-manager
  * Certificates/Issuers as objects (issuers are configured in the fake controller).
@@ -51,6 +54,7 @@ import { parseFieldSelector, parseLabelSelector, SelectorError } from './kube/se
 import { KubeStatusError, statusErrors, type StatusBody } from './kube/status.js';
 import { ObjectStore, type StoredEvent } from './kube/store.js';
 import { decodeBody, parseFieldValidation, type FieldValidation } from './kube/schema.js';
+import { validateListOptions } from './kube/list-options.js';
 
 export { KubeStatusError } from './kube/status.js';
 export type { StatusBody } from './kube/status.js';
@@ -663,6 +667,7 @@ export async function startFakeKubeApiServer(opts: FakeKubeOptions = {}): Promis
       if (def.createOnly && method !== 'POST') throw statusErrors.methodNotAllowed(`the server does not allow this method on the requested resource`);
       if (method === 'GET') {
         if (isWatch) {
+          validateListOptions(url.searchParams, true);
           entry.status = 200;
           return startWatch(req, res, p, url.searchParams, user);
         }
@@ -670,6 +675,7 @@ export async function startFakeKubeApiServer(opts: FakeKubeOptions = {}): Promis
           if (sub) authorize(user, 'get', def, sub, ns, name);
           return reply(200, sub ? present(def, store.get(def, ns, name), version) : await doGet(def, ns, name, user, version));
         }
+        validateListOptions(url.searchParams, false);
         return reply(200, await doList(def, ns, user, version, url.searchParams.get('labelSelector') ?? undefined, url.searchParams.get('fieldSelector') ?? undefined));
       }
       const text = await readBody(req);

@@ -541,6 +541,24 @@ describe('fake kube-apiserver with the real client', { timeout: 20000 }, () => {
     assert.equal(denied.status, 403);
   });
 
+  it('checks list and watch options like ValidateListOptions (422 ListOptions invalid)', async () => {
+    const get = async (q: string) => {
+      const r = await fetch(`${fake.url}/api/v1/namespaces/ns1/configmaps?${q}`, { headers: { authorization: 'Bearer admin-token' } });
+      return { status: r.status, body: (await r.json()) as any };
+    };
+    const noRv = await get('resourceVersionMatch=NotOlderThan');
+    assert.equal(noRv.status, 422);
+    assert.equal(noRv.body.message, 'ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided');
+    assert.equal((await get('resourceVersion=0&resourceVersionMatch=Exact')).status, 422);
+    assert.equal((await get('resourceVersion=1&resourceVersionMatch=Newest')).status, 422);
+    assert.equal((await get('resourceVersion=1&resourceVersionMatch=NotOlderThan')).status, 200);
+    const watchMatch = await get('watch=true&resourceVersionMatch=NotOlderThan&resourceVersion=1');
+    assert.equal(watchMatch.status, 422);
+    assert.match(watchMatch.body.message, /resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided/);
+    assert.equal((await get('sendInitialEvents=true')).status, 422);
+    assert.equal((await get('watch=true&timeoutSeconds=1.5')).status, 400);
+  });
+
   it('injects failures and logs requests', async () => {
     const core = kc.makeApiClient(CoreV1Api);
     fake.failNext(1, { code: 503, reason: 'ServiceUnavailable', match: (r) => r.resource === 'secrets' && r.verb === 'list' });
