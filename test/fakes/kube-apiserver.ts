@@ -329,6 +329,10 @@ export async function startFakeKubeApiServer(opts: FakeKubeOptions = {}): Promis
     authorize(user, 'create', def, '', ns, undefined);
     warnings.push(...decodeBody(def, body, version, fv));
     if (def.plural === 'tokenreviews') return tokenReview(body);
+    // NamespaceLifecycle admission: nothing new in a namespace being deleted (namespaces without an object are open).
+    if (def.namespaced && ns && byPlural.get('namespaces') && store.tryGet(byPlural.get('namespaces')!, undefined, ns)?.status?.phase === 'Terminating') {
+      throw statusErrors.forbidden(def.plural, def.group, String(body?.metadata?.name ?? ''), `unable to create new content in namespace ${ns} because it is being terminated`);
+    }
     return present(def, await store.create(def, ns, body, admissionCtx(user), version), version);
   }
 

@@ -520,6 +520,10 @@ describe('fake kube-apiserver with the real client', { timeout: 20000 }, () => {
     const sel = await core.listNamespace({ labelSelector: 'mesh=on' });
     assert.deepEqual(sel.items.map((n) => n.metadata?.name), ['team-a']);
     assert.equal(sel.items[0]!.status?.phase, 'Active');
+    await core.createNamespace({ body: { metadata: { name: 'team-gone' }, status: { phase: 'Terminating' } } });
+    const term = await rejection(core.createNamespacedConfigMap({ namespace: 'team-gone', body: { metadata: { name: 'late' } } }));
+    assert.equal(term.code, 403);
+    assert.equal(term.message, 'configmaps "late" is forbidden: unable to create new content in namespace team-gone because it is being terminated');
     const bad = await rejection(core.createNamespace({ body: { metadata: { name: 'Team_C' } } }));
     assert.equal(bad.code, 422);
     assert.equal(fake.requests[fake.requests.length - 1]!.path, '/api/v1/namespaces');
