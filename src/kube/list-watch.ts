@@ -43,7 +43,9 @@ const key = (o: KubeObject): string => `${o.metadata?.namespace ?? ''}/${o.metad
  * List, then watch from the list's resourceVersion, keeping a cache of the objects and calling onChange on every
  * change. A watch that ends (server timeout, dropped connection) is resumed from the last resourceVersion seen
  * (bookmarks included); a 410 Gone / Expired (an ERROR event or the watch request's HTTP status) means our
- * resourceVersion is too old, so we re-list. Failures back off with the Clock. Runs until stop().
+ * resourceVersion is too old, so we re-list at once. If the watch after that re-list is refused with 410 again
+ * before it delivered anything, the next re-lists back off (and are reported through onError) instead of looping.
+ * Failures back off with the Clock. Runs until stop().
  */
 export class ListWatch<T extends KubeObject> {
   private stopped = false;
@@ -51,6 +53,8 @@ export class ListWatch<T extends KubeObject> {
   private controller: AbortController | undefined;
   private sleepTimer: { timer: Timer; wake: () => void } | undefined;
   private failures = 0;
+  /** 410s in a row from watches that delivered nothing; from the second on, re-lists back off. */
+  private goneInARow = 0;
   private running: Promise<void> | undefined;
 
   constructor(private readonly o: ListWatchOptions<T>) {}
@@ -94,7 +98,14 @@ export class ListWatch<T extends KubeObject> {
         const r = await this.watchOnce(rv);
         if (this.stopped) return;
         if (r.rv) rv = r.rv;
-        if (r.relist) break;
+        if (r.progress) this.goneInARow = 0;
+        if (r.relist) {
+          if (++this.goneInARow > 1) {
+            this.o.onError?.(r.gone, this.goneInARow - 1);
+            await this.sleep(this.backoff(this.goneInARow - 1));
+          }
+          break;
+        }
         if (r.error !== undefined) await this.fail(r.error);
       }
     }
@@ -103,9 +114,13 @@ export class ListWatch<T extends KubeObject> {
   private async fail(e: unknown): Promise<void> {
     this.failures++;
     this.o.onError?.(e, this.failures);
+    await this.sleep(this.backoff(this.failures));
+  }
+
+  /** Delay before attempt `n + 1` after `n` consecutive failures. */
+  private backoff(n: number): number {
     const b = this.o.backoffMs ?? { initial: 500, max: 30_000 };
-    const ms = Math.min(b.max, b.initial * 2 ** Math.min(this.failures - 1, 20));
-    await this.sleep(ms);
+    return Math.min(b.max, b.initial * 2 ** Math.min(n - 1, 20));
   }
 
   private sleep(ms: number): Promise<void> {
@@ -119,15 +134,20 @@ export class ListWatch<T extends KubeObject> {
     });
   }
 
-  /** One watch request. Resolves when it ends: relist on 410, error on failure, neither on a clean end. */
-  private watchOnce(fromRv: string): Promise<{ rv?: string; relist?: boolean; error?: unknown }> {
+  /**
+   * One watch request. Resolves when it ends: relist (with the 410 as `gone`) on 410, error on failure, neither on a
+   * clean end; `progress` when it delivered an object or bookmark.
+   */
+  private watchOnce(fromRv: string): Promise<{ rv?: string; relist?: boolean; gone?: unknown; error?: unknown; progress: boolean }> {
     const timeoutSeconds = this.o.watchTimeoutSeconds ?? 300;
     return new Promise((resolve) => {
       let rv = fromRv;
       let settled = false;
       let relist = false;
       let eventError: unknown;
+      let gone: unknown;
       let gotData = false;
+      let progress = false;
       // A watch over a half-open connection never ends by itself; give up a little after the server should have.
       const guard = this.o.clock.setTimer(() => this.controller?.abort(), (timeoutSeconds + 30) * 1000);
       const finish = (error?: unknown): void => {
@@ -135,7 +155,7 @@ export class ListWatch<T extends KubeObject> {
         settled = true;
         guard.cancel();
         if (gotData) this.failures = 0;
-        resolve({ rv, relist, ...(relist ? {} : eventError !== undefined ? { error: eventError } : error ? { error } : {}) });
+        resolve({ rv, relist, progress, ...(relist ? { gone } : eventError !== undefined ? { error: eventError } : error ? { error } : {}) });
       };
       const query: Record<string, string | number | boolean> = { resourceVersion: rv, allowWatchBookmarks: true, timeoutSeconds };
       if (this.o.labelSelector) query.labelSelector = this.o.labelSelector;
@@ -148,6 +168,7 @@ export class ListWatch<T extends KubeObject> {
           (type: string, obj: T & { code?: number }) => {
             if (settled || this.stopped) return;
             gotData = true;
+            if (type !== 'ERROR') progress = true;
             const objRv = obj?.metadata?.resourceVersion;
             switch (type) {
               case 'ADDED':
@@ -166,8 +187,10 @@ export class ListWatch<T extends KubeObject> {
                 return;
               case 'ERROR': {
                 const info = kubeErrorInfo(obj);
-                if (info.code === 410) relist = true;
-                else eventError = obj;
+                if (info.code === 410) {
+                  relist = true;
+                  gone = obj;
+                } else eventError = obj;
                 this.controller?.abort();
                 finish();
                 return;
@@ -177,7 +200,10 @@ export class ListWatch<T extends KubeObject> {
           (err: unknown) => {
             const aborted = err && typeof err === 'object' && (err as { name?: string }).name === 'AbortError';
             // A too-old resourceVersion may also be refused with an HTTP 410 answer instead of an ERROR event.
-            if (!aborted && err && kubeErrorInfo(err).code === 410) relist = true;
+            if (!aborted && err && kubeErrorInfo(err).code === 410) {
+              relist = true;
+              gone = err;
+            }
             finish(aborted ? undefined : err ?? undefined);
           },
         )
