@@ -37,6 +37,9 @@ export interface ListWatchOptions<T extends KubeObject> {
   readonly watchTimeoutSeconds?: number;
 }
 
+/** A watch that ends cleanly sooner than this (Clock time) without any event counts as a failure. */
+const SHORT_WATCH_MS = 1000;
+
 const key = (o: KubeObject): string => `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
 
 /**
@@ -44,7 +47,8 @@ const key = (o: KubeObject): string => `${o.metadata?.namespace ?? ''}/${o.metad
  * change. A watch that ends (server timeout, dropped connection) is resumed from the last resourceVersion seen
  * (bookmarks included); a 410 Gone / Expired (an ERROR event or the watch request's HTTP status) means our
  * resourceVersion is too old, so we re-list at once. If the watch after that re-list is refused with 410 again
- * before it delivered anything, the next re-lists back off (and are reported through onError) instead of looping.
+ * before it delivered anything, the next re-lists back off (and are reported through onError) instead of looping;
+ * a watch that ends cleanly within a second without any event is a failure too (backoff, onError).
  * Failures back off with the Clock. Runs until stop().
  */
 export class ListWatch<T extends KubeObject> {
@@ -148,6 +152,7 @@ export class ListWatch<T extends KubeObject> {
       let gone: unknown;
       let gotData = false;
       let progress = false;
+      const openedMs = this.o.clock.nowMs();
       // A watch over a half-open connection never ends by itself; give up a little after the server should have.
       const guard = this.o.clock.setTimer(() => this.controller?.abort(), (timeoutSeconds + 30) * 1000);
       const finish = (error?: unknown): void => {
@@ -155,6 +160,11 @@ export class ListWatch<T extends KubeObject> {
         settled = true;
         guard.cancel();
         if (gotData) this.failures = 0;
+        // A watch that ends cleanly at once without delivering anything (a proxy or server cutting streams) is a
+        // failure, so it is retried with backoff instead of being re-opened in a loop.
+        if (!relist && error === undefined && eventError === undefined && !gotData && !this.stopped && this.o.clock.nowMs() - openedMs < SHORT_WATCH_MS) {
+          error = new CaError('UNAVAILABLE', `watch of ${this.o.path} ended at once without delivering anything (is a proxy or the API server closing watches?)`, { retryable: true });
+        }
         resolve({ rv, relist, progress, ...(relist ? { gone } : eventError !== undefined ? { error: eventError } : error ? { error } : {}) });
       };
       const query: Record<string, string | number | boolean> = { resourceVersion: rv, allowWatchBookmarks: true, timeoutSeconds };
