@@ -207,6 +207,30 @@ describe('cluster-trust-bundle backend', { timeout: 30000 }, () => {
     assert.deepEqual(await leftovers(), []);
   });
 
+  it('ok/ClusterTrustBundles 404 although discovery lists them: re-detection backs off instead of looping; anchors kept', async () => {
+    const clock = new ManualClock(Date.now());
+    const b = await backend({}, 'meshca', testContext(TD, clock));
+    const good = await b.trustAnchors();
+    assert.ok(good.length > 0);
+    await eventually(async () => fake.openWatches() > 0, 2000, 'anchor watch');
+    const before = fake.requests.length;
+    fake.failNext(2, { code: 404, reason: 'NotFound', message: 'the server could not find the requested resource', match: (r) => r.resource === 'clustertrustbundles' && r.watch });
+    clock.advance(5000);
+    fake.dropWatches('end');
+    await new Promise((r) => setTimeout(r, 500));
+    const discovery = fake.requests.slice(before).filter((r) => r.path === '/apis/certificates.k8s.io/v1beta1' || r.path === '/apis/certificates.k8s.io/v1').length;
+    assert.ok(discovery <= 4, `discovery asked at most a few times without the clock moving, got ${discovery}`);
+    assert.deepEqual(await b.trustAnchors(), good, 'anchors kept');
+    assert.equal(b.health().ok, true, 'cached anchors keep the backend healthy');
+    // Once the collection answers again, detection and the watch come back (the clock drives the backoff).
+    await eventually(async () => {
+      clock.advance(1000);
+      await new Promise((r) => setTimeout(r, 20));
+      return fake.openWatches() > 0;
+    }, 5000, 'anchor watch re-established');
+    assert.equal(b.ctbVersion(), 'v1beta1');
+  });
+
   it('ok/API server down: last good anchors kept, watch retries with backoff and catches up', async () => {
     const clock = new ManualClock(Date.now());
     const b = await backend({ approve: true }, 'meshca', testContext(TD, clock));
