@@ -10,7 +10,7 @@
  *   `Warning: 299 - "unknown field \"spec.foo\""` header; Ignore drops it silently. A real API server (1.27+) uses
  *   Warn when the request says nothing; the fake defaults to Strict so that a misspelt field in meshca's requests
  *   (which a cluster would silently drop) fails the tests.
- * JSON null is accepted anywhere, as Go's decoder does.
+ * Times (metav1.Time, CRD date-time) must be RFC 3339. JSON null is accepted anywhere, as Go's decoder does.
  */
 /* eslint-disable @typescript-eslint/no-explicit-any */
 import { fieldErr, statusErrors, type StatusCause } from './status.js';
@@ -164,8 +164,13 @@ function scalarOk(t: Scalar, v: unknown): boolean {
   }
 }
 
+/** metav1.Time / CRD `format: date-time`: RFC 3339, fractional seconds allowed. */
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
+
 interface TypeError {
   path: string;
+  /** Set for a string that is not a valid time (the type was right). */
+  badTime?: boolean;
   goStruct: string;
   want: string;
   openapi: string;
@@ -179,7 +184,9 @@ interface TypeError {
 function walk(t: FieldType, value: any, path: string, goStruct: string, unknown: string[], prune: boolean): TypeError | undefined {
   if (value === null || value === undefined) return undefined;
   if (typeof t === 'string') {
-    return scalarOk(t, value) ? undefined : { path, goStruct, want: GO_TYPE[t], openapi: OPENAPI_TYPE[t], got: value };
+    if (!scalarOk(t, value)) return { path, goStruct, want: GO_TYPE[t], openapi: OPENAPI_TYPE[t], got: value };
+    if (t === 'time' && !RFC3339.test(value)) return { path, goStruct, want: 'Time', openapi: 'date-time', got: value, badTime: true };
+    return undefined;
   }
   if ('list' in t) {
     if (!Array.isArray(value)) return { path, goStruct, want: `[]${goName(t.list)}`, openapi: 'array', got: value };
@@ -238,6 +245,11 @@ export function decodeBody(def: DecodeTarget, body: any, version: string, mode: 
   const prefix = `${def.kind} in version "${gv}" cannot be handled as a ${def.kind}: `;
   const unknown: string[] = [];
   const err = walk(schema, body, '', schema.go, unknown, mode !== 'Strict');
+  if (err?.badTime) {
+    const v = String(err.got);
+    if (def.custom) throw statusErrors.invalid(def.kind, def.group, String(body.metadata?.name ?? ''), [fieldErr.invalid(err.path, v, `${err.path} in body must be of type date-time: ${JSON.stringify(v)}`)]);
+    throw statusErrors.badRequest(`${prefix}parsing time ${JSON.stringify(v)} as "2006-01-02T15:04:05Z07:00": cannot parse ${JSON.stringify(v)} as "2006"`);
+  }
   if (err) {
     if (def.custom) {
       const shown = typeof err.got === 'string' ? JSON.stringify(err.got) : JSON.stringify(err.got);

@@ -508,6 +508,9 @@ describe('fake kube-apiserver with the real client', { timeout: 20000 }, () => {
     assert.equal(c.reason, 'Invalid');
     assert.equal(c.details.causes[0].field, 'spec.isCA');
     assert.match(c.message, /spec\.isCA in body must be of type boolean/);
+    const badTime = await raw('POST', '/api/v1/namespaces/ns1/configmaps', { metadata: { name: 'bad-time', creationTimestamp: 'yesterday' } });
+    assert.equal(badTime.status, 400);
+    assert.match(((await badTime.json()) as any).message, /parsing time "yesterday" as "2006-01-02T15:04:05Z07:00"/);
     const leaseMeta = await raw('POST', '/apis/coordination.k8s.io/v1/namespaces/ns1/leases', { metadata: { name: 'l-strict', labels: 'x' }, spec: {} });
     assert.equal(leaseMeta.status, 400);
     assert.match(((await leaseMeta.json()) as any).message, /cannot unmarshal string into Go struct field ObjectMeta\.metadata\.labels of type map\[string\]string/);
