@@ -61,6 +61,7 @@ test('meshca serve exposes every SDS metric from the start, and counts issued ce
     assert.equal(find(fresh, 'meshca_certificates_issued_total', { type: 'serving', key_type: 'ec-p256' })[0]?.value, 1, 'the serving certificate');
     assert.equal(find(fresh, 'meshca_certificates_issued_total', { type: 'signing-ca', key_type: 'ec-p256' })[0]?.value, 1, 'the first signing CA');
     assert.ok(find(fresh, 'meshca_issuance_duration_seconds_count').length > 0, 'issuance latency histogram');
+    assert.deepEqual(find(fresh, 'meshca_sds_served_cert_nearest_expiry_seconds'), [], 'nearest expiry absent while no certificate is served (README), not 0');
 
     const boot = join(t.dir, 'boot');
     client = await bootstrapSdsClient(cfg, boot, server.grpcPort!, 'spiffe://test.example/ns/default/sa/web', { id: 'web-1', cluster: 'web' });

@@ -32,7 +32,8 @@ export function createSdsMetrics(registry: Registry, nearestExpiry: () => Date |
       registers,
       collect() {
         const t = nearestExpiry();
-        if (t === undefined) this.reset();
+        // reset() alone leaves an unlabelled gauge at 0, which reads as "a certificate expires now": drop the sample.
+        if (t === undefined) this.remove();
         else this.set((t.getTime() - now()) / 1000);
       },
     }),
