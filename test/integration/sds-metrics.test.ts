@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { bootstrapSdsClient, startServe, tempDir, writeTestConfig } from '../support/cli.js';
 import { SdsClient } from '../support/sds-client.js';
+import { readmeMetrics } from '../support/readme.js';
 
 interface Sample {
   readonly name: string;
@@ -29,9 +30,13 @@ function find(samples: Sample[], name: string, labels: Record<string, string> = 
 }
 
 async function scrape(port: number): Promise<Sample[]> {
+  return parseMetrics(await scrapeText(port));
+}
+
+async function scrapeText(port: number): Promise<string> {
   const res = await fetch(`http://127.0.0.1:${port}/metrics`);
   assert.equal(res.status, 200);
-  return parseMetrics(await res.text());
+  return res.text();
 }
 
 /**
@@ -44,7 +49,20 @@ test('meshca serve exposes every SDS metric from the start, and counts issued ce
   const server = await startServe(cfg);
   let client: SdsClient | undefined;
   try {
-    const fresh = await scrape(server.httpPort);
+    const text = await scrapeText(server.httpPort);
+    const fresh = parseMetrics(text);
+    // README "Metrics" is the list users build dashboards from: every meshca_* metric here is in it, every row marked
+    // "always" is here, and each sample carries exactly the documented labels.
+    const documented = new Map(readmeMetrics().map((r) => [r.name, r]));
+    const served = [...text.matchAll(/^# HELP (meshca_[a-z0-9_]+) /gm)].map((m) => m[1]!);
+    for (const name of served) assert.ok(documented.has(name), `${name} is on /metrics but not in README "Metrics"`);
+    for (const r of documented.values()) if (r.when === 'always') assert.ok(served.includes(r.name), `README lists ${r.name} (always) but /metrics has no ${r.name}`);
+    for (const sample of fresh) {
+      const base = served.find((n) => sample.name === n || (sample.name.startsWith(n + '_') && /_(bucket|sum|count)$/.test(sample.name)));
+      if (!base) continue;
+      const labels = Object.keys(sample.labels).filter((l) => l !== 'le').sort();
+      assert.deepEqual(labels, [...documented.get(base)!.labels].sort(), `labels of ${sample.name} vs README`);
+    }
     for (const method of ['StreamSecrets', 'DeltaSecrets']) {
       assert.equal(find(fresh, 'meshca_sds_streams_open', { method })[0]?.value, 0, `open streams (${method}) listed at 0`);
       assert.equal(find(fresh, 'meshca_sds_nacks_total', { method })[0]?.value, 0, `NACKs (${method}) listed at 0`);

@@ -1,0 +1,82 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { REPO_ROOT } from './cli.js';
+
+/**
+ * Reads the user-facing Markdown (README.md, providers/<name>/README.md) the way the tests that keep it true need:
+ * sections by heading, pipe tables as rows of cells, fenced blocks by language.
+ */
+
+export function readRepoFile(rel: string): string {
+  return readFileSync(join(REPO_ROOT, rel), 'utf8');
+}
+
+/** The text under `## heading` (any level), up to the next heading of the same or a higher level. */
+export function section(markdown: string, heading: string): string {
+  const lines = markdown.split('\n');
+  const start = lines.findIndex((l) => /^#{1,6} /.test(l) && l.replace(/^#+ /, '').trim() === heading);
+  if (start < 0) throw new Error(`no heading "${heading}"`);
+  const level = /^#+/.exec(lines[start]!)![0].length;
+  let end = lines.length;
+  for (let i = start + 1; i < lines.length; i++) {
+    const m = /^(#+) /.exec(lines[i]!);
+    if (m && m[1]!.length <= level) {
+      end = i;
+      break;
+    }
+  }
+  return lines.slice(start + 1, end).join('\n');
+}
+
+/** Splits one table row on unescaped `|` (README cells write `pem\|jwks`). */
+function cells(line: string): string[] {
+  const inner = line.trim().replace(/^\|/, '').replace(/\|$/, '');
+  return inner.split(/(?<!\\)\|/).map((c) => c.trim().replace(/\\\|/g, '|'));
+}
+
+/** Every pipe table in `text`: header cells and body rows. */
+export function tables(text: string): { header: string[]; rows: string[][] }[] {
+  const out: { header: string[]; rows: string[][] }[] = [];
+  const lines = text.split('\n');
+  for (let i = 0; i + 1 < lines.length; i++) {
+    if (!lines[i]!.trim().startsWith('|') || !/^\s*\|[-:| ]+\|\s*$/.test(lines[i + 1]!)) continue;
+    const header = cells(lines[i]!);
+    const rows: string[][] = [];
+    let j = i + 2;
+    for (; j < lines.length && lines[j]!.trim().startsWith('|'); j++) rows.push(cells(lines[j]!));
+    out.push({ header, rows });
+    i = j - 1;
+  }
+  return out;
+}
+
+/** Contents of the fenced code blocks of `text` whose info string is `lang`. */
+export function fencedBlocks(text: string, lang: string): string[] {
+  const out: string[] = [];
+  const re = /^```(\S*)\n([\s\S]*?)^```/gm;
+  for (const m of text.matchAll(re)) if (m[1] === lang) out.push(m[2]!);
+  return out;
+}
+
+/** The `code` spans of a table cell. */
+export function codeSpans(cell: string): string[] {
+  return [...cell.matchAll(/`([^`]+)`/g)].map((m) => m[1]!);
+}
+
+export interface MetricRow {
+  readonly name: string;
+  readonly labels: string[];
+  /** "always", or the config that registers it. */
+  readonly when: string;
+}
+
+/** README.md "Metrics": one row per metric, `name{label,...}`. */
+export function readmeMetrics(): MetricRow[] {
+  const t = tables(section(readRepoFile('README.md'), 'Metrics'))[0];
+  if (!t) throw new Error('README "Metrics" has no table');
+  return t.rows.map((r) => {
+    const m = /^`(meshca_[a-z0-9_]+)(?:\{([a-z_,]+)\})?`$/.exec(r[0]!);
+    if (!m) throw new Error(`README metrics row "${r[0]}" is not \`name{labels}\``);
+    return { name: m[1]!, labels: m[2] ? m[2].split(',') : [], when: r[1]!.replace(/`/g, '') };
+  });
+}
