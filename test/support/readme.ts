@@ -11,10 +11,16 @@ export function readRepoFile(rel: string): string {
   return readFileSync(join(REPO_ROOT, rel), 'utf8');
 }
 
-/** The text under `## heading` (any level), up to the next heading of the same or a higher level. */
+/**
+ * The text under `## heading` (any level), up to the next heading of the same or a higher level. The heading may
+ * go on after `heading` with a space ("Configuration (`authority.vault`)").
+ */
 export function section(markdown: string, heading: string): string {
   const lines = markdown.split('\n');
-  const start = lines.findIndex((l) => /^#{1,6} /.test(l) && l.replace(/^#+ /, '').trim() === heading);
+  const start = lines.findIndex((l) => {
+    const h = l.replace(/^#+ /, '').trim();
+    return /^#{1,6} /.test(l) && (h === heading || h.startsWith(`${heading} `));
+  });
   if (start < 0) throw new Error(`no heading "${heading}"`);
   const level = /^#+/.exec(lines[start]!)![0].length;
   let end = lines.length;
@@ -50,11 +56,15 @@ export function tables(text: string): { header: string[]; rows: string[][] }[] {
   return out;
 }
 
-/** Contents of the fenced code blocks of `text` whose info string is `lang`. */
+/** Contents of the fenced code blocks of `text` whose info string is `lang` (a block indented in a list is dedented). */
 export function fencedBlocks(text: string, lang: string): string[] {
   const out: string[] = [];
-  const re = /^```(\S*)\n([\s\S]*?)^```/gm;
-  for (const m of text.matchAll(re)) if (m[1] === lang) out.push(m[2]!);
+  const re = /^( *)```(\S*)\n([\s\S]*?)^\1```/gm;
+  for (const m of text.matchAll(re)) {
+    if (m[2] !== lang) continue;
+    const indent = m[1]!.length;
+    out.push(m[3]!.split('\n').map((l) => l.slice(Math.min(indent, l.length - l.trimStart().length))).join('\n'));
+  }
   return out;
 }
 
