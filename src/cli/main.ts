@@ -17,7 +17,7 @@ Usage:
                  [--key-type ec-p256|ec-p384|rsa-2048|rsa-3072|ed25519] --out DIR
                                                  mint an identity: DIR/cert.pem, DIR/key.pem (0600), DIR/bundle.pem
   meshca bundle  [--config FILE] [--format pem|jwks]   print the trust bundle on stdout
-  meshca inspect FILE                            describe a PEM chain and flag X.509-SVID problems
+  meshca inspect FILE [--trust-domain TD]        describe a PEM chain and flag X.509-SVID problems
   meshca rotate  [--config FILE] [--root]        rotate the signing CA now (and the root with --root);
                                                  a running server re-issues every leaf
   meshca version

@@ -5,6 +5,7 @@ import { X509Certificate } from 'node:crypto';
 import { readFile, stat, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runCli, startServe, tempDir, writeTestConfig } from '../support/cli.js';
+import { readRepoFile, section, tables } from '../support/readme.js';
 
 function splitPem(pem: string): string[] {
   return pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/g) ?? [];
@@ -243,4 +244,40 @@ test('corrupt or partial CA state is a clear error, never a silent new root', { 
   } finally {
     await t.cleanup();
   }
+});
+
+/** `meshca <command>` and its `--flags`, from a README Commands cell or a --help usage entry. */
+function commandsOf(text: string, split: RegExp): Map<string, Set<string>> {
+  const out = new Map<string, Set<string>>();
+  for (const chunk of text.split(split)) {
+    const m = /^meshca ([a-z]+)\b/.exec(chunk.trim());
+    if (!m) continue;
+    const flags = out.get(m[1]!) ?? new Set<string>();
+    for (const f of chunk.matchAll(/--[a-z][a-z-]*/g)) flags.add(f[0]);
+    out.set(m[1]!, flags);
+  }
+  return out;
+}
+
+test('README Commands table and `meshca --help` list the same commands and flags, and every flag is accepted', { timeout: 60_000 }, async () => {
+  const table = tables(section(readRepoFile('README.md'), 'Commands'))[0];
+  assert.ok(table, 'README has a Commands table');
+  const documented = commandsOf(table.rows.map((r) => r[0]!.replace(/`/g, '')).join('\n'), /\n/);
+  const help = await runCli(['--help']);
+  assert.equal(help.code, 0);
+  // Usage entries start with "  meshca <cmd>"; continuation lines belong to the entry above.
+  const usage = commandsOf(help.stdout.slice(help.stdout.indexOf('Usage:')).split('\n\n')[0]!, /\n(?=  meshca )/);
+  assert.deepEqual([...documented.keys()].sort(), [...usage.keys()].sort(), 'commands: README vs --help');
+  for (const [cmd, flags] of usage) {
+    assert.deepEqual([...documented.get(cmd)!].sort(), [...flags].sort(), `flags of ${cmd}: README vs --help`);
+    for (const flag of flags) {
+      // Flags are parsed strictly before --help is honoured: an unknown flag exits 2.
+      const withValue = await runCli([cmd, `${flag}=x`, '--help']);
+      const bare = withValue.code === 0 ? withValue : await runCli([cmd, flag, '--help']);
+      assert.equal(bare.code, 0, `meshca ${cmd} ${flag}: ${bare.stderr}`);
+    }
+  }
+  const version = await runCli(['version']);
+  assert.equal(version.code, 0);
+  assert.match(version.stdout, /^meshca \d+\.\d+\.\d+\n$/);
 });
