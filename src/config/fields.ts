@@ -52,7 +52,11 @@ export const spiffeIdPattern = z.string().superRefine((v, ctx) => {
 export const listenAddress = z
   .string()
   .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]*):\d{1,5}$/, { message: 'must be host:port, e.g. 127.0.0.1:8443' })
-  .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, { message: 'port must be between 0 and 65535' });
+  // Only about the port: an address without one already failed the pattern above (one line per problem).
+  .refine((v) => {
+    const port = /:(\d+)$/.exec(v)?.[1];
+    return port === undefined || Number(port) <= 65535;
+  }, { message: 'port must be between 0 and 65535' });
 
 /** A DNS name for a certificate SAN (the same rule `meshca issue --dns` applies). */
 export const dnsName = z.string().refine(isDnsName, { message: 'must be a DNS name (letters, digits, "-", "_" in dot-separated labels)' });

@@ -80,6 +80,10 @@ test('fail/a listen port above 65535 is a config error naming the key', () => {
   assert.equal(parseConfig({ server: { http: { address: '127.0.0.1:65535' } } }).server.http.address, '127.0.0.1:65535');
 });
 
+test('fail/an address without a port is one problem, not also a port-range complaint', () => {
+  assert.deepEqual(problems(() => parseConfig({ server: { http: { address: 'localhost' } } })), ['server.http.address: must be host:port, e.g. 127.0.0.1:8443']);
+});
+
 test('ok/server.bundleEndpoint defaults to profile https_spiffe on 0.0.0.0:8543, as documented', () => {
   const c = parseConfig({ server: { bundleEndpoint: {} } });
   assert.equal(c.server.bundleEndpoint?.profile, 'https_spiffe');
