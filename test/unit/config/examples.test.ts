@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
-import { parseAllDocuments } from 'yaml';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { parse, parseAllDocuments } from 'yaml';
 import { parseConfigText } from '../../../src/config/load.js';
 import { REPO_ROOT } from '../../support/cli.js';
 
@@ -39,3 +39,71 @@ for (const c of configs) {
     assert.doesNotThrow(() => parseConfigText(c.text, c.where));
   });
 }
+
+/**
+ * The steps of examples/<name>/README.md as a user runs them: every file a command names exists (relative to the
+ * example's directory or the repository root, where the README says to run it), and the pieces agree with each
+ * other (ports, names, trust domain).
+ */
+const readmes = walk(examples).filter((f) => f.endsWith('README.md'));
+
+for (const readme of readmes) {
+  test(`files named by the commands in ${relative(REPO_ROOT, readme)} exist`, () => {
+    const text = readFileSync(readme, 'utf8');
+    const code = [...text.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!).join('\n') + '\n' + [...text.matchAll(/`([^`]+)`/g)].map((m) => m[1]!).join('\n');
+    const named = [...code.matchAll(/(?:--config|-c|-f)\s+([^\s`]+\.(?:ya?ml|json|hcl|env|sh))/g)].map((m) => m[1]!);
+    for (const f of named) {
+      assert.ok(existsSync(join(dirname(readme), f)) || existsSync(join(REPO_ROOT, f)), `${relative(REPO_ROOT, readme)} names ${f}, which does not exist`);
+    }
+  });
+}
+
+test('examples/envoy: meshca.yaml serves what envoy.yaml connects to, and leaves the workload\'s port free', () => {
+  const cfg = parseConfigText(readFileSync(join(examples, 'envoy', 'meshca.yaml'), 'utf8'), 'examples/envoy/meshca.yaml');
+  const envoy = readFileSync(join(examples, 'envoy', 'envoy.yaml'), 'utf8');
+  const ports = (cluster: string) => {
+    const c = (parse(envoy) as { static_resources: { clusters: { name: string; load_assignment: unknown }[] } }).static_resources.clusters.find((x) => x.name === cluster);
+    return [...JSON.stringify(c?.load_assignment).matchAll(/"port_value":(\d+)/g)].map((m) => Number(m[1]));
+  };
+  const port = (a: string) => Number(a.slice(a.lastIndexOf(':') + 1));
+  assert.deepEqual(ports('meshca_sds'), [port(cfg.server.grpc.address)], 'cluster meshca_sds points at server.grpc.address');
+  assert.ok(!ports('local_app').includes(port(cfg.server.http.address)), 'meshca\'s ops HTTP port is not the workload\'s port');
+  assert.ok(cfg.server.grpc.dnsNames.includes(/sni:\s*(\S+)/.exec(envoy)![1]!), 'envoy.yaml\'s sni is one of meshca\'s dnsNames');
+  assert.ok(envoy.includes(`spiffe://${cfg.trustDomain}/meshca`), 'envoy.yaml pins meshca\'s SPIFFE ID in its trust domain');
+});
+
+test('examples/istio: agent.env reaches the meshca.yaml listener under a name its certificate carries', () => {
+  const cfg = parseConfigText(readFileSync(join(examples, 'istio', 'meshca.yaml'), 'utf8'), 'examples/istio/meshca.yaml');
+  const env = Object.fromEntries(
+    readFileSync(join(examples, 'istio', 'agent.env'), 'utf8')
+      .split('\n')
+      .filter((l) => /^[A-Z_]+=/.test(l))
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  );
+  const [host, port] = env.CA_ADDR!.split(':');
+  assert.equal(port, cfg.server.grpc.address.split(':').pop(), 'CA_ADDR port = server.grpc.address port');
+  assert.ok(cfg.server.grpc.dnsNames.includes(host!), `CA_ADDR host ${host} is in server.grpc.dnsNames`);
+  assert.equal(env.TRUST_DOMAIN, cfg.trustDomain);
+});
+
+test('examples/kubernetes: every backend publishes the ConfigMap the Envoy sidecar mounts, and its steps apply the publisher RBAC', () => {
+  const dir = join(examples, 'kubernetes');
+  const sidecar = parseAllDocuments(readFileSync(join(dir, 'envoy-sidecar.yaml'), 'utf8')).map((d) => d.toJS() as { kind?: string; metadata?: { namespace?: string }; spec?: unknown });
+  const pod = sidecar.find((o) => o.kind === 'Deployment' || o.kind === 'Pod')!;
+  const mounted = [...JSON.stringify(pod.spec).matchAll(/"configMap":\{"name":"([^"]+)"\}/g)].map((m) => m[1]!).filter((n) => n.startsWith('meshca'));
+  assert.ok(mounted.length > 0, 'the sidecar mounts meshca\'s bundle ConfigMap');
+  const readme = readFileSync(join(dir, 'README.md'), 'utf8');
+  for (const backend of ['cert-manager', 'cluster-trust-bundle']) {
+    const doc = parseAllDocuments(readFileSync(join(dir, backend, 'config.yaml'), 'utf8')).map((d) => d.toJS() as { data?: Record<string, string> })[0]!;
+    const cfg = parseConfigText(doc.data!['meshca.yaml']!, `${backend}/config.yaml`);
+    const cm = cfg.bundlePublishers.kubernetes?.configMaps;
+    for (const name of mounted) {
+      assert.equal(cm?.name, name, `${backend}/config.yaml publishes ConfigMap ${name}`);
+      assert.ok(cm.namespaces.includes(pod.metadata?.namespace ?? 'default'), `${backend}/config.yaml publishes it in the sidecar's namespace`);
+    }
+    const steps = /## (\S+) backend\n[\s\S]*?```sh\n([\s\S]*?)```/g;
+    const block = [...readme.matchAll(steps)].find((m) => m[1] === backend)?.[2];
+    assert.ok(block, `README has steps for the ${backend} backend`);
+    for (const f of ['base.yaml', `${backend}/config.yaml`, 'publishers-rbac.yaml', 'envoy-sidecar.yaml']) assert.ok(block.includes(f), `the ${backend} steps apply ${f}`);
+  }
+});
