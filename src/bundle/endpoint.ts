@@ -136,14 +136,17 @@ export async function startBundleEndpoint(cfg: BundleEndpointConfig, deps: Bundl
 
   try {
     server = createServer({ cert: initial.cert, key: initial.key, requestCert: false }, (req, res) => {
-      if (req.method !== 'GET') {
+      // SPIFFE_Federation.md: the bundle is fetched with GET. HEAD is answered like GET without a body, as RFC 9110
+      // requires of every general-purpose server; anything else is 405 naming the allowed methods.
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
         requests.inc({ code: '405' });
-        res.writeHead(405, { Allow: 'GET', 'Content-Type': 'text/plain; charset=utf-8' }).end('only GET is supported\n');
+        res.writeHead(405, { Allow: 'GET, HEAD', 'Content-Type': 'text/plain; charset=utf-8' }).end('only GET and HEAD are supported\n');
         return;
       }
       const b = body();
       requests.inc({ code: '200' });
-      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': b.length, 'Cache-Control': 'no-cache' }).end(b);
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': b.length, 'Cache-Control': 'no-cache' });
+      res.end(req.method === 'HEAD' ? undefined : b);
     });
     server.on('tlsClientError', (e) => log.debug({ err: errorMessage(e) }, 'bundle endpoint TLS handshake failed'));
     await new Promise<void>((resolve, reject) => {

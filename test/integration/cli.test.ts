@@ -6,6 +6,7 @@ import { readFile, stat, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runCli, startServe, tempDir, writeTestConfig } from '../support/cli.js';
 import { readRepoFile, section, tables } from '../support/readme.js';
+import { checkOwnBundleDoc } from '../support/spiffe-bundle-check.js';
 
 function splitPem(pem: string): string[] {
   return pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/g) ?? [];
@@ -116,6 +117,8 @@ test('bundle prints only the bundle, as PEM or SPIFFE JWKS', { timeout: 60_000 }
     assert.equal(doc.keys[0]!.kid, undefined);
     assert.ok(Buffer.from(doc.keys[0]!.x5c[0]!, 'base64').equals(root.raw));
     assert.ok(doc.spiffe_sequence >= 1);
+    // The exact SPIFFE bundle format, read by an independent checker (members, key parameters, x5c encoding).
+    checkOwnBundleDoc(jwks.stdout, { rootsDer: [root.raw], refreshHintSeconds: 300 }, 'meshca bundle --format jwks');
     const bad = await runCli(['bundle', '--config', cfg, '--format', 'xml']);
     assert.equal(bad.code, 2);
   } finally {

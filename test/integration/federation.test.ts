@@ -11,6 +11,7 @@ import { startInstance, type Instance } from '../support/meshca-instance.js';
 import { unary, type ApiClients } from '../support/api-client.js';
 import { SdsClient, clientProtos } from '../support/sds-client.js';
 import { federationStoreKey } from '../../src/bundle/federation.js';
+import { checkOwnBundleDoc } from '../support/spiffe-bundle-check.js';
 
 const A = 'a.test';
 const B = 'b.test';
@@ -155,6 +156,7 @@ describe('two meshca instances federated over https_spiffe bundle endpoints', { 
     }
     const post = await httpsGet(url, { ca: a.core.authority.bundle().pem, method: 'POST', expectId: `spiffe://${A}/meshca/bundle-endpoint` });
     assert.equal(post.status, 405);
+    checkOwnBundleDoc(r.body, { rootsDer: a.core.authority.bundle().rootsDer, sequence: a.core.authority.bundle().sequence, refreshHintSeconds: 1 }, 'bundle endpoint');
   });
 
   test('BundleService of A serves B\'s bundle, kept apart from A\'s own', async () => {
