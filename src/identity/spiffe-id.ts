@@ -25,6 +25,9 @@ function reject(input: string, rule: string): never {
 /** Validates a bare trust domain name ("example.org"). Throws INVALID_ARGUMENT naming the broken rule. */
 export function validateTrustDomain(td: string): string {
   if (td.length === 0) throw invalidArgument('invalid trust domain "": trust domain is empty');
+  if (td.startsWith('[') || td.includes(':')) {
+    throw invalidArgument(`invalid trust domain "${td.slice(0, 60)}": no port, and an IPv6 address is not allowed (IPv4 is)`);
+  }
   if (Buffer.byteLength(td) > MAX_TD_BYTES) throw invalidArgument(`invalid trust domain "${td.slice(0, 40)}...": longer than 255 bytes`);
   if (!TD_CHARS.test(td)) {
     throw invalidArgument(
@@ -62,6 +65,7 @@ function parseSpiffeIdUncached(input: string): SpiffeId {
   const path = slash < 0 ? '' : rest.slice(slash);
   if (td.length === 0) reject(input, 'trust domain is empty');
   if (td.includes('@')) reject(input, 'userinfo is not allowed in the trust domain');
+  if (td.startsWith('[')) reject(input, 'an IPv6 address is not allowed as the trust domain (IPv4 is)');
   if (td.includes(':')) reject(input, 'port is not allowed in the trust domain');
   if (td !== td.toLowerCase()) reject(input, 'trust domain must be lower-case');
   if (Buffer.byteLength(td) > MAX_TD_BYTES) reject(input, 'trust domain is longer than 255 bytes');
