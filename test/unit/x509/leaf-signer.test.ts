@@ -309,3 +309,44 @@ test('the memoised SAN follows each request: one identity issued with different 
   const der = s.sign({ spiffeId: other, dnsNames: ['a.svc'], publicKey: pub, notBefore: nb, notAfter: na });
   assert.equal(new X509Certificate(der).subjectAltName, `URI:${other}, DNS:a.svc`);
 });
+
+test('fast leaf TBS equals @peculiar/x509 output for P-384, RSA (keyEncipherment) and Ed25519 leaf keys and for each CA key type', { timeout: 30_000 }, async () => {
+  const crypto = webcrypto as unknown as Parameters<typeof x509.X509CertificateGenerator.create>[1];
+  const algs: Partial<Record<KeyType, { import: object; sign: object }>> = {
+    'ec-p384': { import: { name: 'ECDSA', namedCurve: 'P-384' }, sign: { name: 'ECDSA', hash: 'SHA-384' } },
+    'rsa-2048': { import: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' }, sign: { name: 'RSASSA-PKCS1-v1_5' } },
+    'ec-p256': { import: { name: 'ECDSA', namedCurve: 'P-256' }, sign: { name: 'ECDSA', hash: 'SHA-256' } },
+  };
+  for (const [caType, alg] of Object.entries(algs) as [KeyType, { import: object; sign: object }][]) {
+    const ca = await makeCa(caType);
+    const signer = new LeafSigner(ca.signingCa);
+    const sk = await webcrypto.subtle.importKey('pkcs8', ca.interKey.export({ type: 'pkcs8', format: 'der' }), alg.import as never, false, ['sign']);
+    for (const leafType of ['ec-p384', 'rsa-2048', 'ed25519'] as KeyType[]) {
+      const kp = generateKeyPair(leafType);
+      const ours = parseCertificate(signer.sign({ spiffeId: ID, dnsNames: ['a.example'], ipAddresses: ['192.0.2.1'], publicKey: kp.publicKey, notBefore: nb, notAfter: na }));
+      const ku = leafType.startsWith('rsa') ? x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment : x509.KeyUsageFlags.digitalSignature;
+      const ref = await x509.X509CertificateGenerator.create(
+        {
+          serialNumber: ours.serial.toString('hex'),
+          issuer: new x509.Name(new Uint8Array(parseCertificate(ca.interDer).subject)),
+          notBefore: nb,
+          notAfter: na,
+          publicKey: new Uint8Array(spkiDerOf(kp.publicKey)),
+          signingKey: sk as never,
+          signingAlgorithm: alg.sign as never,
+          extensions: [
+            new x509.BasicConstraintsExtension(false, undefined, true),
+            new x509.KeyUsagesExtension(ku, true),
+            new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+            new x509.SubjectKeyIdentifierExtension(keyIdentifier(spkiDerOf(kp.publicKey)).toString('hex')),
+            new x509.AuthorityKeyIdentifierExtension(keyIdentifier(parseCertificate(ca.interDer).spki).toString('hex')),
+            new x509.SubjectAlternativeNameExtension([{ type: 'url', value: ID }, { type: 'dns', value: 'a.example' }, { type: 'ip', value: '192.0.2.1' }], true),
+          ],
+        },
+        crypto,
+      );
+      const theirs = parseCertificate(Buffer.from(ref.rawData));
+      assert.equal(ours.tbs.toString('hex'), theirs.tbs.toString('hex'), `TBS differs: ${caType} CA, ${leafType} leaf`);
+    }
+  }
+});
