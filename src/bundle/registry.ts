@@ -34,7 +34,10 @@ export interface BundleChange {
 export interface FederatedBundleUpdate {
   readonly rootsDer: readonly Buffer[];
   readonly jwtAuthorities?: readonly JwtAuthority[];
-  /** The source's spiffe_sequence; when absent the registry counts changes itself. */
+  /**
+   * The source's spiffe_sequence: used when higher than the registry's; when absent, equal or lower, the registry
+   * counts changes itself so its sequence still increases on every change.
+   */
   readonly sequence?: number;
   readonly refreshHintSeconds: number;
   readonly source: Exclude<BundleSourceKind, 'own'>;
@@ -118,10 +121,14 @@ export class BundleRegistry {
     const key = contentKey(u.rootsDer, jwt);
     const prev = this.bundles.get(trustDomain);
     const sameContent = prev !== undefined && this.keys.get(trustDomain) === key;
-    if (sameContent && (u.sequence === undefined || u.sequence === prev.sequence) && prev.refreshHintSeconds === u.refreshHintSeconds && prev.source === u.source) {
+    // Our copy's sequence increases on every change (it is served again as spiffe_sequence over BundleService and in
+    // SDS bundle maps): the source's sequence is taken when it is higher than ours, otherwise a change of keys
+    // counts one up (a source that changed its keys without raising its sequence, or whose sequence went back).
+    const newer = u.sequence !== undefined && (prev === undefined || u.sequence > prev.sequence);
+    if (sameContent && !newer && prev.refreshHintSeconds === u.refreshHintSeconds && prev.source === u.source) {
       return false;
     }
-    const sequence = u.sequence ?? (sameContent ? prev.sequence : (prev?.sequence ?? 0) + 1);
+    const sequence = newer ? u.sequence! : prev === undefined ? 1 : sameContent ? prev.sequence : prev.sequence + 1;
     this.put(
       {
         trustDomain,

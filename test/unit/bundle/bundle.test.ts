@@ -157,6 +157,17 @@ describe('BundleRegistry', () => {
     reg.setFederated('b.test', { rootsDer: b.bundle().rootsDer, sequence: 40, refreshHintSeconds: 60, source: 'federated-endpoint' });
     assert.equal(reg.get('b.test')!.sequence, 40, 'the source sequence wins when given');
     assert.equal(changes.length, 3);
+    // Our copy's sequence increases on every change (SPIFFE spiffe_sequence, served again over BundleService and in
+    // SDS bundle maps) even when the source changes its keys without raising its own, or its sequence goes back.
+    assert.equal(reg.setFederated('b.test', { rootsDer: a.bundle().rootsDer, sequence: 40, refreshHintSeconds: 60, source: 'federated-endpoint' }), true);
+    assert.equal(reg.get('b.test')!.sequence, 41, 'new keys under the same source sequence');
+    assert.equal(reg.setFederated('b.test', { rootsDer: b.bundle().rootsDer, sequence: 3, refreshHintSeconds: 60, source: 'federated-endpoint' }), true);
+    assert.equal(reg.get('b.test')!.sequence, 42, 'a source sequence that went backwards');
+    assert.equal(reg.setFederated('b.test', { rootsDer: b.bundle().rootsDer, sequence: 2, refreshHintSeconds: 60, source: 'federated-endpoint' }), false, 'same keys, older source sequence: no change');
+    assert.equal(reg.get('b.test')!.sequence, 42);
+    assert.equal(reg.setFederated('b.test', { rootsDer: b.bundle().rootsDer, sequence: 50, refreshHintSeconds: 60, source: 'federated-endpoint' }), true);
+    assert.equal(reg.get('b.test')!.sequence, 50, 'a higher source sequence is taken as is');
+    changes.splice(3);
     assert.ok(changes.every((c, i) => i === 0 || c.revision > changes[i - 1]!.revision));
     assert.throws(() => reg.setFederated('a.test', { rootsDer: [], refreshHintSeconds: 1, source: 'federated-file' }), /own trust domain/);
     assert.deepEqual(reg.all().map((x) => x.trustDomain), ['a.test', 'b.test']);
