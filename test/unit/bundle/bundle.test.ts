@@ -68,6 +68,19 @@ describe('SPIFFE bundle (de)serialisation', () => {
     assert.equal(parseSpiffeBundle('{"keys":[]}').x509Authorities.length, 0);
   });
 
+  test('ok/entries of a known use but without kty, or with an unknown kty, are skipped before any other check', async () => {
+    const { a } = await fixtures();
+    const doc = bundleToJwks(a.bundle(), 60) as unknown as { keys: Record<string, unknown>[] };
+    const k = doc.keys[0]!;
+    const { kty: _kty, ...noKty } = k;
+    // Each would be an error if it were read (a kid on an x509-svid entry, a jwt-svid entry without kid).
+    doc.keys.push({ ...noKty, kid: 'x' }, { kty: 'oct', use: 'jwt-svid' }, { use: 'jwt-svid', alg: 'HS256' }, { kty: 'EC', use: 'X509-SVID', kid: 'x' });
+    const p = parseSpiffeBundle(JSON.stringify(doc));
+    assert.deepEqual(p.x509Authorities, [...a.bundle().rootsDer]);
+    assert.deepEqual(p.jwtAuthorities, []);
+    assert.deepEqual(p.skipped, ['keys[1]: no "kty"', 'keys[2]: unknown kty "oct"', 'keys[3]: no "kty"', 'keys[4]: unknown use "X509-SVID"']);
+  });
+
   test('ok/x509-svid entries without x5c (or with an empty one) are skipped; only x5c[0] counts', async () => {
     const { a } = await fixtures();
     const doc = bundleToJwks(a.bundle(), 60) as unknown as { keys: Record<string, unknown>[] };
