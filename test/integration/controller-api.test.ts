@@ -81,7 +81,8 @@ describe('meshca.v1 IdentityService and BundleService over mTLS', { timeout: 60_
     assert.equal(res.bundle.source, 'BUNDLE_SOURCE_OWN');
     assert.ok(verifiesTo(res.cert_chain_der, res.bundle.x509_authorities));
     assert.equal(Number(res.not_after.seconds), Math.floor(Date.parse(leaf.validTo) / 1000));
-    assert.equal(Number(res.ttl_seconds), 3600 + 30, 'default workload.ttl (plus the 30 s backdate)');
+    assert.equal(Number(res.ttl_seconds), 3600, 'default workload.ttl');
+    assert.equal(Number(res.not_after.seconds) - Number(res.not_before.seconds), 3600 + 30, 'not_before is backdated by workload.backdate');
     assert.equal(res.serial_number, leaf.serialNumber.toLowerCase());
     assert.ok(res.cert_chain_pem.startsWith('-----BEGIN CERTIFICATE-----'));
   });
@@ -91,7 +92,7 @@ describe('meshca.v1 IdentityService and BundleService over mTLS', { timeout: 60_
     const res = await unary(web.identity, 'Issue', { spiffe_id: WEB, csr_der: csr.der, ttl_seconds: 600 });
     const leaf = new X509Certificate(res.cert_chain_der[0]);
     assert.match(leaf.subjectAltName!, /DNS:web\.default\.svc/);
-    assert.ok(Number(res.ttl_seconds) <= 630);
+    assert.equal(Number(res.ttl_seconds), 600, 'the ttl granted, without the backdate');
   });
 
   test('fail/dns_names that differ from the CSR DNS SANs', async () => {
@@ -140,7 +141,7 @@ describe('meshca.v1 IdentityService and BundleService over mTLS', { timeout: 60_
     const leaf = new X509Certificate(res.cert_chain_der[0]);
     const life = (Date.parse(leaf.validTo) - Date.parse(leaf.validFrom)) / 1000;
     assert.ok(life >= 24 * 3600 && life <= 24 * 3600 + 31, `capped at workload.maxTtl 24h (got ${life}s)`);
-    assert.equal(Number(res.ttl_seconds), life);
+    assert.equal(Number(res.ttl_seconds), 24 * 3600, 'granted: workload.maxTtl');
     await expectCode(unary(web.identity, 'Issue', { spiffe_id: WEB, csr_pem: csr.pem, ttl_seconds: -1 }), grpc.status.INVALID_ARGUMENT, /ttl_seconds must not be negative/);
   });
 

@@ -146,7 +146,9 @@ export async function issueOne(deps: ControllerServiceDeps, audit: AuditLog, cal
     bundle: toProtoBundle(deps.bundles.own()),
     not_before: timestamp(svid.notBefore),
     not_after: timestamp(svid.notAfter),
-    ttl_seconds: Math.round((svid.notAfter.getTime() - svid.notBefore.getTime()) / 1000),
+    // The ttl granted (requested, capped by policy), not notAfter - notBefore, which adds the workload.backdate of
+    // notBefore; less only when the signing CA ends sooner and clamped notAfter.
+    ttl_seconds: Math.min(ttl, Math.round((svid.notAfter.getTime() - svid.notBefore.getTime()) / 1000)),
     serial_number: svid.serialHex.toLowerCase(),
   };
 }
