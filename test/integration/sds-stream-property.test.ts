@@ -78,6 +78,8 @@ async function runSotw(seed: number): Promise<void> {
     let names: string[] = [];
     let everNamed = false;
     let desired = new Set<string>();
+    /** The names the last applied request named (not `*`): desired minus these came only through the wildcard. */
+    let named = new Set<string>();
     let latest: SotwResponse | undefined;
     let ackedVersion = '';
     const effective = (ns: string[], named: boolean): Set<string> => {
@@ -94,10 +96,15 @@ async function runSotw(seed: number): Promise<void> {
       let evMust = new Set<string>(); // pushed because content changed
       let evMay = new Set<string>();
       let newDesired = desired;
+      let newNamed = named;
       if (action === 'names' || action === 'nack') {
         const newNames = action === 'names' || rnd() < 0.3 ? subset(rnd, NAMES, 0.35) : names;
         const nd = effective(newNames, everNamed);
-        subscribed = new Set([...nd].filter((n) => !desired.has(n)));
+        newNamed = new Set(newNames.filter((n) => n !== '*'));
+        // Newly requested: not subscribed before, or sent before only for the wildcard and now named (xds_protocol.rst:
+        // "resend any newly requested resources, even if it previously sent those resources without having been
+        // asked for them").
+        subscribed = new Set([...nd].filter((n) => !desired.has(n) || (newNamed.has(n) && !named.has(n))));
         newDesired = nd;
         if (action === 'nack') {
           ctx.trace.push(`${step}: NACK ${latest!.nonce} names=${JSON.stringify(newNames)}`);
@@ -147,6 +154,7 @@ async function runSotw(seed: number): Promise<void> {
       for (const n of must) check(ctx, count.has(n), `step ${step} (${action}): ${n} was not answered`);
       check(ctx, s.endStatus === undefined, `stream ended: ${JSON.stringify(s.endStatus)}`);
       desired = newDesired;
+      named = newNamed;
     }
     s.cancel();
   } finally {

@@ -330,6 +330,28 @@ describe('SDS on the wire (hand-encoded requests, field-by-field responses)', { 
     tlsOf(c2.secret);
   });
 
+  it('SotW wildcard: a stream that never named a resource gets default + ROOTCA; naming them later re-sends them; then [] unsubscribes all', async () => {
+    const s = open('StreamSecrets');
+    s.send(sotwReq({ node: node('envoy-h') }));
+    const wild = await sotwByName(s, 2);
+    assert.deepEqual([...wild.keys()].sort(), ['ROOTCA', 'default']);
+    const last = [...wild.values()].at(-1)!;
+    s.send(sotwReq({ version: last.version, nonce: last.nonce }));
+    await s.expectSilence(200);
+    // xds_protocol.rst: "the server must resend any newly requested resources, even if it previously sent those
+    // resources without having been asked for them": default and ROOTCA were sent for the wildcard, not by name.
+    s.send(sotwReq({ version: last.version, names: ['default', 'ROOTCA'], nonce: last.nonce }));
+    const named = await sotwByName(s, 2);
+    assert.deepEqual([...named.keys()].sort(), ['ROOTCA', 'default']);
+    assert.equal(serialOf(named.get('default')!.secret), serialOf(wild.get('default')!.secret), 'the same certificate and key');
+    assert.equal(trustedCaOf(named.get('ROOTCA')!.secret), h.authority.bundle().pem);
+    const l2 = [...named.values()].at(-1)!;
+    s.send(sotwReq({ version: l2.version, names: [], nonce: l2.nonce }));
+    await s.expectSilence(200);
+    await h.fake!.rotateBundle();
+    await s.expectSilence(300);
+  });
+
   it('FetchSecrets: every requested name once, each Any typed, and a fresh version_info and nonce on every call', async () => {
     const req = sotwReq({ node: node('envoy-i'), names: ['default', 'ROOTCA'] });
     const a = readSotw(await fetchRaw(web.client, req));

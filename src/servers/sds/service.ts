@@ -36,6 +36,7 @@ import { spiffeValidatorSecret, tlsCertificateSecret, trustedCaSecret, type Enco
  * - SotW names are the full set: added names are sent (even if sent before), missing names are unsubscribed; a stream
  *   that has never named a resource is a wildcard subscription (legacy rule) and gets WILDCARD_NAMES
  *   (`default` + `ROOTCA`); an empty list after names means unsubscribe-all; `*` subscribes the wildcard set too;
+ *   a name sent only for the wildcard is sent again when a request names it (it is newly requested);
  * - Delta: every name in resource_names_subscribe (`*` included) is answered (except, on the first message, names
  *   whose initial_resource_versions entry equals the current version); unsubscribes of unknown names are ignored; a
  *   pure unsubscribe gets no reply unless `*` is also subscribed, then the name is re-sent (still covered by the
@@ -90,6 +91,8 @@ interface Sub {
   started: boolean;
   /** Delta: the name is listed in removed_resources (its trust domain has no bundle) until it exists again. */
   removed: boolean;
+  /** SotW: subscribed only through the wildcard (the last request did not name it). */
+  wildcardOnly: boolean;
 }
 
 /** Per-stream state common to SotW and Delta. */
@@ -159,7 +162,7 @@ abstract class StreamBase {
 
   /** Subscribes a resolved name and sends it once its content is ready. */
   addSub(target: Target, sentVersion: string | undefined): void {
-    const sub: Sub = { target, sentVersion, last: undefined, cert: undefined, started: false, removed: false };
+    const sub: Sub = { target, sentVersion, last: undefined, cert: undefined, started: false, removed: false, wildcardOnly: false };
     this.subs.set(target.name, sub);
     if (target.kind !== 'cert') {
       let enc: EncodedSecret;
@@ -257,13 +260,30 @@ class SotwStream extends StreamBase {
     let wildcard = names.includes(WILDCARD);
     if (names.length === 0 && !this.everNamed) wildcard = true;
     if (names.length > 0) this.everNamed = true;
-    const desired = new Set(names.filter((n) => n !== WILDCARD));
+    const named = new Set(names.filter((n) => n !== WILDCARD));
+    const desired = new Set(named);
     if (wildcard) for (const n of WILDCARD_NAMES) desired.add(n);
     const added = [...desired].filter((n) => !this.subs.has(n));
+    // xds_protocol.rst: "the server must resend any newly requested resources, even if it previously sent those
+    // resources without having been asked for them": a name the wildcard covered, now requested by name.
+    const nowNamed = [...named].filter((n) => this.subs.get(n)?.wildcardOnly === true);
     // Resolve (and authorise) before changing anything: a bad name ends the stream, nothing is half-applied.
     const targets = resolveNames(added, this.caller!, this.svc.nameContext);
     for (const name of [...this.subs.keys()]) if (!desired.has(name)) this.removeSub(name);
     for (const t of targets) this.addSub(t, undefined);
+    for (const n of nowNamed) this.resubscribe(n);
+    for (const [n, sub] of this.subs) sub.wildcardOnly = !named.has(n);
+  }
+
+  /**
+   * Sends a live name again from fresh content (SotW keeps no copy of what it sent): a new subscription replaces the
+   * old one, which is closed only afterwards so the node's certificate entry (and key) stays in the cache.
+   */
+  private resubscribe(name: string): void {
+    const old = this.subs.get(name);
+    if (!old) return;
+    this.addSub(old.target, undefined);
+    old.cert?.close();
   }
 }
 
