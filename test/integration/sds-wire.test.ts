@@ -352,6 +352,40 @@ describe('SDS on the wire (hand-encoded requests, field-by-field responses)', { 
     await s.expectSilence(300);
   });
 
+  it('SotW explicit wildcard: `*` gets default + ROOTCA; `*` plus a name it covers re-sends that name only', async () => {
+    const s = open('StreamSecrets');
+    s.send(sotwReq({ node: node('envoy-h2'), names: ['*'] }));
+    const wild = await sotwByName(s, 2);
+    assert.deepEqual([...wild.keys()].sort(), ['ROOTCA', 'default']);
+    const last = [...wild.values()].at(-1)!;
+    s.send(sotwReq({ version: last.version, names: ['*', 'ROOTCA'], nonce: last.nonce }));
+    const r = readOne(await s.next(), 'ROOTCA');
+    assert.equal(trustedCaOf(r.secret), h.authority.bundle().pem);
+    // Still named: an ACK of the same set is silent.
+    s.send(sotwReq({ version: r.version, names: ['*', 'ROOTCA'], nonce: r.nonce }));
+    await s.expectSilence(300);
+  });
+
+  it('ALL: validation_context.custom_validator_config = SPIFFE validator with the bare trust domain and its PEM bundle', async () => {
+    const s = open('StreamSecrets');
+    s.send(sotwReq({ node: node('envoy-all'), names: ['ALL'] }));
+    const r = readOne(await s.next(), 'ALL');
+    assert.deepEqual(fieldNumbers(r.secret), [1, 4], 'Secret{name=1, validation_context=4}');
+    const vc = one(r.secret, 4);
+    assert.deepEqual(fieldNumbers(vc), [12], 'validation_context{custom_validator_config=12}');
+    const ext = one(vc, 12);
+    assert.equal(str(ext, 1), 'envoy.tls.cert_validator.spiffe');
+    const any = one(ext, 2);
+    assert.equal(str(any, 1), 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig');
+    const cfg = one(any, 2);
+    assert.deepEqual(fieldNumbers(cfg), [1], 'SPIFFECertValidatorConfig{trust_domains=1}');
+    const td = one(cfg, 1);
+    assert.equal(str(td, 1), TD, 'bare trust domain name, no spiffe://');
+    const ds = one(td, 2);
+    assert.deepEqual(fieldNumbers(ds), [2], 'trust_bundle is DataSource.inline_bytes');
+    assert.equal(one(ds, 2).toString(), h.authority.bundle().pem);
+  });
+
   it('FetchSecrets: every requested name once, each Any typed, and a fresh version_info and nonce on every call', async () => {
     const req = sotwReq({ node: node('envoy-i'), names: ['default', 'ROOTCA'] });
     const a = readSotw(await fetchRaw(web.client, req));
@@ -405,6 +439,22 @@ describe('SDS on the wire (hand-encoded requests, field-by-field responses)', { 
     assert.deepEqual(r.resources.map((x) => x.name), ['default']);
     assert.equal(r.resources[0]!.version, v.default, 'the version is the content version (same key and certificate for this node)');
     await s3.expectSilence(200);
+  });
+
+  it('DeltaSecrets legacy-wildcard reconnect: empty subscribe with initial_resource_versions skips what the client has', async () => {
+    const s1 = open('DeltaSecrets');
+    s1.send(deltaReq({ node: node('envoy-m') }));
+    const got = [readDelta(await s1.next()), readDelta(await s1.next())].flatMap((r) => r.resources);
+    const v = Object.fromEntries(got.map((r) => [r.name, r.version]));
+    assert.deepEqual(Object.keys(v).sort(), ['ROOTCA', 'default']);
+    const s2 = open('DeltaSecrets');
+    s2.send(deltaReq({ node: node('envoy-m'), initial: v }));
+    await s2.expectSilence(300);
+    // Still a wildcard stream: a bundle change is pushed to it.
+    await h.fake!.rotateBundle();
+    const pushed = readDelta(await s2.next());
+    assert.deepEqual(pushed.resources.map((x) => x.name), ['ROOTCA']);
+    assert.notEqual(pushed.resources[0]!.version, v.ROOTCA);
   });
 
   it('DeltaSecrets wildcard: an empty first subscribe gets default + ROOTCA', async () => {
