@@ -9,6 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import { startInstance, type Instance } from '../support/meshca-instance.js';
 import { apiClients, unary, type ApiClients } from '../support/api-client.js';
 import { corruptSignature, makeCsr } from '../support/csr.js';
+import { fieldNumbers, strs } from '../support/pb-wire.js';
 import { CaError } from '../../src/util/errors.js';
 
 const TD = 'mesh.test';
@@ -81,26 +82,8 @@ function rawIstioRequest(csr: string, validity: bigint, meta: Record<string, str
   return Buffer.concat([lenField(1, csr), lenField(2, 'ignored-subject-id'), varint(BigInt((3 << 3) | 0)), varint(validity), lenField(4, Buffer.concat(entries))]);
 }
 function rawCertChain(buf: Buffer): string[] {
-  const out: string[] = [];
-  let i = 0;
-  const readVarint = (): number => {
-    let shift = 0;
-    let n = 0;
-    for (;;) {
-      const b = buf[i++]!;
-      n += (b & 0x7f) * 2 ** shift;
-      shift += 7;
-      if (!(b & 0x80)) return n;
-    }
-  };
-  while (i < buf.length) {
-    const tag = readVarint();
-    assert.equal(tag, (1 << 3) | 2, `response holds only field 1 (cert_chain, length-delimited); got tag ${tag}`);
-    const len = readVarint();
-    out.push(buf.subarray(i, i + len).toString('utf8'));
-    i += len;
-  }
-  return out;
+  assert.deepEqual([...new Set(fieldNumbers(buf))], [1], 'the response holds only field 1 (cert_chain)');
+  return strs(buf, 1);
 }
 
 describe('istio.v1.auth.IstioCertificateService/CreateCertificate', { timeout: 60_000 }, () => {
