@@ -383,7 +383,7 @@ export class LocalAuthority implements Authority {
 
   /** Leaf mode: roots learned from a signing response join the bundle. */
   private async noteAnchors(roots: readonly Buffer[]): Promise<void> {
-    if (this.backendAnchors.note(roots, this.deps.clock.nowMs())) await this.reconcile();
+    if (this.backendAnchors.note(roots)) await this.reconcile();
   }
 
   parseCsr(input: string | Buffer): Promise<ParsedCsr> {
@@ -497,6 +497,7 @@ export class LocalAuthority implements Authority {
       }
       const now = this.deps.clock.nowMs();
       let next = await fn(loaded, now);
+      this.backendAnchors.adoptStored(loaded.bundleRootsDer, now);
       this.backendAnchors.publish(await this.deps.backend.trustAnchors(), now);
       const roots = this.computeRoots(next, now);
       if (!sameRoots(roots, next.bundleRootsDer)) {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, type KeyObject } from 'node:crypto';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { LocalAuthority, type AuthorityOptions } from '../../../src/authority/authority.js';
@@ -11,6 +11,8 @@ import { LeafSignerPool } from '../../../src/x509/signer-pool.js';
 import { ManualClock } from '../../fakes/clock.js';
 import { MemoryStore } from '../../fakes/memory-store.js';
 import { createSelfSignedRoot } from '../../../src/x509/ca-certs.js';
+import { LeafSigner } from '../../../src/x509/leaf-signer.js';
+import type { AuthorityBackend, BackendHealth, LeafRequest, UpstreamChain } from '../../../providers/types.js';
 
 const H = 3600_000;
 const log = pino({ level: 'silent' });
@@ -226,6 +228,80 @@ test('a trust anchor the backend withdraws leaves the bundle; the root of the li
     assert.ok(verifies(svid.chainDer, authority.bundle().rootsDer));
   } finally {
     await authority.close();
+    await signer.close();
+  }
+});
+
+/** Leaf mode: an upstream whose issuing root the test switches (an operator rotating the Vault issuer). */
+class SwitchableLeafBackend implements AuthorityBackend {
+  readonly name = 'fake-leaf';
+  readonly mode = 'leaf' as const;
+  private signer!: LeafSigner;
+  root!: Buffer;
+  constructor(private readonly clock: ManualClock) {}
+  use(root: { certDer: Buffer; privateKey: KeyObject }): void {
+    const x = new X509Certificate(root.certDer);
+    this.root = root.certDer;
+    this.signer = new LeafSigner({ certDer: root.certDer, chainDer: [], key: root.privateKey, notBefore: new Date(x.validFrom), notAfter: new Date(x.validTo) });
+  }
+  async init(): Promise<void> {}
+  async signLeaf(req: LeafRequest): Promise<UpstreamChain> {
+    const now = this.clock.nowMs();
+    const leaf = this.signer.sign({ spiffeId: req.spiffeId, dnsNames: [], publicKey: req.publicKey, notBefore: new Date(now - 30_000), notAfter: new Date(now + req.ttlSeconds * 1000) });
+    return { chain: [leaf], roots: [this.root] };
+  }
+  async trustAnchors(): Promise<Buffer[]> {
+    return [this.root];
+  }
+  health(): BackendHealth {
+    return { ok: true };
+  }
+  async close(): Promise<void> {}
+}
+
+test('leaf mode: an anchor withdrawn upstream stays while leaves signed under it live, across replicas and restarts', async () => {
+  const store = new MemoryStore();
+  const clock = new ManualClock();
+  const backend = new SwitchableLeafBackend(clock);
+  const r1 = await createSelfSignedRoot({ trustDomain: 'td.test', keyType: 'ec-p256', ttlSeconds: 30 * 86400, now: new Date(clock.nowMs()) });
+  const r2 = await createSelfSignedRoot({ trustDomain: 'td.test', keyType: 'ec-p256', ttlSeconds: 30 * 86400, now: new Date(clock.nowMs()) });
+  backend.use(r1);
+  const o: AuthorityOptions = {
+    trustDomain: 'td.test',
+    workload: { ttlSeconds: 3600, maxTtlSeconds: 86400, keyType: 'ec-p256', renewFraction: 0.5, backdateSeconds: 30 },
+    signingCaTtlSeconds: 48 * 3600,
+    caKeyType: 'ec-p256',
+  };
+  const signer = new LeafSignerPool({ workers: 0 });
+  const replica = () => LocalAuthority.create(o, { backend, store, clock, log, metrics: new Registry(), signer });
+  const a = await replica();
+  const b = await replica();
+  let a2: LocalAuthority | undefined;
+  try {
+    // Replica a signs under r1 for 20 h (b is idle meanwhile); then the operator switches the issuer to r2.
+    clock.advance(20 * H);
+    const leaf = await a.issue({ spiffeId: 'spiffe://td.test/w', ttlSeconds: 86400 });
+    assert.ok(verifies(leaf.chainDer, a.bundle().rootsDer));
+    backend.use(r2);
+    // 5 h later replica b signs its first leaf under r2 (a new anchor: b recomputes and stores the bundle).
+    clock.advance(5 * H);
+    await b.issue({ spiffeId: 'spiffe://td.test/x' });
+    assert.ok(verifies(leaf.chainDer, b.bundle().rootsDer), 'replica b must keep r1: a leaf signed under it 5 h ago lives 19 h more');
+    await a.reload();
+    assert.ok(verifies(leaf.chainDer, a.bundle().rootsDer), 'replica a adopted a bundle that still holds r1');
+    // Replica a restarts: the stored bundle's anchors are not dropped because this process never saw them published.
+    await a.close();
+    a2 = await replica();
+    assert.ok(verifies(leaf.chainDer, a2.bundle().rootsDer), 'after a restart r1 is still trusted');
+    // Once no leaf signed under r1 can be alive (maxTtl after r1 was found withdrawn), it leaves.
+    clock.advance(24 * H + 1000);
+    await a2.reconcile();
+    assert.ok(!a2.bundle().rootsDer.some((d) => d.equals(r1.certDer)), 'r1 leaves once no leaf under it can be alive');
+    assert.ok(a2.bundle().rootsDer.some((d) => d.equals(r2.certDer)));
+  } finally {
+    await a.close();
+    await b.close();
+    await a2?.close();
     await signer.close();
   }
 });
