@@ -95,8 +95,12 @@ export class VaultBackend implements AuthorityBackend {
   private state: BackendHealth = { ok: true };
   private anchors: { roots: Buffer[]; fetchedAtMs: number } | undefined;
   private closed = false;
-  /** The current degradation is an availability problem (not bad credentials) that a healthy sys/health clears. */
-  private clearable = true;
+  /**
+   * A refusal of meshca's credentials or policy (a final 403, a failed login) that only a successful authenticated
+   * call clears. Kept apart from availability problems, so that an outage reported in between, once a healthy
+   * sys/health clears it, leaves this one reported instead of a green /readyz.
+   */
+  private credentialProblem: string | undefined;
   private probeTimer: { cancel(): void } | undefined;
   private probing = false;
   /** Leaf mode: notAfter (ms) of the Vault issuer that signed the last leaf, or that Vault named when refusing one. */
@@ -182,9 +186,10 @@ export class VaultBackend implements AuthorityBackend {
       }
       if (this.closed) return;
       if (reason !== undefined) {
-        if (this.state.ok || this.clearable) this.degrade(reason);
-      } else if (!this.state.ok && this.clearable) {
-        this.markUp();
+        if (this.state.ok || this.state.reason !== this.credentialProblem) this.degrade(reason);
+      } else if (!this.state.ok) {
+        if (this.credentialProblem === undefined) this.markUp();
+        else if (this.state.reason !== this.credentialProblem) this.degrade(this.credentialProblem, false);
       }
     } finally {
       this.probing = false;
@@ -568,19 +573,22 @@ export class VaultBackend implements AuthorityBackend {
     return this.tokens ? this.tokens.scrub(text) : text;
   }
 
-  /** `clearable`: an availability problem that a healthy sys/health answer may clear (not bad credentials). */
+  /**
+   * `clearable`: an availability problem that a healthy sys/health answer may clear; false for bad credentials or
+   * policy, which stay reported (behind any later availability problem) until an authenticated call succeeds.
+   */
   private degrade(reason: string, clearable = true): void {
     const r = this.scrub(reason.startsWith('vault:') ? reason : `vault: ${reason}`);
     if (this.state.ok || this.state.reason !== r) this.ctx.log.warn({ reason: r }, 'vault backend degraded');
     this.state = { ok: false, reason: r };
-    this.clearable = clearable;
+    if (!clearable) this.credentialProblem = r;
     this.m.up.set(0);
   }
 
   private markUp(): void {
     if (!this.state.ok) this.ctx.log.info('vault backend available again');
     this.state = { ok: true };
-    this.clearable = true;
+    this.credentialProblem = undefined;
     this.m.up.set(1);
   }
 

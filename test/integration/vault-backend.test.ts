@@ -550,6 +550,26 @@ describe('vault backend against the fake Vault with the real node-vault', { time
     assert.equal(b.health().ok, false, 'a healthy Vault does not make a refused token work');
   });
 
+
+  it('a refused token stays reported after an outage in between: sys/health clears the outage, not the refusal', async () => {
+    const t = fake.createToken({ policies: ['root'], ttlSeconds: 600 });
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { auth: { token: t } }), h.ctx, { ...FAST, healthCheckIntervalMs: 0 }));
+    await b.init();
+    fake.expireToken(t);
+    const csr = await createTestCsr({ ca: true });
+    await assert.rejects(b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 3600 }), /permission denied/);
+    // A Vault outage while the token is still refused: the (unauthenticated) anchors refresh fails for a while.
+    fake.failNext({ count: 3, status: 503, pathPrefix: 'pki/cert/ca_chain' });
+    clock.advance(120_000);
+    await b.trustAnchors(); // the last known anchors
+    assert.equal(b.health().ok, false);
+    // Vault is back: sys/health clears the outage, but the token is still refused.
+    await b.probeHealth();
+    assert.equal(b.health().ok, false, 'a healthy Vault does not make a refused token work');
+    assert.match(b.health().reason ?? '', /^vault: permission denied for pki\/root\/sign-intermediate/);
+    assert.match(await h.metrics.getSingleMetricAsString('meshca_vault_up'), /meshca_vault_up 0/);
+  });
   it('the example leaf policy allows exactly leaf signing', async () => {
     fake.setPolicy('leafonly', await readFile(new URL('../../../examples/vault/policy-leaf.hcl', import.meta.url), 'utf8'));
     const t = fake.createToken({ policies: ['leafonly'] });
