@@ -10,7 +10,7 @@ import { TokenManager, type FileReader } from './auth.js';
 import { certsFrom, isSelfSigned, issuedBy, pathToRoot, sha256Hex, uriSans } from './chain.js';
 import type { VaultConfig } from './config.js';
 import { leafRefusal } from './refusals.js';
-import { caNotAfterFromRefusal, ttlWithin } from './ttl.js';
+import { caNotAfterFromRefusal, leafNotAfterFromRefusal, ttlWithin } from './ttl.js';
 import { HEALTH_PATH, healthProblem, vaultHeaders } from './wire.js';
 import { clockSleep, DEFAULT_RETRY, isRetryable, toVaultFailure, unavailableReason, VaultCallError, withRetry, type RetryPolicy, type VaultFailure } from './retry.js';
 
@@ -105,6 +105,12 @@ export class VaultBackend implements AuthorityBackend {
   private probing = false;
   /** Leaf mode: notAfter (ms) of the Vault issuer that signed the last leaf, or that Vault named when refusing one. */
   private issuerNotAfterMs: number | undefined;
+  /**
+   * Leaf mode: how far Vault's clock is ahead of meshca's (ms, never negative), learned from a "beyond the expiration
+   * of the CA" refusal (Vault's leaf notAfter less the TTL sent). Clamping uses Vault's time, so a few seconds of
+   * drift do not turn every leaf near the issuer's end into a refusal.
+   */
+  private vaultAheadMs = 0;
   private clampWarnedFor: number | undefined;
 
   constructor(
@@ -260,16 +266,21 @@ export class VaultBackend implements AuthorityBackend {
     };
     let res: { data?: Record<string, unknown> };
     try {
+      const firstTtl = ttlWithin(requested, this.ctx.clock.nowMs() + this.vaultAheadMs, this.issuerNotAfterMs) ?? requested;
       try {
-        res = await send(ttlWithin(requested, this.ctx.clock.nowMs(), this.issuerNotAfterMs) ?? requested);
+        res = await send(firstTtl);
       } catch (e) {
         const caEnd = e instanceof CaError && e.code === 'INVALID_ARGUMENT' ? caNotAfterFromRefusal(e.message) : undefined;
         if (caEnd === undefined) throw e;
         this.issuerNotAfterMs = caEnd;
-        const ttl = ttlWithin(requested, this.ctx.clock.nowMs(), caEnd);
+        // Vault's notAfter = its now + the TTL it applied (firstTtl, or less when the role's max_ttl capped it, which
+        // only makes this estimate of Vault's clock lower, never later than it is).
+        const leafEnd = leafNotAfterFromRefusal((e as CaError).message);
+        if (leafEnd !== undefined) this.vaultAheadMs = Math.max(0, leafEnd - firstTtl * 1000 - this.ctx.clock.nowMs());
+        const ttl = ttlWithin(requested, this.ctx.clock.nowMs() + this.vaultAheadMs, caEnd);
         if (ttl === undefined) {
           const when = new Date(caEnd).toISOString();
-          const state = caEnd <= this.ctx.clock.nowMs() ? `expired at ${when}` : `expires at ${when}, too soon to sign a leaf`;
+          const state = caEnd <= this.ctx.clock.nowMs() + this.vaultAheadMs ? `expired at ${when}` : `expires at ${when}, too soon to sign a leaf`;
           throw new CaError('FAILED_PRECONDITION', `vault: ${path}: the issuing CA ${state}; rotate the issuer in Vault (or set leaf_not_after_behavior)`, { retryable: false });
         }
         res = await send(ttl);

@@ -18,6 +18,17 @@ export function caNotAfterFromRefusal(text: string): number | undefined {
 }
 
 /**
+ * The leaf notAfter (ms) that Vault computed (its own clock + the TTL it applied) in the same refusal, else undefined.
+ * With the TTL meshca sent it tells Vault's clock: meshca's may be seconds behind (NTP drift), and then a TTL
+ * clamped on meshca's clock would be refused again.
+ */
+export function leafNotAfterFromRefusal(text: string): number | undefined {
+  if (!/beyond the expiration of the CA/i.test(text)) return undefined;
+  const stamps = [...text.matchAll(RFC3339)].map((m) => Date.parse(m[0])).filter(Number.isFinite);
+  return stamps.length >= 2 ? stamps[0] : undefined;
+}
+
+/**
  * The TTL (s) to request so that a leaf ends CLAMP_MARGIN_SECONDS before the issuer: `requested` when it fits or
  * the issuer's end is unknown, a shorter one when it does not, and undefined when the issuer has (nearly) nothing
  * left.

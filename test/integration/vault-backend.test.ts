@@ -242,6 +242,33 @@ describe('vault backend against the fake Vault with the real node-vault', { time
     });
   });
 
+  it('leaf mode near the end of the Vault issuer with Vault\'s clock 30 s ahead of meshca\'s: the retry takes Vault\'s own times from its refusal', async () => {
+    // NTP drift of 5-30 s is common (spec, pain point 7); the 5 s margin alone does not cover it.
+    const skewed = await startFakeVault({ now: () => clock.nowMs() + 30_000 });
+    try {
+      await skewed.mountPki('pki_short', { parent: 'pki', caTtlSeconds: 1800 });
+      skewed.setRole('pki_short', 'meshca', { allowed_uri_sans: `spiffe://${TD}/*`, require_cn: false, key_type: 'any', max_ttl: '24h' });
+      const caNotAfter = new Date(new X509Certificate(skewed.caPem('pki_short')).validTo).getTime();
+      const h = harness(clock);
+      const b = track(new VaultBackend(cfg(skewed, { mode: 'leaf', pkiMount: 'pki_short', role: 'meshca', auth: { token: skewed.rootToken } }), h.ctx, FAST));
+      await b.init();
+      const sign = async () => {
+        const csr = await createTestCsr({ uris: [ID] });
+        return b.signLeaf({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, spiffeId: ID, dnsNames: [], ttlSeconds: 3600 });
+      };
+      const signs = () => skewed.requests.filter((r) => r.path === 'pki_short/sign/meshca');
+      const leaf = new X509Certificate((await sign()).chain[0]!);
+      assert.ok(new Date(leaf.validTo).getTime() <= caNotAfter, 'leaf ends no later than its issuer');
+      assert.deepEqual(signs().map((r) => r.status), [400, 200], 'one refusal, then a TTL that fits in Vault\'s time');
+      // The skew learned from the refusal is used up front: no refusal for the next leaf.
+      clock.advance(60_000);
+      await sign();
+      assert.deepEqual(signs().map((r) => r.status), [400, 200, 200]);
+    } finally {
+      await skewed.close();
+    }
+  });
+
   it('leaf mode: a role set up wrong (missing, key_type rsa, require_cn true) is FAILED_PRECONDITION naming the setting to change', async () => {
     fake.setRole('pki_int', 'rsa-only', { allowed_uri_sans: `spiffe://${TD}/*`, require_cn: false });
     fake.setRole('pki_int', 'needs-cn', { allowed_uri_sans: `spiffe://${TD}/*`, key_type: 'any' });

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { healthProblem, vaultHeaders } from '../../../providers/vault/wire.js';
-import { caNotAfterFromRefusal, ttlWithin } from '../../../providers/vault/ttl.js';
+import { caNotAfterFromRefusal, leafNotAfterFromRefusal, ttlWithin } from '../../../providers/vault/ttl.js';
 import { leafRefusal } from '../../../providers/vault/refusals.js';
 
 describe('vault wire helpers', () => {
@@ -33,6 +33,13 @@ describe('vault wire helpers', () => {
     assert.equal(caNotAfterFromRefusal(text), Date.parse('2026-12-05T09:30:00.500Z'));
     assert.equal(caNotAfterFromRefusal('unknown role: x'), undefined);
     assert.equal(caNotAfterFromRefusal('beyond the expiration of the CA certificate'), undefined);
+  });
+
+  it('ok/reads the leaf notAfter Vault computed (its clock + TTL) from the same refusal', () => {
+    const text = 'cannot satisfy request, as TTL would result in notAfter of 2026-12-05T10:00:00.123456789Z that is beyond the expiration of the CA certificate at 2026-12-05T09:30:00.5Z';
+    assert.equal(leafNotAfterFromRefusal(text), Date.parse('2026-12-05T10:00:00.123Z'));
+    assert.equal(leafNotAfterFromRefusal('beyond the expiration of the CA certificate at 2026-12-05T09:30:00Z'), undefined);
+    assert.equal(leafNotAfterFromRefusal('unknown role: x'), undefined);
   });
 
   it('ok/ttlWithin keeps a fitting TTL, shortens one that outlives the issuer (5 s margin), gives up near the end', () => {
