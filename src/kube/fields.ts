@@ -18,21 +18,33 @@ export const signerNameField = z
   });
 
 const LABEL_KEY = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+
+/** apimachinery's IsQualifiedName: LABEL_KEY, with the DNS prefix at most 253 characters. */
+const isQualifiedName = (k: string): boolean => LABEL_KEY.test(k) && (!k.includes('/') || k.indexOf('/') <= 253);
+
+/** The API server's limit on the total size of an object's annotations (keys + values). */
+const ANNOTATIONS_MAX_BYTES = 256 * 1024;
 const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$/;
 
 /** A label map usable as an equality selector; keys and values follow the Kubernetes label rules. */
 export const labelMap = z.record(z.string(), z.string()).superRefine((m, ctx) => {
   for (const [k, v] of Object.entries(m)) {
-    if (!LABEL_KEY.test(k)) ctx.addIssue({ code: 'custom', path: [k], message: `"${k}" is not a valid label key` });
+    if (!isQualifiedName(k)) ctx.addIssue({ code: 'custom', path: [k], message: `"${k}" is not a valid label key (an optional lowercase DNS prefix of at most 253 characters and "/", then at most 63 of A-Z a-z 0-9 - _ ., alphanumeric at both ends)` });
     if (!LABEL_VALUE.test(v)) ctx.addIssue({ code: 'custom', path: [k], message: `"${v}" is not a valid label value (at most 63 of A-Z a-z 0-9 - _ ., alphanumeric at both ends)` });
   }
 });
 
-/** An annotation map: keys follow the label-key rules (qualified names); values are free text. */
+/**
+ * An annotation map as the API server's ValidateAnnotations checks it: keys are qualified names compared in lower
+ * case (so `Example.COM/Owner` is valid), values are free text, and keys plus values total at most 256 KiB.
+ */
 export const annotationMap = z.record(z.string(), z.string()).superRefine((m, ctx) => {
-  for (const k of Object.keys(m)) {
-    if (!LABEL_KEY.test(k)) ctx.addIssue({ code: 'custom', path: [k], message: `"${k}" is not a valid annotation key (an optional DNS prefix and "/", then at most 63 of A-Z a-z 0-9 - _ ., alphanumeric at both ends)` });
+  let bytes = 0;
+  for (const [k, v] of Object.entries(m)) {
+    if (!isQualifiedName(k.toLowerCase())) ctx.addIssue({ code: 'custom', path: [k], message: `"${k}" is not a valid annotation key (an optional DNS prefix of at most 253 characters and "/", then at most 63 of A-Z a-z 0-9 - _ ., alphanumeric at both ends; case does not matter)` });
+    bytes += Buffer.byteLength(k) + Buffer.byteLength(v);
   }
+  if (bytes > ANNOTATIONS_MAX_BYTES) ctx.addIssue({ code: 'custom', message: `annotations total ${bytes} bytes; the API server allows at most ${ANNOTATIONS_MAX_BYTES} (keys and values)` });
 });
 
 export const ctbApiVersion = z.enum(['auto', 'v1', 'v1beta1'], { message: 'must be auto, v1 or v1beta1' }).default('auto');

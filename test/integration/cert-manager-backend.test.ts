@@ -255,6 +255,37 @@ describe('cert-manager backend', { timeout: 30000 }, () => {
     await fake.api.delete('certificaterequests', theirs.metadata.name, { namespace: NS });
   });
 
+  it('config/labels and annotations: what the API server accepts is accepted, what it refuses is refused at start', async () => {
+    // Prefixed keys, empty values, and annotation keys in any case (the API server lowercases them before checking).
+    const good = { labels: { 'example.com/team': 'mesh', empty: '' }, annotations: { 'Example.COM/Owner': 'Platform Team', note: '' } };
+    const b = await backend(good);
+    const rec = recordCreated();
+    await b.mintIntermediate({ ...(await intermediateCsr(TD)), ttlSeconds: 48 * 3600 });
+    rec.stop();
+    const cr = rec.created[0]!;
+    assert.equal(cr.metadata.labels['example.com/team'], 'mesh');
+    assert.equal(cr.metadata.labels.empty, '');
+    assert.equal(cr.metadata.annotations['Example.COM/Owner'], 'Platform Team');
+    // A prefix over 253 characters, an upper-case label prefix, and annotations over 256 KiB: the API server refuses
+    // them (422), so the config does too.
+    const longPrefix = `${'a'.repeat(251)}.io/x`; // a 254-character prefix
+    const bad = [
+      { labels: { [longPrefix]: 'v' } },
+      { labels: { 'Example.com/team': 'v' } },
+      { annotations: { [longPrefix]: 'v' } },
+      { annotations: { big: 'x'.repeat(256 * 1024) } },
+    ];
+    for (const over of bad) {
+      assert.equal(certManagerConfigSchema.safeParse({ namespace: 'ns', issuerRef: { name: 'ca' }, ...over }).success, false, JSON.stringify(over).slice(0, 80));
+      const meta = { generateName: 'bad-', ...over };
+      await assert.rejects(
+        fake.api.create('certificaterequests', { metadata: meta, spec: { request: 'eA==', issuerRef: { name: 'meshca-ca' } } }, { namespace: NS }),
+        (e: unknown) => /422|Invalid|invalid|may not be more/.test(String((e as Error).message ?? e)),
+        `the fake API server refuses ${JSON.stringify(over).slice(0, 80)}`,
+      );
+    }
+  });
+
   it('config/rejects unknown keys and bad values with their path', () => {
     const r = certManagerConfigSchema.safeParse({ namespace: 'Bad_NS', issuerRef: { name: 'x', kind: 'Cluster' }, extra: 1 });
     assert.equal(r.success, false);

@@ -38,6 +38,23 @@ function timestamp(d: Date): string {
   return d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
+/** apimachinery's IsQualifiedName: an optional DNS-1123 subdomain prefix (at most 253) and "/", then a name part (at most 63). */
+function qualifiedNameProblem(k: string): string | undefined {
+  const parts = k.split('/');
+  if (parts.length > 2) return "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character, with an optional DNS subdomain prefix and '/'";
+  const name = parts[parts.length - 1]!;
+  if (parts.length === 2) {
+    const prefix = parts[0]!;
+    if (prefix.length === 0) return 'prefix part must be non-empty';
+    if (prefix.length > 253) return 'prefix part must be no more than 253 characters';
+    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(prefix)) return "prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
+  }
+  if (name.length === 0) return 'name part must be non-empty';
+  if (name.length > 63) return 'name part must be no more than 63 characters';
+  if (!/^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/.test(name)) return "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+  return undefined;
+}
+
 export class ObjectStore {
   private rv = 0;
   private readonly objects = new Map<string, Obj>();
@@ -128,15 +145,21 @@ export class ObjectStore {
     const bad = def.validateName(name);
     if (bad) errs.push(fieldErr.invalid('metadata.name', name, bad));
     for (const [k, v] of Object.entries(o.metadata.labels ?? {})) {
-      const key = k.includes('/') ? k.split('/')[1]! : k;
-      if (!/^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/.test(key) || key.length > 63) errs.push(fieldErr.invalid('metadata.labels', k, "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
+      const bad = qualifiedNameProblem(k);
+      if (bad) errs.push(fieldErr.invalid('metadata.labels', k, bad));
       if (typeof v !== 'string' || v.length > 63 || !/^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/.test(v)) {
         errs.push(fieldErr.invalid('metadata.labels', v, "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
       }
     }
+    let annotationBytes = 0;
     for (const [k, v] of Object.entries(o.metadata.annotations ?? {})) {
+      // ValidateAnnotations: "The rule is QualifiedName except that case doesn't matter".
+      const bad = qualifiedNameProblem(k.toLowerCase());
+      if (bad) errs.push(fieldErr.invalid('metadata.annotations', k, bad));
       if (typeof v !== 'string') errs.push(fieldErr.invalid(`metadata.annotations[${k}]`, v, 'must be a string'));
+      else annotationBytes += k.length + v.length;
     }
+    if (annotationBytes > 256 * 1024) errs.push(fieldErr.invalid('metadata.annotations', '', 'may not be more than 262144 bytes'));
     return errs;
   }
 
