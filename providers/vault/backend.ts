@@ -428,7 +428,17 @@ export class VaultBackend implements AuthorityBackend {
         new X509Certificate(der);
         return der;
       });
-      this.anchors = { roots, fetchedAtMs: -Infinity };
+      // The pin applies to stored anchors too: they may come from a run before rootFingerprint was set or from a
+      // root since replaced, and are served as they are while Vault is unreachable.
+      const pin = this.cfg.rootFingerprint;
+      const kept = pin ? roots.filter((r) => sha256Hex(r) === pin) : roots;
+      if (kept.length < roots.length) {
+        this.ctx.log.warn(
+          { dropped: roots.filter((r) => !kept.includes(r)).map(sha256Hex), rootFingerprint: pin },
+          'vault: stored trust anchors that do not match authority.vault.rootFingerprint are ignored',
+        );
+      }
+      if (kept.length) this.anchors = { roots: kept, fetchedAtMs: -Infinity };
     } catch (e) {
       throw new CaError('FAILED_PRECONDITION', `vault: ${this.ctx.store.location} key ${ANCHORS_KEY} is corrupt (${e instanceof Error ? e.message : String(e)}); delete it to refetch from Vault`);
     }

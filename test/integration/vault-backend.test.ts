@@ -674,6 +674,31 @@ describe('vault backend against the fake Vault with the real node-vault', { time
     await assert.rejects(bad.init(), /does not match authority\.vault\.rootFingerprint/);
   });
 
+  it('rootFingerprint also applies to the anchors kept in the state store: with Vault down they are not served unpinned', async () => {
+    const other = await startFakeVault({ now: () => clock.nowMs() });
+    const otherRoot = new X509Certificate(other.rootPem('pki')).raw;
+    await other.close();
+    const pinned = new X509Certificate(fake.rootPem('pki'));
+    const h = harness(clock);
+    // Anchors stored by an earlier run against another Vault root (before the pin was set, or a since-replaced root).
+    await h.ctx.store.write('vault-trust-anchors', Buffer.from(JSON.stringify({ roots: [otherRoot.toString('base64')] })));
+    fake.seal();
+    const b = track(new VaultBackend(cfg(fake, { rootFingerprint: pinned.fingerprint256, auth: { token: fake.rootToken } }), h.ctx, FAST));
+    await b.init();
+    assert.equal(b.health().ok, false, 'Vault is down');
+    let roots: Buffer[] = [];
+    try {
+      roots = await b.trustAnchors();
+    } catch (e) {
+      assert.ok(e instanceof CaError);
+    }
+    assert.ok(!roots.some((r) => r.equals(otherRoot)), 'a root that does not match authority.vault.rootFingerprint is never served');
+    // Once Vault answers, the pinned root is served.
+    fake.unseal();
+    clock.advance(120_000);
+    assert.deepEqual((await b.trustAnchors()).map((r) => new X509Certificate(r).fingerprint256), [pinned.fingerprint256]);
+  });
+
   it('TLS: CA file, server name and client certificate', async () => {
     const tlsFake = await startFakeVault({ tls: { serverName: 'vault.test', requireClientCert: true } });
     try {
