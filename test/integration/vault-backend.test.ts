@@ -208,18 +208,24 @@ describe('vault backend against the fake Vault with the real node-vault', { time
     await assert.rejects(wrong.init(), /vault: pki_multi\/issuer\/nope\/json: unable to find PKI issuer for reference: nope/);
   });
 
-  it('leaf mode near the end of the Vault issuer: the TTL is clamped to the issuer\'s notAfter (leaf_not_after_behavior=err), then a clear FAILED_PRECONDITION once it expired', async () => {
-    await fake.mountPki('pki_short', { parent: 'pki', caTtlSeconds: 1800 });
-    fake.setRole('pki_short', 'meshca', { allowed_uri_sans: `spiffe://${TD}/*`, require_cn: false, key_type: 'any', max_ttl: '24h' });
-    const caNotAfter = new Date(new X509Certificate(fake.caPem('pki_short')).validTo).getTime();
+  /** Leaf mode against a mount whose issuer ends in 30 min; sign() asks for a 1 h leaf. */
+  async function shortIssuerLeafBackend(vault: typeof fake) {
+    await vault.mountPki('pki_short', { parent: 'pki', caTtlSeconds: 1800 });
+    vault.setRole('pki_short', 'meshca', { allowed_uri_sans: `spiffe://${TD}/*`, require_cn: false, key_type: 'any', max_ttl: '24h' });
+    const caNotAfter = new Date(new X509Certificate(vault.caPem('pki_short')).validTo).getTime();
     const h = harness(clock);
-    const b = track(new VaultBackend(cfg(fake, { mode: 'leaf', pkiMount: 'pki_short', role: 'meshca', auth: { token: fake.rootToken } }), h.ctx, FAST));
+    const b = track(new VaultBackend(cfg(vault, { mode: 'leaf', pkiMount: 'pki_short', role: 'meshca', auth: { token: vault.rootToken } }), h.ctx, FAST));
     await b.init();
     const sign = async () => {
       const csr = await createTestCsr({ uris: [ID] });
       return b.signLeaf({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, spiffeId: ID, dnsNames: [], ttlSeconds: 3600 });
     };
-    const signs = () => fake.requests.filter((r) => r.path === 'pki_short/sign/meshca');
+    const signs = () => vault.requests.filter((r) => r.path === 'pki_short/sign/meshca');
+    return { caNotAfter, h, sign, signs };
+  }
+
+  it('leaf mode near the end of the Vault issuer: the TTL is clamped to the issuer\'s notAfter (leaf_not_after_behavior=err), then a clear FAILED_PRECONDITION once it expired', async () => {
+    const { caNotAfter, h, sign, signs } = await shortIssuerLeafBackend(fake);
     const first = new X509Certificate((await sign()).chain[0]!);
     assert.ok(new Date(first.validTo).getTime() <= caNotAfter, 'leaf ends no later than its issuer');
     assert.ok(new Date(first.validTo).getTime() >= caNotAfter - 10_000, 'and uses what the issuer has left (less a 5 s skew margin)');
@@ -246,17 +252,7 @@ describe('vault backend against the fake Vault with the real node-vault', { time
     // NTP drift of 5-30 s is common (spec, pain point 7); the 5 s margin alone does not cover it.
     const skewed = await startFakeVault({ now: () => clock.nowMs() + 30_000 });
     try {
-      await skewed.mountPki('pki_short', { parent: 'pki', caTtlSeconds: 1800 });
-      skewed.setRole('pki_short', 'meshca', { allowed_uri_sans: `spiffe://${TD}/*`, require_cn: false, key_type: 'any', max_ttl: '24h' });
-      const caNotAfter = new Date(new X509Certificate(skewed.caPem('pki_short')).validTo).getTime();
-      const h = harness(clock);
-      const b = track(new VaultBackend(cfg(skewed, { mode: 'leaf', pkiMount: 'pki_short', role: 'meshca', auth: { token: skewed.rootToken } }), h.ctx, FAST));
-      await b.init();
-      const sign = async () => {
-        const csr = await createTestCsr({ uris: [ID] });
-        return b.signLeaf({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, spiffeId: ID, dnsNames: [], ttlSeconds: 3600 });
-      };
-      const signs = () => skewed.requests.filter((r) => r.path === 'pki_short/sign/meshca');
+      const { caNotAfter, sign, signs } = await shortIssuerLeafBackend(skewed);
       const leaf = new X509Certificate((await sign()).chain[0]!);
       assert.ok(new Date(leaf.validTo).getTime() <= caNotAfter, 'leaf ends no later than its issuer');
       assert.deepEqual(signs().map((r) => r.status), [400, 200], 'one refusal, then a TTL that fits in Vault\'s time');
@@ -558,13 +554,18 @@ describe('vault backend against the fake Vault with the real node-vault', { time
     assert.equal(b.health().ok, false);
   });
 
-  it('an expired static token: PERMISSION_DENIED naming both causes, health degraded until a call succeeds (sys/health does not clear it)', async () => {
+  /** A backend whose static token Vault has just expired (no sys/health polling), and a CA CSR to try it with. */
+  async function backendWithExpiredStaticToken() {
     const t = fake.createToken({ policies: ['root'], ttlSeconds: 600 });
     const h = harness(clock);
     const b = track(new VaultBackend(cfg(fake, { auth: { token: t } }), h.ctx, { ...FAST, healthCheckIntervalMs: 0 }));
     await b.init();
     fake.expireToken(t);
-    const csr = await createTestCsr({ ca: true });
+    return { h, b, csr: await createTestCsr({ ca: true }) };
+  }
+
+  it('an expired static token: PERMISSION_DENIED naming both causes, health degraded until a call succeeds (sys/health does not clear it)', async () => {
+    const { h, b, csr } = await backendWithExpiredStaticToken();
     await assert.rejects(b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 3600 }), (e: unknown) => {
       assert.ok(e instanceof CaError);
       assert.equal(e.code, 'PERMISSION_DENIED');
@@ -577,14 +578,8 @@ describe('vault backend against the fake Vault with the real node-vault', { time
     assert.equal(b.health().ok, false, 'a healthy Vault does not make a refused token work');
   });
 
-
   it('a refused token stays reported after an outage in between: sys/health clears the outage, not the refusal', async () => {
-    const t = fake.createToken({ policies: ['root'], ttlSeconds: 600 });
-    const h = harness(clock);
-    const b = track(new VaultBackend(cfg(fake, { auth: { token: t } }), h.ctx, { ...FAST, healthCheckIntervalMs: 0 }));
-    await b.init();
-    fake.expireToken(t);
-    const csr = await createTestCsr({ ca: true });
+    const { h, b, csr } = await backendWithExpiredStaticToken();
     await assert.rejects(b.mintIntermediate({ csrDer: csr.der, csrPem: csr.pem, publicKey: csr.publicKey, ttlSeconds: 3600 }), /permission denied/);
     // A Vault outage while the token is still refused: the (unauthenticated) anchors refresh fails for a while.
     fake.failNext({ count: 3, status: 503, pathPrefix: 'pki/cert/ca_chain' });
@@ -597,6 +592,7 @@ describe('vault backend against the fake Vault with the real node-vault', { time
     assert.match(b.health().reason ?? '', /^vault: permission denied for pki\/root\/sign-intermediate/);
     assert.match(await h.metrics.getSingleMetricAsString('meshca_vault_up'), /meshca_vault_up 0/);
   });
+
   it('the example leaf policy allows exactly leaf signing', async () => {
     fake.setPolicy('leafonly', await readFile(new URL('../../../examples/vault/policy-leaf.hcl', import.meta.url), 'utf8'));
     const t = fake.createToken({ policies: ['leafonly'] });
