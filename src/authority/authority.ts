@@ -14,7 +14,7 @@ import { createCaCsr } from '../x509/ca-certs.js';
 import { createLeafCsr } from '../x509/leaf-csr.js';
 import { checkSvidProfile } from '../x509/validate.js';
 import { isDnsName } from '../x509/profile.js';
-import { certNotAfterMs, certSerialHex } from '../x509/cert-parse.js';
+import { certSerialHex } from '../x509/cert-parse.js';
 import { BackendAnchors } from './backend-anchors.js';
 import { issuedInProcessBy } from '../x509/provenance.js';
 import type { LeafSignerPool } from '../x509/signer-pool.js';
@@ -575,14 +575,8 @@ export class LocalAuthority implements Authority {
     const candidates = [nextDecisionAtMs(s.active, s.next), ...s.retired.map((r) => r.notAfterMs + 1000)].filter(
       (t): t is number => t !== undefined,
     );
-    // Roots leave the bundle when they expire (only future expiries: an expired root kept by a live slot must not spin).
-    if (this.deps.backend.mode === 'intermediate') {
-      for (const d of s.bundleRootsDer) {
-        const t = certNotAfterMs(d) + 1000;
-        if (t > now) candidates.push(t);
-      }
-    }
-    // Backend anchors leave when they expire or, withdrawn in leaf mode, when their grace ends.
+    // Backend anchors leave the bundle when they expire or, withdrawn in leaf mode, when their grace ends (the roots of
+    // a slot leave with the slot, whose expiry is already a candidate).
     const anchorsChangeAt = this.backendAnchors.nextChangeAtMs(now);
     if (anchorsChangeAt !== undefined) candidates.push(anchorsChangeAt + 1000);
     if (this.deps.backend.mode === 'intermediate' && !s.active) candidates.push(now);
