@@ -58,21 +58,15 @@ export class Authorizer {
     const rules = this.controllerRulesFor(caller.spiffeId);
     if (target === caller.spiffeId) {
       if (!generateKey || channel === 'sds') return { allowed: true, rule: 'self' };
-      const keyRules = rules.filter((x) => x.generateKeys);
-      if (keyRules.length > 0) {
-        const r = keyRules.reduce((best, x) => (x.maxTtlSeconds > best.maxTtlSeconds ? x : best));
-        return { allowed: true, rule: 'self', controllerId: r.id, maxTtlSeconds: r.maxTtlSeconds };
-      }
+      const r = longestTtl(rules.filter((x) => x.generateKeys));
+      if (r) return { allowed: true, rule: 'self', controllerId: r.id, maxTtlSeconds: r.maxTtlSeconds };
       return { allowed: false, reason: `caller ${caller.spiffeId} may request its own identity only with a CSR` };
     }
     // Every rule that matches the caller counts (an exact-ID entry and a prefix entry may both apply): the caller may
     // do what any one of them allows, and gets the longest maxTtl among the rules that allow this request.
     const covering = rules.filter((r) => r.allow.some((p) => matchesIdPattern(target, p)));
-    const granting = covering.filter((r) => !generateKey || r.generateKeys);
-    if (granting.length > 0) {
-      const r = granting.reduce((best, x) => (x.maxTtlSeconds > best.maxTtlSeconds ? x : best));
-      return { allowed: true, rule: 'controller', controllerId: r.id, maxTtlSeconds: r.maxTtlSeconds };
-    }
+    const r = longestTtl(covering.filter((x) => !generateKey || x.generateKeys));
+    if (r) return { allowed: true, rule: 'controller', controllerId: r.id, maxTtlSeconds: r.maxTtlSeconds };
     if (covering.length > 0) {
       return {
         allowed: false,
@@ -89,4 +83,9 @@ export class Authorizer {
           : `controller ${caller.spiffeId} is not authorized for identity ${target} (no allow pattern matches)`,
     };
   }
+}
+
+/** Of the rules that grant a request, the one with the longest maxTtl (rules add permissions); undefined if none. */
+function longestTtl<R extends { readonly maxTtlSeconds: number }>(granting: readonly R[]): R | undefined {
+  return granting.reduce<R | undefined>((best, x) => (best === undefined || x.maxTtlSeconds > best.maxTtlSeconds ? x : best), undefined);
 }
