@@ -10,10 +10,15 @@ export const CLAMP_MARGIN_SECONDS = 5;
 
 const RFC3339 = /\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})/g;
 
+/** The times (ms) in Vault's "... notAfter of <leaf> that is beyond the expiration of the CA certificate at <ca>" refusal. */
+function refusalStamps(text: string): number[] {
+  if (!/beyond the expiration of the CA/i.test(text)) return [];
+  return [...text.matchAll(RFC3339)].map((m) => Date.parse(m[0])).filter(Number.isFinite);
+}
+
 /** The CA notAfter (ms) named by Vault's "beyond the expiration of the CA certificate at <t>" refusal, else undefined. */
 export function caNotAfterFromRefusal(text: string): number | undefined {
-  if (!/beyond the expiration of the CA/i.test(text)) return undefined;
-  const stamps = [...text.matchAll(RFC3339)].map((m) => Date.parse(m[0])).filter(Number.isFinite);
+  const stamps = refusalStamps(text);
   return stamps.length ? stamps[stamps.length - 1] : undefined;
 }
 
@@ -23,8 +28,7 @@ export function caNotAfterFromRefusal(text: string): number | undefined {
  * clamped on meshca's clock would be refused again.
  */
 export function leafNotAfterFromRefusal(text: string): number | undefined {
-  if (!/beyond the expiration of the CA/i.test(text)) return undefined;
-  const stamps = [...text.matchAll(RFC3339)].map((m) => Date.parse(m[0])).filter(Number.isFinite);
+  const stamps = refusalStamps(text);
   return stamps.length >= 2 ? stamps[0] : undefined;
 }
 
