@@ -216,7 +216,7 @@ export class VaultBackend implements AuthorityBackend {
     if (this.mode !== 'intermediate') throw new CaError('FAILED_PRECONDITION', 'vault: mintIntermediate called in leaf mode');
     const td = this.ctx.trustDomain;
     const ttl = Math.ceil(req.ttlSeconds > 0 ? req.ttlSeconds : this.cfg.intermediateTtl);
-    const path = this.cfg.issuer ? `${this.cfg.pkiMount}/issuer/${this.cfg.issuer}/sign-intermediate` : `${this.cfg.pkiMount}/root/sign-intermediate`;
+    const path = this.pkiPath('sign-intermediate', 'root/sign-intermediate');
     const body = {
       csr: req.csrPem,
       common_name: csrCommonName(req.csrDer) || `meshca ${td}`,
@@ -253,7 +253,7 @@ export class VaultBackend implements AuthorityBackend {
   async signLeaf(req: LeafRequest): Promise<UpstreamChain> {
     if (this.mode !== 'leaf') throw new CaError('FAILED_PRECONDITION', 'vault: signLeaf called in intermediate mode');
     const role = this.cfg.role;
-    const path = this.cfg.issuer ? `${this.cfg.pkiMount}/issuer/${this.cfg.issuer}/sign/${role}` : `${this.cfg.pkiMount}/sign/${role}`;
+    const path = this.pkiPath(`sign/${role}`, `sign/${role}`);
     const requested = Math.ceil(req.ttlSeconds);
     // common_name is omitted: SVIDs carry no CN, so the role needs require_cn=false (README).
     const body: Record<string, unknown> = { csr: req.csrPem, uri_sans: req.spiffeId, format: 'pem' };
@@ -351,6 +351,12 @@ export class VaultBackend implements AuthorityBackend {
     return { chain: [cert.raw, ...intermediates.map((c) => c.raw)], roots: [root.raw] };
   }
 
+  /** The roots that match authority.vault.rootFingerprint (all of them when no pin is set). */
+  private pinned(roots: Buffer[]): Buffer[] {
+    const pin = this.cfg.rootFingerprint;
+    return pin ? roots.filter((r) => sha256Hex(r) === pin) : roots;
+  }
+
   private checkPin(roots: Buffer[], where: string): void {
     const pin = this.cfg.rootFingerprint;
     if (!pin) return;
@@ -365,7 +371,15 @@ export class VaultBackend implements AuthorityBackend {
 
   /** The anchors path: the configured issuer's JSON, else the mount's default chain (then the default issuer). */
   private get anchorsPath(): string {
-    return this.cfg.issuer ? `${this.cfg.pkiMount}/issuer/${this.cfg.issuer}/json` : `${this.cfg.pkiMount}/cert/ca_chain`;
+    return this.pkiPath('json', 'cert/ca_chain');
+  }
+
+  /**
+   * A PKI path on the mount: `<pkiMount>/issuer/<issuer>/<op>` when authority.vault.issuer selects an issuer, else
+   * the default issuer's `<pkiMount>/<defaultPath>`.
+   */
+  private pkiPath(op: string, defaultPath: string): string {
+    return this.cfg.issuer ? `${this.cfg.pkiMount}/issuer/${this.cfg.issuer}/${op}` : `${this.cfg.pkiMount}/${defaultPath}`;
   }
 
   /**
@@ -398,7 +412,7 @@ export class VaultBackend implements AuthorityBackend {
     }
     const ders = roots.map((r) => r.raw);
     this.checkPin(ders, path);
-    const pinned = this.cfg.rootFingerprint ? ders.filter((d) => sha256Hex(d) === this.cfg.rootFingerprint) : ders;
+    const pinned = this.pinned(ders);
     await this.rememberAnchors(pinned, true);
     return pinned;
   }
@@ -430,11 +444,10 @@ export class VaultBackend implements AuthorityBackend {
       });
       // The pin applies to stored anchors too: they may come from a run before rootFingerprint was set or from a
       // root since replaced, and are served as they are while Vault is unreachable.
-      const pin = this.cfg.rootFingerprint;
-      const kept = pin ? roots.filter((r) => sha256Hex(r) === pin) : roots;
+      const kept = this.pinned(roots);
       if (kept.length < roots.length) {
         this.ctx.log.warn(
-          { dropped: roots.filter((r) => !kept.includes(r)).map(sha256Hex), rootFingerprint: pin },
+          { dropped: roots.filter((r) => !kept.includes(r)).map(sha256Hex), rootFingerprint: this.cfg.rootFingerprint },
           'vault: stored trust anchors that do not match authority.vault.rootFingerprint are ignored',
         );
       }
