@@ -89,3 +89,16 @@ export class Authorizer {
 function longestTtl<R extends { readonly maxTtlSeconds: number }>(granting: readonly R[]): R | undefined {
   return granting.reduce<R | undefined>((best, x) => (best === undefined || x.maxTtlSeconds > best.maxTtlSeconds ? x : best), undefined);
 }
+
+/**
+ * The lifetime granted for a request of `requestedSeconds` (0 or less = workload.ttl), and the cap it was held to:
+ * the granting rule's maxTtl and workload.maxTtl, whichever is shorter. The same for every API that takes a TTL.
+ */
+export function grantedTtl(
+  requestedSeconds: number,
+  decision: { readonly maxTtlSeconds?: number },
+  workload: { readonly ttlSeconds: number; readonly maxTtlSeconds: number },
+): { readonly ttl: number; readonly cap: number } {
+  const cap = Math.min(decision.maxTtlSeconds ?? workload.maxTtlSeconds, workload.maxTtlSeconds);
+  return { ttl: Math.min(requestedSeconds > 0 ? requestedSeconds : workload.ttlSeconds, cap), cap };
+}

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Authority, IssuedSvid } from '../../authority/types.js';
 import type { Caller } from '../../auth/types.js';
-import type { Authorizer } from '../../identity/authorization.js';
+import { grantedTtl, type Authorizer } from '../../identity/authorization.js';
 import { parseWorkloadId } from '../../identity/spiffe-id.js';
 import { counter } from '../../bundle/metrics.js';
 import type { BundleRegistry } from '../../bundle/registry.js';
@@ -125,8 +125,7 @@ export async function issueOne(deps: ControllerServiceDeps, audit: AuditLog, cal
   audit.record({ caller, target, decision, api, generateKey });
   if (!decision.allowed) throw permissionDenied(decision.reason);
 
-  const cap = Math.min(decision.maxTtlSeconds ?? deps.workload.maxTtlSeconds, deps.workload.maxTtlSeconds);
-  const ttl = Math.min(ttlRequested > 0 ? ttlRequested : deps.workload.ttlSeconds, cap);
+  const { ttl, cap } = grantedTtl(ttlRequested, decision, deps.workload);
   if (ttlRequested > cap) {
     deps.log.debug({ caller: caller.spiffeId, target, requested: formatDuration(ttlRequested), granted: formatDuration(ttl) }, 'ttl capped by policy');
   }

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Authority, IssuedSvid } from '../../authority/types.js';
 import type { Caller } from '../../auth/types.js';
-import type { Authorizer } from '../../identity/authorization.js';
+import { grantedTtl, type Authorizer } from '../../identity/authorization.js';
 import { parseWorkloadId } from '../../identity/spiffe-id.js';
 import { counter } from '../../bundle/metrics.js';
 import { certPem } from '../../bundle/pem.js';
@@ -113,10 +113,9 @@ export function istioServiceHandlers(deps: IstioServiceDeps): grpc.UntypedServic
     // validity_duration (int64 seconds) is honoured up to the policy maximum (issue #4): <= 0 means workload.ttl, a
     // longer request is clamped to the caller's cap rather than refused, so an unchanged istio-agent asking for its
     // SECRET_TTL still gets a certificate when meshca's policy is shorter (the agent renews from the cert's notAfter).
-    const max = Math.min(decision.maxTtlSeconds ?? deps.workload.maxTtlSeconds, deps.workload.maxTtlSeconds);
-    const vd = clampInt64Seconds(req.validity_duration, 0, max + 1, 'validity_duration');
-    const ttl = vd > 0 ? Math.min(vd, max) : Math.min(deps.workload.ttlSeconds, max);
-    if (vd > max) {
+    const vd = clampInt64Seconds(req.validity_duration, 0, deps.workload.maxTtlSeconds + 1, 'validity_duration');
+    const { ttl, cap } = grantedTtl(vd, decision, deps.workload);
+    if (vd > cap) {
       log.info({ caller: caller.spiffeId, target, requested: String(req.validity_duration), granted: formatDuration(ttl) }, 'validity_duration capped by policy');
     }
     let svid: IssuedSvid;
