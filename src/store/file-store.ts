@@ -1,43 +1,42 @@
-import { promises as fs, constants as fsc } from 'node:fs';
-import { hostname } from 'node:os';
+import { promises as fs, constants as fsc, type Stats } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CaError } from '../util/errors.js';
 import type { StateStore } from './types.js';
 import { ReentrantMutex } from './mutex.js';
+import { DirLock, type DirLockOptions } from './dir-lock.js';
 
 const KEY_RE = /^[a-z0-9][a-z0-9-]{0,63}$/;
-const LOCK_DIR = 'lock';
-const LOCK_WAIT_MS = 15_000;
-const UNREADABLE_LOCK_STALE_MS = 10_000;
 
 /**
  * CA state in a directory: one `<key>.json` file per key, mode 0600, in a 0700 directory. Writes are atomic
- * (temp file, fsync, rename, fsync of the directory). The lock is a directory `lock/` holding the owner's pid and
- * host: a lock whose owner process no longer exists (kill -9) is taken over at once, so it never blocks a restart.
+ * (temp file, fsync, rename, fsync of the directory). Cross-process exclusion is a DirLock (`lock/`), which a
+ * killed holder never leaves blocking a restart.
  */
 export class FileStore implements StateStore {
   readonly location: string;
   private readonly dir: string;
   private readonly mutex = new ReentrantMutex();
+  private readonly lock: DirLock;
 
-  private constructor(dir: string) {
+  private constructor(dir: string, lockOpts: Omit<DirLockOptions, 'location'>) {
     this.dir = dir;
     this.location = `dataDir ${dir}`;
+    this.lock = new DirLock(dir, { ...lockOpts, location: this.location });
   }
 
-  /** Opens (creating if missing, mode 0700) the data directory. */
-  static async open(dataDir: string): Promise<FileStore> {
+  /** Opens (creating if missing, mode 0700) the data directory. `lock` tunes the DirLock (tests). */
+  static async open(dataDir: string, lock: Omit<DirLockOptions, 'location'> = {}): Promise<FileStore> {
     const dir = resolve(dataDir);
     try {
       await fs.mkdir(dir, { recursive: true, mode: 0o700 });
       const st = await fs.stat(dir);
       if (!st.isDirectory()) throw new Error('not a directory');
       await fs.access(dir, fsc.R_OK | fsc.W_OK | fsc.X_OK);
-      if ((st.mode & 0o077) !== 0) await fs.chmod(dir, 0o700);
+      if ((st.mode & 0o077) !== 0) await makePrivate(dir, st);
     } catch (e) {
       throw new CaError('FAILED_PRECONDITION', `dataDir ${dir} is not a usable directory: ${(e as Error).message}`, { cause: e });
     }
-    return new FileStore(dir);
+    return new FileStore(dir, lock);
   }
 
   private file(key: string): string {
@@ -67,7 +66,7 @@ export class FileStore implements StateStore {
   async withLock<T>(fn: () => Promise<T>): Promise<T> {
     if (this.mutex.held()) return fn();
     return this.mutex.run(async () => {
-      const release = await this.acquire();
+      const release = await this.lock.acquire();
       try {
         return await fn();
       } finally {
@@ -75,60 +74,22 @@ export class FileStore implements StateStore {
       }
     });
   }
+}
 
-  private async acquire(): Promise<() => Promise<void>> {
-    const lockDir = join(this.dir, LOCK_DIR);
-    const deadline = Date.now() + LOCK_WAIT_MS;
-    const me = `${process.pid}@${hostname()}`;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await fs.mkdir(lockDir, { mode: 0o700 });
-        await fs.writeFile(join(lockDir, 'owner'), me, { mode: 0o600 });
-        return async () => {
-          await fs.rm(lockDir, { recursive: true, force: true });
-        };
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
-          throw new CaError('FAILED_PRECONDITION', `${this.location}: cannot create lock: ${(e as Error).message}`, { cause: e });
-        }
-      }
-      const owner = await this.lockOwner(lockDir);
-      if (owner === 'stale') {
-        await fs.rm(lockDir, { recursive: true, force: true });
-        continue;
-      }
-      if (Date.now() > deadline) {
-        throw new CaError('UNAVAILABLE', `${this.location} is locked by ${owner} (waited ${LOCK_WAIT_MS / 1000}s)`);
-      }
-      await new Promise((r) => setTimeout(r, Math.min(20 * (attempt + 1), 200)));
-    }
-  }
-
-  /** "stale" when the lock's owner is gone, else a description of the owner. */
-  private async lockOwner(lockDir: string): Promise<string> {
-    let text: string;
-    try {
-      text = (await fs.readFile(join(lockDir, 'owner'), 'utf8')).trim();
-    } catch {
-      // Owner file not written yet (lock just created) or lost: stale only once old enough.
-      try {
-        const st = await fs.stat(lockDir);
-        return Date.now() - st.mtimeMs > UNREADABLE_LOCK_STALE_MS ? 'stale' : 'another process';
-      } catch {
-        return 'stale';
-      }
-    }
-    const m = /^(\d+)@(.*)$/.exec(text);
-    if (!m) return 'stale';
-    const pid = Number(m[1]);
-    if (m[2] !== hostname()) return `pid ${pid} on ${m[2]}`;
-    if (pid === process.pid) return `this process (pid ${pid})`;
-    try {
-      process.kill(pid, 0);
-      return `pid ${pid}`;
-    } catch (e) {
-      return (e as NodeJS.ErrnoException).code === 'ESRCH' ? 'stale' : `pid ${pid}`;
-    }
+/**
+ * chmod 0700 of a dataDir that others can read. A directory this user does not own (a Kubernetes volume root with
+ * fsGroup: root-owned, mode 2777) cannot be changed: say so and point at a subdirectory meshca would create itself.
+ */
+async function makePrivate(dir: string, st: Stats): Promise<void> {
+  try {
+    await fs.chmod(dir, 0o700);
+  } catch (e) {
+    const mode = (st.mode & 0o7777).toString(8);
+    throw new Error(
+      `it is mode ${mode}, owned by uid ${st.uid}, and this process (uid ${process.getuid?.() ?? '?'}) cannot make it private (0700: ${(e as Error).message}); ` +
+        `set dataDir to a subdirectory that meshca creates itself, e.g. ${join(dir, 'state')}`,
+      { cause: e },
+    );
   }
 }
 
