@@ -1,4 +1,5 @@
 import { X509Certificate, createHash } from 'node:crypto';
+import { dnLine } from '../x509/cert-parse.js';
 import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
 import type { Authenticator, AuthInput, Caller } from './types.js';
@@ -135,7 +136,7 @@ export class MtlsAuthenticator implements Authenticator {
   private checkTime(c: X509Certificate, now: number, what: string, window: { from: number; until: number }): void {
     const nb = Date.parse(c.validFrom);
     const na = Date.parse(c.validTo);
-    if (now >= na) this.refuse('expired', `${what} (${c.subject.replace(/\n/g, ', ') || 'no subject'}) expired at ${new Date(na).toISOString()}`);
+    if (now >= na) this.refuse('expired', `${what} (${dnLine(c.subject) || 'no subject'}) expired at ${new Date(na).toISOString()}`);
     if (now < nb) this.refuse('not-yet-valid', `${what} is not valid before ${new Date(nb).toISOString()}`);
     window.from = Math.max(window.from, nb);
     window.until = Math.min(window.until, na);

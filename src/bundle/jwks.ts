@@ -1,4 +1,5 @@
 import { createHash, X509Certificate } from 'node:crypto';
+import { dnLine } from '../x509/cert-parse.js';
 import type { TrustBundle } from '../authority/types.js';
 import { validateTrustDomain } from '../identity/spiffe-id.js';
 import { invalidArgument } from '../util/errors.js';
@@ -141,7 +142,7 @@ export function parseSpiffeBundle(input: string | Buffer | unknown, what = 'SPIF
       } catch (e) {
         bad(what, `${at}: x5c[0] is not a DER X.509 certificate (${(e as Error).message})`);
       }
-      if (!cert.ca) bad(what, `${at}: x5c[0] (subject "${cert.subject.replace(/\n/g, ', ')}") is not a CA certificate`);
+      if (!cert.ca) bad(what, `${at}: x5c[0] (subject "${dnLine(cert.subject)}") is not a CA certificate`);
       checkKeyMatches(k, cert, what, at);
       const fp = createHash('sha256').update(der).digest('hex');
       if (seenCerts.has(fp)) bad(what, `${at}: the same certificate appears twice`);

@@ -1,6 +1,7 @@
 import { X509Certificate, type KeyObject } from 'node:crypto';
 import { CaError } from '../util/errors.js';
 import { pemToDers } from '../x509/pem.js';
+import { dnLine } from '../x509/cert-parse.js';
 
 /**
  * Checks for chains that come back from an upstream signer (cert-manager, the Kubernetes certificates API):
@@ -32,7 +33,7 @@ export function checkAnchors(component: string, what: string, ders: readonly Buf
   const out: Buffer[] = [];
   for (const [i, d] of ders.entries()) {
     const x = new X509Certificate(d);
-    if (!x.ca) throw new CaError('FAILED_PRECONDITION', `${component}: ${what}: certificate ${i} ("${x.subject}") is not a CA certificate`);
+    if (!x.ca) throw new CaError('FAILED_PRECONDITION', `${component}: ${what}: certificate ${i} ("${dnLine(x.subject)}") is not a CA certificate`);
     if (!out.some((o) => o.equals(d))) out.push(d);
   }
   return out;
@@ -78,13 +79,13 @@ export function verifyUpstreamChain(opts: {
   if (chain.length === 0) fail('returned no certificate other than the trust anchors');
   const certs = chain.map((d) => new X509Certificate(d));
   const leaf = certs[0]!;
-  if (!leaf.publicKey.equals(opts.publicKey)) fail(`the certificate ("${leaf.subject}") is for a different key than the CSR's`);
+  if (!leaf.publicKey.equals(opts.publicKey)) fail(`the certificate ("${dnLine(leaf.subject)}") is for a different key than the CSR's`);
   if (opts.expectCa && !leaf.ca) fail('the certificate is not a CA certificate (basicConstraints CA:false) although a signing CA was requested');
   if (!opts.expectCa && leaf.ca) fail('the leaf certificate is a CA certificate');
   const notAfter = new Date(leaf.validTo).getTime();
   if (notAfter <= opts.nowMs) fail(`the certificate expired at ${new Date(notAfter).toISOString()}`);
   for (let i = 0; i + 1 < certs.length; i++) {
-    if (!signedBy(certs[i]!, certs[i + 1]!)) fail(`chain certificate ${i + 1} ("${certs[i + 1]!.subject}") did not sign "${certs[i]!.subject}"`);
+    if (!signedBy(certs[i]!, certs[i + 1]!)) fail(`chain certificate ${i + 1} ("${dnLine(certs[i + 1]!.subject)}") did not sign "${dnLine(certs[i]!.subject)}"`);
   }
   const top = certs[certs.length - 1]!;
   if (!anchors.some((a) => signedBy(top, a))) {

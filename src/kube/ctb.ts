@@ -4,6 +4,7 @@ import type { Kube } from './client.js';
 import { isNotFound, kubeCaError } from './errors.js';
 import type { KubeObject, ListResult } from './list-watch.js';
 import { pemToDers, toPem } from '../x509/pem.js';
+import { dnLine } from '../x509/cert-parse.js';
 
 /**
  * ClusterTrustBundle helpers shared by the cluster-trust-bundle backend and the CTB publisher. The API is served as
@@ -95,7 +96,7 @@ export function trustBundleText(roots: readonly Buffer[]): string {
   for (const d of roots) if (!uniq.some((u) => u.equals(d))) uniq.push(d);
   for (const d of uniq) {
     const x = new X509Certificate(d);
-    if (!x.ca) throw new CaError('INTERNAL', `trust bundle holds "${x.subject}", which is not a CA certificate; a ClusterTrustBundle accepts CA certificates only`);
+    if (!x.ca) throw new CaError('INTERNAL', `trust bundle holds "${dnLine(x.subject) || '(empty subject)'}", which is not a CA certificate; a ClusterTrustBundle accepts CA certificates only`);
   }
   if (uniq.length === 0) throw new CaError('INTERNAL', 'trust bundle is empty; a ClusterTrustBundle needs at least one anchor');
   return uniq.map((d) => toPem(d)).join('');

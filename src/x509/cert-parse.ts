@@ -32,6 +32,15 @@ export interface ParsedExtension {
   readonly value: Buffer;
 }
 
+/**
+ * A distinguished name from Node's X509Certificate (subject/issuer: one "K=v" per line) on one line, '' when empty.
+ * Node gives `undefined`, not '', for an empty subject (meshca's own SVIDs have one), so never call string methods on
+ * those properties directly.
+ */
+export function dnLine(name: string | undefined): string {
+  return name ? name.split('\n').filter(Boolean).join(', ') : '';
+}
+
 export function parseCertificate(der: Buffer): ParsedCertificate {
   // Walks nodes in place (childNodes/onlyChild/oidOf) and makes views only for what it returns: this runs on
   // every issued certificate.

@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import { invalidArgument } from '../util/errors.js';
 import { parseSpiffeId } from '../identity/spiffe-id.js';
-import { parseBasicConstraints, parseCertificate, sanOf } from './cert-parse.js';
+import { dnLine, parseBasicConstraints, parseCertificate, sanOf } from './cert-parse.js';
 import { describeKey, keyTypeOf } from './keys.js';
 import { pemToDers } from './pem.js';
 import { EXT } from './profile.js';
@@ -64,8 +64,8 @@ export function inspectChain(pem: string, opts: { now?: Date; trustDomain?: stri
     }
     const kt = keyTypeOf(x.publicKey);
     lines.push(`  role:       ${isCa ? (x.subject && x.issuer === x.subject ? 'CA (self-signed root)' : 'CA (intermediate)') : 'leaf'}`);
-    lines.push(`  subject:    ${oneLine(x.subject) || '(empty)'}`);
-    lines.push(`  issuer:     ${oneLine(x.issuer) || '(empty)'}`);
+    lines.push(`  subject:    ${dnLine(x.subject) || '(empty)'}`);
+    lines.push(`  issuer:     ${dnLine(x.issuer) || '(empty)'}`);
     lines.push(`  SPIFFE ID:  ${uris.length === 1 ? uris[0] : uris.length === 0 ? '(none)' : `(ambiguous: ${uris.length} URI SANs)`}`);
     if (uris.length > 1) lines.push(`  URI SANs:   ${uris.join(', ')}`);
     if (dns.length) lines.push(`  DNS SANs:   ${dns.join(', ')}`);
@@ -116,10 +116,6 @@ function safe(f: () => boolean): boolean {
   }
 }
 
-function oneLine(name: string | undefined): string {
-  if (!name) return '';
-  return name.split('\n').filter(Boolean).join(', ');
-}
 
 function trustDomainOf(uris: string[]): string | undefined {
   if (uris.length === 0) return undefined;

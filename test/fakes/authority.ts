@@ -64,6 +64,8 @@ export interface LeafSpec {
   readonly notBefore: Date;
   readonly notAfter: Date;
   readonly isCa?: boolean;
+  /** Subject DN; default "O=meshca fake leaf". '' makes an empty subject, as meshca's own SVIDs have. */
+  readonly subject?: string;
 }
 
 /**
@@ -156,6 +158,7 @@ export class FakeAuthority implements Authority {
       notBefore: spec.notBefore,
       notAfter: spec.notAfter,
       isCa: spec.isCa ?? false,
+      ...(spec.subject !== undefined ? { subject: spec.subject } : {}),
     });
     return { certPem: pem(certDer, 'CERTIFICATE'), keyPem, certDer };
   }
@@ -213,7 +216,7 @@ export class FakeAuthority implements Authority {
 
   private async sign(
     ca: FakeCa,
-    s: { uris: readonly string[]; dnsNames: readonly string[]; ipAddresses: readonly string[]; notBefore: Date; notAfter: Date; isCa?: boolean },
+    s: { uris: readonly string[]; dnsNames: readonly string[]; ipAddresses: readonly string[]; notBefore: Date; notAfter: Date; isCa?: boolean; subject?: string },
   ): Promise<{ certDer: Buffer; keyPem: string }> {
     const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
     const names: x509.JsonGeneralName[] = [
@@ -233,7 +236,7 @@ export class FakeAuthority implements Authority {
     if (names.length > 0) exts.push(new x509.SubjectAlternativeNameExtension(names, true));
     const cert = await x509.X509CertificateGenerator.create({
       serialNumber: serial(),
-      subject: 'O=meshca fake leaf',
+      subject: s.subject ?? 'O=meshca fake leaf',
       issuer: ca.cert.subject,
       notBefore: s.notBefore,
       notAfter: s.notAfter,

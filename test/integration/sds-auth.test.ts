@@ -58,6 +58,14 @@ describe('SDS caller authentication', { timeout: 60_000 }, () => {
     assert.ok((await h.metric('meshca_auth_failures_total', { reason: 'expired' })) >= 1);
   });
 
+  it('an expired certificate with an empty subject (as meshca issues them): UNAUTHENTICATED, not INTERNAL', async () => {
+    const now = h.clock.nowMs();
+    const before = await h.metric('meshca_auth_failures_total', { reason: 'expired' });
+    const leaf = await h.fake!.makeLeaf({ uris: [WEB], subject: '', notBefore: new Date(now - 7200_000), notAfter: new Date(now - 60_000) });
+    await expectUnauthenticated(h.rawClient({ certPem: leaf.certPem, keyPem: leaf.keyPem }), /client certificate \(no subject\) expired at/);
+    assert.equal(await h.metric('meshca_auth_failures_total', { reason: 'expired' }), before + 2);
+  });
+
   it('a certificate without a SPIFFE ID, or with one of another trust domain: UNAUTHENTICATED', async () => {
     const now = h.clock.nowMs();
     const span = { notBefore: new Date(now - 60_000), notAfter: new Date(now + 3600_000) };

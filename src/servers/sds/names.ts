@@ -32,8 +32,12 @@ export interface NameContext {
   readonly authorizer: Authorizer;
 }
 
+/** Names listed in an error; the rest are counted. A gRPC status travels in a trailer that clients cap (~60 KB). */
+const LISTED_NAMES = 10;
+
 function show(names: readonly string[]): string {
-  return names.map((n) => JSON.stringify(n.length > 200 ? `${n.slice(0, 197)}...` : n)).join(', ');
+  const listed = names.slice(0, LISTED_NAMES).map((n) => JSON.stringify(n.length > 200 ? `${n.slice(0, 197)}...` : n)).join(', ');
+  return names.length > LISTED_NAMES ? `${listed} and ${names.length - LISTED_NAMES} more` : listed;
 }
 
 /**
@@ -110,11 +114,12 @@ export function resolveNames(names: readonly string[], caller: Caller, ctx: Name
     }
   }
   if (invalid.length > 0) {
-    const why = invalid.length === 1 ? `: ${reasons[0]}` : ` (${reasons.map((r, i) => `${show([invalid[i]!])}: ${r}`).join('; ')})`;
+    const why =
+      invalid.length === 1 ? `: ${reasons[0]}` : ` (${reasons.slice(0, LISTED_NAMES).map((r, i) => `${show([invalid[i]!])}: ${r}`).join('; ')})`;
     throw invalidArgument(`unknown or invalid SDS resource name${invalid.length > 1 ? 's' : ''} ${show(invalid)}${why}`);
   }
   if (denied.length > 0) {
-    const why = [...new Set(deniedWhy)].join('; ');
+    const why = [...new Set(deniedWhy)].slice(0, LISTED_NAMES).join('; ');
     throw permissionDenied(`caller ${caller.spiffeId} is not authorized for SDS resource${denied.length > 1 ? 's' : ''} ${show(denied)}: ${why}`);
   }
   return out;

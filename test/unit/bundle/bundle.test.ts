@@ -130,6 +130,14 @@ describe('SPIFFE bundle (de)serialisation', () => {
     assert.throws(() => parseSpiffeBundle(JSON.stringify(doc)), /is not a CA certificate/);
   });
 
+  test('fail/a leaf certificate with an empty subject in x5c is refused by name, not with a crash', async () => {
+    const { a } = await fixtures();
+    const now = Date.now();
+    const leaf = await a.makeLeaf({ uris: ['spiffe://a.test/x'], subject: '', notBefore: new Date(now - 1000), notAfter: new Date(now + 60_000) });
+    const doc = { keys: [{ kty: 'EC', use: 'x509-svid', x5c: [leaf.certDer.toString('base64')] }] };
+    assert.throws(() => parseSpiffeBundle(JSON.stringify(doc)), /x5c\[0\] \(subject ""\) is not a CA certificate/);
+  });
+
   test('bundle map: one entry per trust domain, duplicates rejected, round trip', async () => {
     const { a, b } = await fixtures();
     const json = bundleMapJson([

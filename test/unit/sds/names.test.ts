@@ -74,6 +74,18 @@ describe('SDS resource names', () => {
       assert.match(code(() => resolveNames([name], web, ctx)), why);
     }
   });
+
+  it('fail/hundreds of bad names give an error short enough for a gRPC status (the first ten, then a count)', () => {
+    const unknown = Array.from({ length: 700 }, (_, i) => `no-such-secret-${i}-${'x'.repeat(90)}`);
+    const r = code(() => resolveNames(unknown, web, ctx));
+    assert.match(r, /^INVALID_ARGUMENT: unknown or invalid SDS resource names "no-such-secret-0-x+", .*"no-such-secret-9-x+" and 690 more/);
+    assert.ok(!r.includes('no-such-secret-10-'), 'only the first ten are listed');
+    assert.ok(r.length < 4096, `message is ${r.length} characters`);
+    const denied = Array.from({ length: 300 }, (_, i) => `spiffe://${TD}/ns/b/w${i}`);
+    const d = code(() => resolveNames(denied, web, ctx));
+    assert.match(d, /^PERMISSION_DENIED: .*ns\/b\/w9" and 290 more/);
+    assert.ok(d.length < 4096, `message is ${d.length} characters`);
+  });
 });
 
 describe('splitSans', () => {
