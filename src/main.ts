@@ -81,9 +81,7 @@ export async function startServer(cfg: Config, opts: StartOptions = {}): Promise
     const detach = registry.attachAuthority(authority);
     closers.push({ name: 'registry', close: async () => detach() });
 
-    const authorizer = new Authorizer(
-      cfg.authorization.controllers.map((c) => ({ id: c.id, allow: c.allow, maxTtlSeconds: c.maxTtl, generateKeys: c.generateKeys })),
-    );
+    const authorizer = Authorizer.fromConfig(cfg.authorization);
     const workload = { ttlSeconds: cfg.workload.ttl, maxTtlSeconds: cfg.workload.maxTtl };
     const tokenAuthenticator = cfg.auth.kubernetesTokens.enabled
       ? await (await import('./auth/token.js')).createTokenAuthenticator(cfg.auth.kubernetesTokens, { trustDomain: cfg.trustDomain, clock, log, metrics })

@@ -47,6 +47,8 @@ const controllerSchema = z.strictObject({
   allow: z.array(spiffeIdPattern).min(1),
   maxTtl: duration({ min: 10 }).default(86400),
   generateKeys: z.boolean().default(false),
+  /** DNS SANs it may request: exact names or "*.<suffix>"; absent = any, [] = none (authorization.ts). */
+  dnsNames: z.array(dnsName).optional(),
 });
 
 export const configSchema = z

@@ -11,6 +11,20 @@ export interface ControllerRule {
   readonly maxTtlSeconds: number;
   /** Whether meshca may generate the private key for this controller (bootstrap credentials). */
   readonly generateKeys: boolean;
+  /**
+   * DNS SANs this controller may put in the certificates it obtains: exact names, or "*.<suffix>" for every name
+   * under <suffix> (any depth, wildcard names included). Absent = any DNS name; [] = none.
+   */
+  readonly dnsNames?: readonly string[];
+}
+
+/** One `authorization.controllers` entry as the config schema yields it. */
+interface ConfiguredController {
+  readonly id: string;
+  readonly allow: readonly string[];
+  readonly maxTtl: number;
+  readonly generateKeys: boolean;
+  readonly dnsNames?: readonly string[] | undefined;
 }
 
 export interface AuthzRequest {
@@ -25,6 +39,8 @@ export interface AuthzRequest {
    * 'api': the controller or Istio API.
    */
   readonly channel: 'sds' | 'api';
+  /** DNS SANs the certificate would carry (default none). */
+  readonly dnsNames?: readonly string[];
 }
 
 export type AuthzDecision =
@@ -38,11 +54,27 @@ export type AuthzDecision =
  * - a caller matching controller rules may obtain identities matching any of their `allow` patterns, with a
  *   generated key only when such a rule has generateKeys; when several rules allow a request, the longest maxTtl
  *   applies (rules add permissions, never take them away);
+ * - DNS SANs are identities too (for peers that verify host names): a certificate carries them only when a
+ *   controller rule that grants the request permits every one of them (its dnsNames), so a workload that is not a
+ *   controller never gets a DNS name it chose itself;
  * - everything else is denied with a reason naming the caller and the target.
  * Pure: no I/O; the audit log is written by the caller of decide().
  */
 export class Authorizer {
   constructor(private readonly rules: readonly ControllerRule[]) {}
+
+  /** From the validated `authorization` config section (durations already in seconds). */
+  static fromConfig(cfg: { readonly controllers: readonly ConfiguredController[] }): Authorizer {
+    return new Authorizer(
+      cfg.controllers.map((c) => ({
+        id: c.id,
+        allow: c.allow,
+        maxTtlSeconds: c.maxTtl,
+        generateKeys: c.generateKeys,
+        ...(c.dnsNames ? { dnsNames: c.dnsNames } : {}),
+      })),
+    );
+  }
 
   /** Rules that apply to this caller, in config order. */
   controllerRulesFor(callerId: string): ControllerRule[] {
@@ -55,18 +87,26 @@ export class Authorizer {
 
   decide(req: AuthzRequest): AuthzDecision {
     const { caller, target, generateKey, channel } = req;
+    const dnsNames = req.dnsNames ?? [];
     const rules = this.controllerRulesFor(caller.spiffeId);
+    const permitsDns = (r: ControllerRule): boolean => dnsNames.every((d) => dnsNameAllowed(d, r.dnsNames));
     if (target === caller.spiffeId) {
-      if (!generateKey || channel === 'sds') return { allowed: true, rule: 'self' };
-      const r = longestTtl(rules.filter((x) => x.generateKeys));
+      if (dnsNames.length === 0 && (!generateKey || channel === 'sds')) return { allowed: true, rule: 'self' };
+      const keyOk = rules.filter((x) => !generateKey || channel === 'sds' || x.generateKeys);
+      const r = longestTtl(keyOk.filter(permitsDns));
       if (r) return { allowed: true, rule: 'self', controllerId: r.id, maxTtlSeconds: r.maxTtlSeconds };
-      return { allowed: false, reason: `caller ${caller.spiffeId} may request its own identity only with a CSR` };
+      if (keyOk.length === 0 && generateKey && channel !== 'sds') {
+        return { allowed: false, reason: `caller ${caller.spiffeId} may request its own identity only with a CSR` };
+      }
+      return { allowed: false, reason: dnsDenied(caller.spiffeId, target, dnsNames, keyOk) };
     }
     // Every rule that matches the caller counts (an exact-ID entry and a prefix entry may both apply): the caller may
     // do what any one of them allows, and gets the longest maxTtl among the rules that allow this request.
     const covering = rules.filter((r) => r.allow.some((p) => matchesIdPattern(target, p)));
-    const r = longestTtl(covering.filter((x) => !generateKey || x.generateKeys));
+    const keyOk = covering.filter((x) => !generateKey || x.generateKeys);
+    const r = longestTtl(keyOk.filter(permitsDns));
     if (r) return { allowed: true, rule: 'controller', controllerId: r.id, maxTtlSeconds: r.maxTtlSeconds };
+    if (keyOk.length > 0) return { allowed: false, reason: dnsDenied(caller.spiffeId, target, dnsNames, keyOk) };
     if (covering.length > 0) {
       return {
         allowed: false,
@@ -83,6 +123,25 @@ export class Authorizer {
           : `controller ${caller.spiffeId} is not authorized for identity ${target} (no allow pattern matches)`,
     };
   }
+}
+
+/** Whether DNS name `name` is within `patterns` (exact, or "*.<suffix>": any name under suffix); absent = any. */
+export function dnsNameAllowed(name: string, patterns: readonly string[] | undefined): boolean {
+  if (patterns === undefined) return true;
+  const n = name.toLowerCase();
+  return patterns.some((p) => {
+    const q = p.toLowerCase();
+    return q.startsWith('*.') ? n.endsWith(q.slice(1)) && n.length > q.length - 1 : n === q;
+  });
+}
+
+function dnsDenied(callerId: string, target: string, dnsNames: readonly string[], rules: readonly ControllerRule[]): string {
+  const asked = `DNS names [${dnsNames.join(', ')}]`;
+  if (rules.length === 0) {
+    return `caller ${callerId} may not put ${asked} in the certificate for ${target}: only callers listed in authorization.controllers may, within their rule's dnsNames`;
+  }
+  const granted = rules.map((r) => `id ${r.id} allows dnsNames [${(r.dnsNames ?? []).join(', ')}]`).join('; ');
+  return `controller ${callerId} may not put ${asked} in the certificate for ${target} (authorization.controllers: ${granted})`;
 }
 
 /** Of the rules that grant a request, the one with the longest maxTtl (rules add permissions); undefined if none. */

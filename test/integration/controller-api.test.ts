@@ -12,6 +12,7 @@ const WEB = `spiffe://${TD}/ns/default/sa/web`;
 const CTL = `spiffe://${TD}/controller/mesh`;
 const BOOT = `spiffe://${TD}/controller/bootstrap`;
 const OPS = `spiffe://${TD}/ops/deployer`;
+const DNSCTL = `spiffe://${TD}/controller/dns`;
 
 function verifiesTo(chainDer: readonly Buffer[], rootsDer: readonly Buffer[]): boolean {
   const certs = chainDer.map((d) => new X509Certificate(d));
@@ -41,6 +42,7 @@ describe('meshca.v1 IdentityService and BundleService over mTLS', { timeout: 60_
   let ctl: ApiClients;
   let boot: ApiClients;
   let ops: ApiClients;
+  let dnsctl: ApiClients;
 
   before(async () => {
     m = await startInstance({
@@ -53,18 +55,21 @@ describe('meshca.v1 IdentityService and BundleService over mTLS', { timeout: 60_
         // Two rules match OPS (its exact ID, then a prefix): it may do what either allows.
         { id: OPS, allow: [`spiffe://${TD}/ns/*`], maxTtl: '1h' },
         { id: `spiffe://${TD}/ops/*`, allow: [`spiffe://${TD}/ns/*`], maxTtl: '3h', generateKeys: true },
+        { id: DNSCTL, allow: [`spiffe://${TD}/ns/apps/*`], dnsNames: ['api.apps.svc', '*.apps.svc.cluster.local'] },
       ],
     });
     web = await m.clientsAs(WEB);
     ctl = await m.clientsAs(CTL);
     boot = await m.clientsAs(BOOT);
     ops = await m.clientsAs(OPS);
+    dnsctl = await m.clientsAs(DNSCTL);
   });
   after(async () => {
     web?.close();
     ctl?.close();
     boot?.close();
     ops?.close();
+    dnsctl?.close();
     await m?.close();
   });
 
@@ -89,10 +94,31 @@ describe('meshca.v1 IdentityService and BundleService over mTLS', { timeout: 60_
 
   test('ok/a DER CSR works too, and dns_names default to the CSR DNS SANs', async () => {
     const csr = await makeCsr({ uris: [WEB], dnsNames: ['web.default.svc'] });
-    const res = await unary(web.identity, 'Issue', { spiffe_id: WEB, csr_der: csr.der, ttl_seconds: 600 });
+    const res = await unary(ctl.identity, 'Issue', { spiffe_id: WEB, csr_der: csr.der, ttl_seconds: 600 });
     const leaf = new X509Certificate(res.cert_chain_der[0]);
     assert.match(leaf.subjectAltName!, /DNS:web\.default\.svc/);
     assert.equal(Number(res.ttl_seconds), 600, 'the ttl granted, without the backdate');
+  });
+
+  test('fail/a workload that is not a controller may not put DNS names in its own certificate, from dns_names or its CSR', async () => {
+    const csr = await makeCsr({ uris: [WEB], dnsNames: ['web.default.svc'] });
+    await expectCode(unary(web.identity, 'Issue', { spiffe_id: WEB, csr_der: csr.der }), grpc.status.PERMISSION_DENIED, /may not put DNS names \[web\.default\.svc\].*authorization\.controllers/);
+    const plain = await makeCsr({ uris: [WEB] });
+    await expectCode(unary(web.identity, 'Issue', { spiffe_id: WEB, csr_pem: plain.pem, dns_names: ['payments.default.svc'] }), grpc.status.PERMISSION_DENIED, /payments\.default\.svc/);
+    assert.ok(m.logs.some((l) => l.logger === 'audit' && l.decision === 'deny' && JSON.stringify(l.dnsNames) === '["payments.default.svc"]'), 'the audit line names the DNS names');
+  });
+
+  test('ok/a controller rule with dnsNames grants those names only, to itself too', async () => {
+    const csr = await makeCsr({ uris: [DNSCTL], dnsNames: ['api.apps.svc', 'x.apps.svc.cluster.local'] });
+    const res = await unary(dnsctl.identity, 'Issue', { spiffe_id: DNSCTL, csr_pem: csr.pem });
+    assert.match(new X509Certificate(res.cert_chain_der[0]).subjectAltName!, /DNS:api\.apps\.svc, DNS:x\.apps\.svc\.cluster\.local/);
+    const other = await makeCsr({ uris: [`spiffe://${TD}/ns/apps/sa/a`] });
+    await unary(dnsctl.identity, 'Issue', { spiffe_id: `spiffe://${TD}/ns/apps/sa/a`, csr_pem: other.pem, dns_names: ['a.apps.svc.cluster.local'] });
+    await expectCode(
+      unary(dnsctl.identity, 'Issue', { spiffe_id: `spiffe://${TD}/ns/apps/sa/a`, csr_pem: other.pem, dns_names: ['a.other.svc'] }),
+      grpc.status.PERMISSION_DENIED,
+      /allows dnsNames \[api\.apps\.svc, \*\.apps\.svc\.cluster\.local\]/,
+    );
   });
 
   test('fail/dns_names that differ from the CSR DNS SANs', async () => {

@@ -27,7 +27,7 @@ import { apiClients, type ApiClients } from './api-client.js';
  */
 export interface InstanceOptions {
   readonly trustDomain: string;
-  readonly controllers?: readonly { id: string; allow: string[]; maxTtl?: string | number; generateKeys?: boolean }[];
+  readonly controllers?: readonly { id: string; allow: string[]; maxTtl?: string | number; generateKeys?: boolean; dnsNames?: string[] }[];
   readonly workload?: { ttl?: string | number; maxTtl?: string | number };
   readonly maxMessageBytes?: number;
   /** Raw `federation` section. */
@@ -91,9 +91,7 @@ export async function startInstance(o: InstanceOptions): Promise<Instance> {
     const registry = new BundleRegistry(core.authority.bundle(), { ownRefreshHintSeconds: 300 });
     const unattach = registry.attachAuthority(core.authority);
     closers.push(async () => unattach());
-    const authorizer = new Authorizer(
-      cfg.authorization.controllers.map((c) => ({ id: c.id, allow: c.allow, maxTtlSeconds: c.maxTtl, generateKeys: c.generateKeys })),
-    );
+    const authorizer = Authorizer.fromConfig(cfg.authorization);
     const grpc = await buildGrpcServerWithSds(
       {
         grpc: { address: '127.0.0.1:0', dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], clientCaFile: '', maxMessageBytes: cfg.server.grpc.maxMessageBytes },

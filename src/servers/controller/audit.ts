@@ -11,6 +11,8 @@ export interface AuditRecord {
   /** Which API asked: "IdentityService.Issue", "IstioCertificateService.CreateCertificate", ... */
   readonly api: string;
   readonly generateKey: boolean;
+  /** DNS SANs requested (logged when there are any). */
+  readonly dnsNames?: readonly string[];
 }
 
 /**
@@ -37,6 +39,7 @@ export class AuditLog {
       via: r.caller.via,
       api: r.api,
       generateKey: r.generateKey,
+      ...(r.dnsNames && r.dnsNames.length > 0 ? { dnsNames: r.dnsNames } : {}),
     };
     this.decisions.inc({ api: r.api, decision: fields.decision });
     if (d.allowed) this.log.info(fields, 'authorization decision');

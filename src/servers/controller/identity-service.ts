@@ -121,8 +121,8 @@ export async function issueOne(deps: ControllerServiceDeps, audit: AuditLog, cal
   }
 
   const generateKey = csr === undefined;
-  const decision = deps.authorizer.decide({ caller, target, generateKey, channel: 'api' });
-  audit.record({ caller, target, decision, api, generateKey });
+  const decision = deps.authorizer.decide({ caller, target, generateKey, channel: 'api', dnsNames });
+  audit.record({ caller, target, decision, api, generateKey, dnsNames });
   if (!decision.allowed) throw permissionDenied(decision.reason);
 
   const { ttl, cap } = grantedTtl(ttlRequested, decision, deps.workload);

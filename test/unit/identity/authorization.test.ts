@@ -43,3 +43,29 @@ test('ok/controller rules match callers by path prefix', () => {
   const d = authz.decide({ caller: caller('spiffe://td/ci/job-7'), target: 'spiffe://td/bootstrap/proxy', generateKey: true, channel: 'api' });
   assert.equal(d.allowed, true);
 });
+
+test('fail/a workload may not put DNS names it chose in its own certificate (they are identities for host-name checks)', () => {
+  const d = authz.decide({ caller: caller('spiffe://td/w'), target: 'spiffe://td/w', generateKey: false, channel: 'api', dnsNames: ['payments.default.svc'] });
+  assert.equal(d.allowed, false);
+  assert.match((d as { reason: string }).reason, /may not put DNS names \[payments\.default\.svc\] .*only callers listed in authorization\.controllers may, within their rule's dnsNames/);
+});
+
+test('ok/DNS names within a rule: exact names and "*.<suffix>" at any depth; a rule without dnsNames allows any', () => {
+  const dns = new Authorizer([
+    { id: 'spiffe://td/ns/web/sa/web', allow: ['spiffe://td/ns/web/sa/web'], maxTtlSeconds: 3600, generateKeys: false, dnsNames: ['web.web.svc', '*.web.svc.cluster.local'] },
+    { id: controller, allow: ['spiffe://td/ns/apps/*'], maxTtlSeconds: 7200, generateKeys: false },
+    { id: 'spiffe://td/ns/ops/sa/ops', allow: ['spiffe://td/ns/apps/*'], maxTtlSeconds: 7200, generateKeys: false, dnsNames: [] },
+  ]);
+  const web = caller('spiffe://td/ns/web/sa/web');
+  const self = (names: string[]) => dns.decide({ caller: web, target: web.spiffeId, generateKey: false, channel: 'api', dnsNames: names });
+  assert.equal(self(['web.web.svc', 'a.web.svc.cluster.local', 'x.y.web.svc.cluster.local', '*.web.svc.cluster.local', 'WEB.Web.SVC']).allowed, true);
+  for (const bad of [['db.web.svc'], ['web.svc.cluster.local'], ['evilweb.svc.cluster.local'], ['web.web.svc', 'other.example']]) {
+    const d = self(bad);
+    assert.equal(d.allowed, false, bad.join());
+    assert.match((d as { reason: string }).reason, /controller spiffe:\/\/td\/ns\/web\/sa\/web may not put DNS names .*id spiffe:\/\/td\/ns\/web\/sa\/web allows dnsNames \[web\.web\.svc, \*\.web\.svc\.cluster\.local\]/);
+  }
+  const forApp = (c: string, names: string[]) => dns.decide({ caller: caller(c), target: 'spiffe://td/ns/apps/x', generateKey: false, channel: 'api', dnsNames: names });
+  assert.equal(forApp(controller, ['anything.example']).allowed, true);
+  assert.equal(forApp('spiffe://td/ns/ops/sa/ops', []).allowed, true);
+  assert.equal(forApp('spiffe://td/ns/ops/sa/ops', ['x.apps.svc']).allowed, false);
+});
