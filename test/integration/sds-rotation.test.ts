@@ -111,6 +111,36 @@ describe('SDS pushes: renewal, bundle change, re-issue', { timeout: 60_000 }, ()
     await cert.expectSilence(300);
   });
 
+  it('a bundle change reaches every stream once, with a version and nonce new to each; their ACKs get no reply', async () => {
+    h = await startHarness();
+    const streams: SotwStream[] = [];
+    for (let i = 0; i < 3; i++) {
+      const c = await h.client(`spiffe://example.org/w/${i}`, { id: `n${i}`, cluster: 'c' });
+      const s = c.streamSecrets();
+      s.request(['ROOTCA', 'spiffe://example.org']);
+      s.ack(await s.next());
+      s.ack(await s.next());
+      streams.push(s);
+    }
+    await h.fake!.rotateBundle();
+    const pushes = await Promise.all(streams.map(async (s) => [await s.next(), await s.next()] as const));
+    for (const [a, b] of pushes) {
+      assert.deepEqual([a.secrets[0]!.name, b.secrets[0]!.name].sort(), ['ROOTCA', 'spiffe://example.org']);
+      assert.notEqual(a.nonce, b.nonce, 'two responses on one stream never share a nonce');
+      assert.notEqual(a.version_info, b.version_info);
+      for (const r of [a, b]) assert.equal(r.secrets[0]!.validation_context!.trusted_ca!.inline_bytes.toString(), h.authority.bundle().pem);
+    }
+    pushes.forEach(([a, b], i) => {
+      streams[i]!.ack(a);
+      streams[i]!.ack(b);
+    });
+    for (const s of streams) await s.expectSilence(200);
+    await h.fake!.rotateBundle();
+    const again = await Promise.all(streams.map((s) => s.next()));
+    const seen = new Set(pushes.flatMap(([a, b]) => [a.nonce, b.nonce]));
+    for (const r of again) assert.ok(!seen.has(r.nonce), 'the next change comes with nonces not used before');
+  });
+
   it('reissue-all pushes a new certificate to every stream', async () => {
     h = await startHarness();
     const streams: SotwStream[] = [];

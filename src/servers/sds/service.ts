@@ -233,15 +233,20 @@ abstract class StreamBase {
   }
 }
 
+interface Frame {
+  readonly nonce: string;
+  readonly bytes: Buffer;
+}
+
 class SotwStream extends StreamBase {
   protected readonly keepsLast = false;
   /** False until a request named a resource: until then an empty list is the legacy wildcard. */
   private everNamed = false;
 
   write(enc: EncodedSecret): void {
-    const nonce = this.svc.nextNonce();
-    this.lastNonce = nonce;
-    this.call.write(encodeDiscoveryResponse(this.svc.nextVersion(), enc.sotwBody, nonce));
+    const f = this.svc.frame('sotw', enc);
+    this.lastNonce = f.nonce;
+    this.call.write(f.bytes);
   }
 
   async handle(req: SotwRequest): Promise<void> {
@@ -294,9 +299,9 @@ class DeltaStream extends StreamBase {
   private readonly explicit = new Set<string>();
 
   write(enc: EncodedSecret): void {
-    const nonce = this.svc.nextNonce();
-    this.lastNonce = nonce;
-    this.call.write(encodeDeltaResponse(this.svc.nextVersion(), [deltaResourceField(enc.name, enc.version, enc.any)], [], nonce));
+    const f = this.svc.frame('delta', enc);
+    this.lastNonce = f.nonce;
+    this.call.write(f.bytes);
   }
 
   private writeRemoved(names: string[]): void {
@@ -404,6 +409,8 @@ export class SdsService {
   private readonly noncePrefix = randomBytes(4).toString('hex');
   private readonly versionPrefix: string;
   private nonceCounter = 0;
+  /** Set while pushBundles() runs: one encoded response per (stream kind, secret), shared by every stream. */
+  private fanout: Record<'sotw' | 'delta', Map<EncodedSecret, Frame>> | undefined;
   private versionCounter = 0;
 
   constructor(private readonly opts: SdsServiceOptions) {
@@ -473,6 +480,25 @@ export class SdsService {
     return this.noncePrefix + (++this.nonceCounter).toString(36);
   }
 
+  /**
+   * The response that carries `enc` on a stream of `kind`, with a fresh version and nonce. During a fan-out every
+   * stream gets the same bytes: a nonce only has to be unique within a stream (protocols.md §2), and each stream gets
+   * one response per secret per push, so encoding once instead of 10,000 times is safe.
+   */
+  frame(kind: 'sotw' | 'delta', enc: EncodedSecret): Frame {
+    const hit = this.fanout?.[kind].get(enc);
+    if (hit) return hit;
+    const nonce = this.nextNonce();
+    const version = this.nextVersion();
+    const bytes =
+      kind === 'sotw'
+        ? encodeDiscoveryResponse(version, enc.sotwBody, nonce)
+        : encodeDeltaResponse(version, [deltaResourceField(enc.name, enc.version, enc.any)], [], nonce);
+    const f = { nonce, bytes };
+    this.fanout?.[kind].set(enc, f);
+    return f;
+  }
+
   nextVersion(): string {
     return `${this.versionPrefix}-${(++this.versionCounter).toString(36)}`;
   }
@@ -527,17 +553,22 @@ export class SdsService {
   /** Pushes every bundle-type subscription whose content changed. Synchronous. */
   pushBundles(): void {
     let sent = 0;
-    for (const s of this.streams) {
-      for (const sub of s.subs.values()) {
-        if (sub.target.kind === 'cert' || !sub.started) continue;
-        try {
-          if (s.push(sub, this.bundleSecret(sub.target), 'bundle', false, false)) sent++;
-        } catch (e) {
-          if (s.missing(sub, e)) continue;
-          s.fail(e);
-          break;
+    this.fanout = { sotw: new Map(), delta: new Map() };
+    try {
+      for (const s of this.streams) {
+        for (const sub of s.subs.values()) {
+          if (sub.target.kind === 'cert' || !sub.started) continue;
+          try {
+            if (s.push(sub, this.bundleSecret(sub.target), 'bundle', false, false)) sent++;
+          } catch (e) {
+            if (s.missing(sub, e)) continue;
+            s.fail(e);
+            break;
+          }
         }
       }
+    } finally {
+      this.fanout = undefined;
     }
     if (sent > 0) {
       this.m.pushes.inc({ reason: 'bundle' }, sent);
