@@ -65,3 +65,20 @@ export function signingCaTtlSeconds(cfg: AuthorityConfig): number {
       return cfg.clusterTrustBundle!.signingCaTtl;
   }
 }
+
+/**
+ * The config key of signingCaTtlSeconds(), or undefined in mode leaf: there the backend signs every leaf, meshca
+ * holds and rotates no signing CA of its own, and that lifetime is unused.
+ */
+export function signingCaTtlKey(cfg: AuthorityConfig): string | undefined {
+  switch (cfg.type) {
+    case 'internal':
+      return 'authority.internal.signingCaTtl';
+    case 'vault':
+      return cfg.vault!.mode === 'leaf' ? undefined : 'authority.vault.intermediateTtl';
+    case 'cert-manager':
+      return cfg.certManager!.mode === 'leaf' ? undefined : 'authority.certManager.signingCaTtl';
+    case 'cluster-trust-bundle':
+      return cfg.clusterTrustBundle!.mode === 'leaf' ? undefined : 'authority.clusterTrustBundle.signingCaTtl';
+  }
+}

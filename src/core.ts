@@ -2,7 +2,8 @@ import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import type { Config } from './config/schema.js';
-import { createBackend, signingCaTtlSeconds } from '../providers/index.js';
+import { createBackend, signingCaTtlKey, signingCaTtlSeconds } from '../providers/index.js';
+import { coveredTtlSeconds } from './authority/rotation.js';
 import type { AuthorityBackend } from '../providers/types.js';
 import { LocalAuthority } from './authority/authority.js';
 import { FileStore } from './store/file-store.js';
@@ -34,6 +35,27 @@ export function signingWorkers(cfg: Config): number {
   if (cfg.signing.workers !== 'auto') return cfg.signing.workers;
   const n = availableParallelism();
   return n > 1 ? n : 0;
+}
+
+export interface TtlNotCovered {
+  /** The config key of the signing CA's lifetime (authority.internal.signingCaTtl, authority.vault.intermediateTtl, ...). */
+  readonly signingCaTtlKey: string;
+  readonly signingCaTtlSeconds: number;
+  /** The shortest leaf a client asking for workload.ttl may get: the active CA's least remaining life. */
+  readonly shortestLeafSeconds: number;
+}
+
+/**
+ * Whether workload.ttl can be cut short by meshca's own signing CA: undefined when it always fits (ttl <= 1/6 of the
+ * signing CA's lifetime, see coveredTtlSeconds) or when meshca holds no signing CA (mode leaf).
+ */
+export function ttlNotCovered(cfg: Config): TtlNotCovered | undefined {
+  const key = signingCaTtlKey(cfg.authority);
+  if (key === undefined) return undefined;
+  const life = signingCaTtlSeconds(cfg.authority);
+  const covered = coveredTtlSeconds(life);
+  if (cfg.workload.ttl <= covered) return undefined;
+  return { signingCaTtlKey: key, signingCaTtlSeconds: life, shortestLeafSeconds: covered };
 }
 
 /** dataDir, or the Kubernetes Secret named by state.kubernetes (loaded only then: the client is heavy). */

@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import type { Logger } from 'pino';
 import type { Config } from './config/schema.js';
-import { openCore, type Core } from './core.js';
+import { openCore, ttlNotCovered, type Core } from './core.js';
 import { Authorizer } from './identity/authorization.js';
 import { startOpsServer } from './servers/ops-http.js';
 import { splitHostPort } from './util/address.js';
@@ -17,6 +17,7 @@ import { startFilePublisher } from './bundle/file-publisher.js';
 import { createLogger } from './telemetry/logger.js';
 import { SystemClock, type Clock } from './util/clock.js';
 import { errorMessage } from './util/errors.js';
+import { formatDuration } from './util/duration.js';
 
 /** Hard limit for a SIGTERM drain; the brief promises exit within 20 s. */
 const DRAIN_LIMIT_MS = 15_000;
@@ -49,6 +50,7 @@ export interface StartOptions {
 export async function startServer(cfg: Config, opts: StartOptions = {}): Promise<RunningServer> {
   const log = opts.log ?? createLogger(cfg.log.level);
   const clock = opts.clock ?? new SystemClock();
+  warnIfTtlNotCovered(cfg, log);
   const core = await openCore(cfg, { log, clock });
   const { authority, metrics } = core;
   const closers: { name: string; close: () => Promise<void> }[] = [{ name: 'core', close: () => core.close() }];
@@ -146,6 +148,24 @@ export async function startServer(cfg: Config, opts: StartOptions = {}): Promise
     await stopAll();
     throw e;
   }
+}
+
+/**
+ * A config that is valid but will cut leaves short part of the time (meshca_signing_ca_cannot_cover_ttl 1 for the
+ * last 1/6 of each signing CA's life) is told at start, when the operator is looking, not only by a metric later.
+ */
+function warnIfTtlNotCovered(cfg: Config, log: Logger): void {
+  const gap = ttlNotCovered(cfg);
+  if (!gap) return;
+  const ttl = formatDuration(cfg.workload.ttl);
+  const caTtl = formatDuration(gap.signingCaTtlSeconds);
+  const shortest = formatDuration(gap.shortestLeafSeconds);
+  log.warn(
+    { workloadTtl: ttl, signingCaTtlKey: gap.signingCaTtlKey, signingCaTtl: caTtl, shortestLeaf: shortest },
+    `workload.ttl ${ttl} is longer than 1/6 of ${gap.signingCaTtlKey} ${caTtl}: the active signing CA may have only ` +
+      `${shortest} left, so a leaf may be as short as ${shortest}; set ${gap.signingCaTtlKey} to at least 6 x workload.ttl ` +
+      `(${formatDuration(cfg.workload.ttl * 6)}) or lower workload.ttl`,
+  );
 }
 
 /** `meshca serve`: start, then drain and exit on SIGTERM/SIGINT. */

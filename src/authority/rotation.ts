@@ -16,6 +16,16 @@ export function activateAtMs(s: SlotTimes): number {
   return s.notBeforeMs + ((s.notAfterMs - s.notBeforeMs) * 5) / 6;
 }
 
+/**
+ * The longest leaf lifetime a signing CA of `signingCaTtlSeconds` always covers. The active CA is replaced at 5/6 of
+ * its life by a successor prepared at 1/2 of it, so the active CA has between 1/6 and 2/3 of its life left; leaves
+ * never outlive their signing CA, so a longer lifetime is cut short for part of every rotation.
+ */
+export function coveredTtlSeconds(signingCaTtlSeconds: number): number {
+  const lifeMs = signingCaTtlSeconds * 1000;
+  return (lifeMs - activateAtMs({ notBeforeMs: 0, notAfterMs: lifeMs })) / 1000;
+}
+
 export type RotationStep = 'mint-active' | 'prepare-next' | 'activate-next' | 'none';
 
 /**

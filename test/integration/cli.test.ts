@@ -222,6 +222,36 @@ test('serve becomes ready, keeps its root across restart and kill -9, and drains
   }
 });
 
+test('serve warns at start when workload.ttl is longer than 1/6 of the signing CA lifetime, naming both keys and the shortest leaf', { timeout: 60_000 }, async () => {
+  const t = await tempDir();
+  try {
+    const short = await writeTestConfig(t.dir, 'workload: { ttl: 1h }\nauthority: { internal: { signingCaTtl: 2h } }\n');
+    const s = await startServe(short);
+    await s.stop();
+    const warn = s
+      .logs()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { level: number; msg: string; shortestLeaf?: string })
+      .find((j) => j.level === 40 && /workload\.ttl/.test(j.msg));
+    assert.ok(warn, s.logs());
+    assert.match(warn.msg, /workload\.ttl 1h .*authority\.internal\.signingCaTtl 2h/);
+    assert.match(warn.msg, /as short as 20m/);
+    assert.equal(warn.shortestLeaf, '20m');
+
+    const t2 = await tempDir();
+    try {
+      const s2 = await startServe(await writeTestConfig(t2.dir));
+      await s2.stop();
+      assert.doesNotMatch(s2.logs(), /signingCaTtl/, 'the defaults (1h of 48h) are covered: no warning');
+    } finally {
+      await t2.cleanup();
+    }
+  } finally {
+    await t.cleanup();
+  }
+});
+
 test('corrupt or partial CA state is a clear error, never a silent new root', { timeout: 60_000 }, async () => {
   const t = await tempDir();
   try {

@@ -4,6 +4,8 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
 import { parseConfigText } from '../../../src/config/load.js';
+import { signingCaTtlKey, signingCaTtlSeconds } from '../../../providers/index.js';
+import { formatDuration } from '../../../src/util/duration.js';
 import { REPO_ROOT } from '../../support/cli.js';
 
 /**
@@ -37,6 +39,20 @@ test('the examples contain meshca configurations to check', () => {
 for (const c of configs) {
   test(`example config is valid: ${c.where}`, () => {
     assert.doesNotThrow(() => parseConfigText(c.text, c.where));
+  });
+
+  // An example must not trip meshca_signing_ca_cannot_cover_ttl: the active signing CA has between 1/6 and 2/3 of
+  // its life left, so workload.ttl is always issued in full only when it is at most signingCaTtl/6. Leaf mode
+  // (no signing CA of meshca's own) has no such bound.
+  test(`example config's workload.ttl fits in 1/6 of its signing CA's lifetime: ${c.where}`, () => {
+    const cfg = parseConfigText(c.text, c.where);
+    const key = signingCaTtlKey(cfg.authority);
+    if (key === undefined) return;
+    const covered = signingCaTtlSeconds(cfg.authority) / 6;
+    assert.ok(
+      cfg.workload.ttl <= covered,
+      `${c.where}: workload.ttl ${formatDuration(cfg.workload.ttl)} is longer than ${key} ${formatDuration(signingCaTtlSeconds(cfg.authority))} / 6 = ${formatDuration(covered)}`,
+    );
   });
 }
 
