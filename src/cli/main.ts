@@ -1,13 +1,15 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { X509Certificate } from 'node:crypto';
 import { ConfigError, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { CaError, errorMessage } from '../util/errors.js';
-import { parseDurationSeconds } from '../util/duration.js';
+import { formatDuration, parseDurationSeconds } from '../util/duration.js';
 import { SystemClock } from '../util/clock.js';
 import { createLogger } from '../telemetry/logger.js';
 import { writeFileAtomic } from '../store/file-store.js';
+import { signingCaTtlKey, signingCaTtlSeconds } from '../../providers/index.js';
 
 const USAGE = `meshca — a pluggable certificate authority for service meshes
 
@@ -138,6 +140,7 @@ async function issue(args: string[]): Promise<void> {
   }
   const outDir = resolve(values.out as string);
   await withCore(cfg, async (core) => {
+    const issuedAtMs = Date.now();
     const svid = await core.authority.issue({
       spiffeId: id.uri,
       dnsNames: (values.dns as string[] | undefined) ?? [],
@@ -154,7 +157,30 @@ async function issue(args: string[]): Promise<void> {
       `issued ${svid.spiffeId} (serial ${svid.serialHex}, expires ${svid.notAfter.toISOString()})\n` +
         `  ${join(outDir, 'cert.pem')}\n  ${join(outDir, 'key.pem')}\n  ${join(outDir, 'bundle.pem')}\n`,
     );
+    const short = shortLeafWarning(svid.chainDer, issuedAtMs, ttl ?? cfg.workload.ttl, cfg);
+    if (short) process.stderr.write(`meshca: warning: ${short}\n`);
   });
+}
+
+/**
+ * Why a leaf is shorter than asked for, or undefined when it got the full lifetime. Leaves never outlive their
+ * signing CA, so a CA near the end of its life cuts them short; issue still succeeds (the leaf is valid), but the
+ * operator who asked for --ttl must hear it. Lifetime is the certificate's notAfter (whole seconds) minus the time
+ * the request was made, so up to 1 s of truncation is not a shortfall.
+ */
+function shortLeafWarning(chainDer: readonly Buffer[], issuedAtMs: number, requestedSeconds: number, cfg: Config): string | undefined {
+  const leafNotAfterMs = Date.parse(new X509Certificate(chainDer[0]!).validTo);
+  const gotSeconds = Math.floor((leafNotAfterMs - issuedAtMs) / 1000);
+  if (gotSeconds >= requestedSeconds - 1) return undefined;
+  const what = `the leaf lives ${formatDuration(gotSeconds)}, not the ${formatDuration(requestedSeconds)} asked for`;
+  const issuer = chainDer[1] ? new X509Certificate(chainDer[1]) : undefined;
+  const caNotAfterMs = issuer ? Date.parse(issuer.validTo) : undefined;
+  if (caNotAfterMs === undefined || leafNotAfterMs < caNotAfterMs) return `${what}: the ${cfg.authority.type} backend signed it for less`;
+  const key = signingCaTtlKey(cfg.authority);
+  const hint = key
+    ? `a lifetime up to 1/6 of ${key} (${formatDuration(signingCaTtlSeconds(cfg.authority) / 6)}) is always issued in full`
+    : 'the backend\'s CA is near the end of its life';
+  return `${what}: its signing CA expires at ${new Date(caNotAfterMs).toISOString()} (${hint})`;
 }
 
 async function bundle(args: string[]): Promise<void> {

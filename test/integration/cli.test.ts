@@ -54,6 +54,31 @@ test('issue writes a chain, a 0600 key and a bundle that openssl verifies strict
   }
 });
 
+test('issue warns on stderr when the leaf is shorter than asked for, saying how long it got and when the signing CA expires', { timeout: 60_000 }, async () => {
+  const t = await tempDir();
+  try {
+    // A 1m signing CA cannot hold a 10m leaf: meshca cuts the leaf at the CA's notAfter.
+    const cfg = await writeTestConfig(t.dir, 'authority: { internal: { signingCaTtl: 1m } }\n');
+    const out = join(t.dir, 'out');
+    const r = await runCli(['issue', '--config', cfg, '--spiffe-id', 'spiffe://test.example/short', '--ttl', '10m', '--out', out]);
+    assert.equal(r.code, 0, r.stderr);
+    const [leaf, ca] = splitPem(await readFile(join(out, 'cert.pem'), 'utf8')).map((p) => new X509Certificate(p));
+    assert.equal(Date.parse(leaf!.validTo), Date.parse(ca!.validTo), 'the leaf was cut at the signing CA\'s notAfter');
+    const m = /^meshca: warning: the leaf lives (\S+), not the 10m asked for: its signing CA expires at (\S+) \(/m.exec(r.stderr);
+    assert.ok(m, r.stderr);
+    assert.match(m[1]!, /^\d+s$/, 'under a minute, in seconds');
+    assert.equal(Date.parse(m[2]!), Date.parse(ca!.validTo));
+    assert.match(r.stderr, /authority\.internal\.signingCaTtl/, 'names the key to change');
+    assert.doesNotMatch(r.stdout, /warning/, 'stdout keeps only the result');
+
+    const fits = await runCli(['issue', '--config', cfg, '--spiffe-id', 'spiffe://test.example/short', '--ttl', '10s', '--out', out]);
+    assert.equal(fits.code, 0, fits.stderr);
+    assert.doesNotMatch(fits.stderr, /warning/, 'a leaf issued in full is not warned about');
+  } finally {
+    await t.cleanup();
+  }
+});
+
 test('issue refuses bad input with exit code 2 and a message naming the problem', { timeout: 60_000 }, async () => {
   const t = await tempDir();
   try {
