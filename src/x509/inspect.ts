@@ -80,12 +80,11 @@ export function inspectChain(pem: string, opts: { now?: Date; trustDomain?: stri
     lines.push(`  validity:   ${new Date(nb).toISOString()} .. ${new Date(na).toISOString()}  ${state}`);
     lines.push(`  key:        ${kt ?? describeKey(x.publicKey)}`);
     lines.push(`  SHA-256:    ${x.fingerprint256}`);
+    // Without --trust-domain the certificate's own SPIFFE ID gives it; when there is none (no URI SAN, or one that is
+    // not a SPIFFE ID) every rule is still checked and only the trust-domain comparison is skipped.
     const td = opts.trustDomain ?? trustDomainOf(uris);
-    let problems: string[];
-    if (!td) problems = ['no SPIFFE ID to take a trust domain from (pass one to check the profile)'];
-    else if (isCa) problems = describeCaProblems(der, td);
-    else problems = describeSvidProblems(der, td, ders[i + 1]);
-    if (problems.length === 0) lines.push(`  profile:    OK (${isCa ? 'SPIFFE CA' : 'X509-SVID'}${td ? `, trust domain ${td}` : ''})`);
+    const problems = isCa ? describeCaProblems(der, td) : describeSvidProblems(der, td, ders[i + 1]);
+    if (problems.length === 0) lines.push(`  profile:    OK (${isCa ? 'SPIFFE CA' : 'X509-SVID'}${td ? `, trust domain ${td}` : '; trust domain not checked: pass --trust-domain'})`);
     else for (const p of problems) lines.push(`  PROBLEM:    ${p}`);
     lines.push('');
   });

@@ -86,8 +86,12 @@ export function checkSvidProfile(certDer: Buffer, opts: SvidCheckOptions): void 
   if (problems.length > 0) throw new CaError('INTERNAL', `issued certificate breaks the X509-SVID profile: ${problems[0]}`);
 }
 
-/** Every broken X509-SVID rule, as sentences; [] when the leaf conforms. Never throws. */
-export function describeSvidProblems(certDer: Buffer, trustDomain: string, issuerCertDer?: Buffer): string[] {
+/**
+ * Every broken X509-SVID rule, as sentences; [] when the leaf conforms. Never throws. With no trust domain (meshca
+ * inspect without --trust-domain, on a certificate whose SPIFFE ID gives none) every rule is still checked except
+ * the comparison of the ID's trust domain.
+ */
+export function describeSvidProblems(certDer: Buffer, trustDomain: string | undefined, issuerCertDer?: Buffer): string[] {
   try {
     return svidProblems(certDer, { trustDomain, ...(issuerCertDer ? { issuerCertDer, verifySignature: 'always' as const } : {}) }, false);
   } catch (e) {
@@ -95,7 +99,7 @@ export function describeSvidProblems(certDer: Buffer, trustDomain: string, issue
   }
 }
 
-function svidProblems(certDer: Buffer, opts: SvidCheckOptions, firstOnly: boolean): string[] {
+function svidProblems(certDer: Buffer, opts: Omit<SvidCheckOptions, 'trustDomain'> & { readonly trustDomain: string | undefined }, firstOnly: boolean): string[] {
   const out: string[] = [];
   const fail = (msg: string): boolean => {
     out.push(msg);
@@ -125,7 +129,7 @@ function svidProblems(certDer: Buffer, opts: SvidCheckOptions, firstOnly: boolea
     } else {
       try {
         const id = parseSpiffeId(uris[0]!);
-        if (id.trustDomain !== opts.trustDomain) {
+        if (opts.trustDomain !== undefined && id.trustDomain !== opts.trustDomain) {
           if (fail(`SPIFFE ID ${id.uri} is not in trust domain "${opts.trustDomain}"`)) return out;
         } else if (id.path === '') {
           if (fail(`SPIFFE ID ${id.uri} has no path (a leaf SVID must name a workload)`)) return out;
@@ -236,7 +240,8 @@ export function checkCaProfile(certDer: Buffer, opts: { trustDomain: string }): 
 }
 
 /** Every broken CA rule (protocols.md §6 CA certificate), as sentences. Never throws. */
-export function describeCaProblems(certDer: Buffer, trustDomain: string): string[] {
+/** Every broken SPIFFE CA rule; with no trust domain, all but the comparison of a URI SAN's trust domain. */
+export function describeCaProblems(certDer: Buffer, trustDomain: string | undefined): string[] {
   const out: string[] = [];
   const fail = (m: string): boolean => {
     out.push(m);
@@ -271,7 +276,7 @@ export function describeCaProblems(certDer: Buffer, trustDomain: string): string
         try {
           const id = parseSpiffeId(u);
           if (id.path !== '') fail(`CA SPIFFE ID ${u} must have no path`);
-          if (id.trustDomain !== trustDomain) fail(`CA SPIFFE ID ${u} is not in trust domain "${trustDomain}"`);
+          if (trustDomain !== undefined && id.trustDomain !== trustDomain) fail(`CA SPIFFE ID ${u} is not in trust domain "${trustDomain}"`);
         } catch (e) {
           fail(`CA URI SAN is not a valid SPIFFE ID: ${(e as Error).message}`);
         }
