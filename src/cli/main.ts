@@ -45,7 +45,22 @@ function config(file: string | undefined): Config {
   return loadConfig(file).config;
 }
 
+/**
+ * A reader that closes stdout early (`meshca bundle | head -c1`, `meshca --help | true`) is not a failure of the
+ * command: what is left of the output is dropped, and the command finishes as usual (so a one-shot command still
+ * closes the CA and releases the state lock) and exits quietly. Any other stdout error fails the command.
+ */
+function dropOutputWhenReaderLeaves(): void {
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    // EPIPE: the reader closed the pipe; ERR_STREAM_DESTROYED: a later write to the stdout that EPIPE destroyed.
+    if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_DESTROYED') return;
+    process.stderr.write(`meshca: cannot write to stdout: ${errorMessage(e)}\n`);
+    process.exit(1);
+  });
+}
+
 export async function main(argv: string[]): Promise<void> {
+  dropOutputWhenReaderLeaves();
   const [cmd, ...rest] = argv;
   try {
     switch (cmd) {

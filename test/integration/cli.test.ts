@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { readFile, stat, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { runCli, startServe, tempDir, writeTestConfig } from '../support/cli.js';
+import { MESHCA_BIN, REPO_ROOT, runCli, startServe, tempDir, writeTestConfig } from '../support/cli.js';
 import { readRepoFile, section, tables } from '../support/readme.js';
 import { checkOwnBundleDoc } from '../support/spiffe-bundle-check.js';
 
@@ -206,6 +206,39 @@ test('inspect describes a chain and flags what breaks the SVID rules', { timeout
     const garbage = await runCli(['inspect', notPem]);
     assert.equal(garbage.code, 2);
     assert.match(garbage.stderr, /inspect: .*not-a-cert\.pem: no CERTIFICATE blocks found/);
+  } finally {
+    await t.cleanup();
+  }
+});
+
+/** Runs `meshca ARGS` with its stdout piped to a reader that closes at once (`meshca ... | true`). */
+function runWithClosedStdout(args: string[]): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [MESHCA_BIN, ...args], { cwd: REPO_ROOT, env: { ...process.env, MESHCA_CONFIG: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.destroy();
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(t);
+      resolve({ code, signal, stderr });
+    });
+  });
+}
+
+test('a reader that closes stdout early (meshca ... | true) ends the command quietly, without an EPIPE stack', { timeout: 60_000 }, async () => {
+  const t = await tempDir();
+  try {
+    const cfg = await writeTestConfig(t.dir);
+    for (const args of [['--help'], ['bundle', '--config', cfg, '--format', 'jwks'], ['bundle', '--config', cfg], ['version']]) {
+      const r = await runWithClosedStdout(args);
+      assert.equal(r.stderr, '', `meshca ${args.join(' ')}: nothing on stderr`);
+      assert.equal(r.code, 0, `meshca ${args.join(' ')}: exit code`);
+    }
+    // The state lock was released as usual: the next command does not wait for it.
+    const next = await runCli(['bundle', '--config', cfg], { timeoutMs: 5_000 });
+    assert.equal(next.code, 0, next.stderr);
   } finally {
     await t.cleanup();
   }
