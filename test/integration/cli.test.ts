@@ -310,6 +310,23 @@ test('serve warns at start when workload.ttl is longer than 1/6 of the signing C
   }
 });
 
+test('serve creates the missing directories of bundle.files paths, and a parent that is a file is an error naming the key', { timeout: 60_000 }, async () => {
+  const t = await tempDir();
+  try {
+    const path = join(t.dir, 'out', 'ssl', 'bundle.pem');
+    const s = await startServe(await writeTestConfig(t.dir, `bundle:\n  files: [{ path: "${path}" }]\n`));
+    await s.stop();
+    assert.equal(await readFile(path, 'utf8'), (await runCli(['bundle', '--config', join(t.dir, 'meshca.yaml')])).stdout);
+
+    await writeFile(join(t.dir, 'a-file'), 'x');
+    const bad = await runCli(['serve', '--config', await writeTestConfig(t.dir, `bundle:\n  files: [{ path: "${join(t.dir, 'a-file', 'bundle.pem')}" }]\n`)], { timeoutMs: 20_000 });
+    assert.equal(bad.code, 2, 'a path that cannot be written is bad configuration');
+    assert.match(bad.stderr, /^meshca: bundle\.files\[0\]\.path: cannot write /m);
+  } finally {
+    await t.cleanup();
+  }
+});
+
 test('corrupt or partial CA state is a clear error, never a silent new root', { timeout: 60_000 }, async () => {
   const t = await tempDir();
   try {

@@ -274,7 +274,40 @@ describe('file publisher and https_web bundle endpoint', () => {
       assert.equal(await readFile(join(dir, 'ca.pem'), 'utf8'), a.bundle().pem);
       assert.equal(JSON.parse(await readFile(join(dir, 'bundle.json'), 'utf8')).spiffe_sequence, a.bundle().sequence);
       await pub.close();
-      await assert.rejects(startFilePublisher({ files: [{ path: join(dir, 'missing', 'x.pem'), format: 'pem' }] }, { registry: reg, log, metrics }), /cannot write/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('creates missing parent directories of a bundle file, mode 0755 (the bundle is public)', async () => {
+    const { a } = await fixtures();
+    const dir = await mkdtemp(join(tmpdir(), 'meshca-files-'));
+    try {
+      const reg = new BundleRegistry(a.bundle(), { ownRefreshHintSeconds: 300 });
+      const path = join(dir, 'etc', 'ssl', 'meshca', 'bundle.pem');
+      const pub = await startFilePublisher(bundleFilesSchema.parse({ files: [{ path }] }), { registry: reg, log, metrics: new Registry() });
+      assert.equal(await readFile(path, 'utf8'), a.bundle().pem);
+      const umask = process.umask();
+      for (const d of [join(dir, 'etc'), join(dir, 'etc', 'ssl'), join(dir, 'etc', 'ssl', 'meshca')]) {
+        assert.equal((await stat(d)).mode & 0o777, 0o755 & ~umask, `${d} mode`);
+      }
+      await pub.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('fail/a bundle file whose parent is a file stops start with an error naming bundle.files[i].path', async () => {
+    const { a } = await fixtures();
+    const dir = await mkdtemp(join(tmpdir(), 'meshca-files-'));
+    try {
+      const reg = new BundleRegistry(a.bundle(), { ownRefreshHintSeconds: 300 });
+      await writeFile(join(dir, 'plain-file'), 'x');
+      const files = bundleFilesSchema.parse({ files: [{ path: join(dir, 'ok.pem') }, { path: join(dir, 'plain-file', 'bundle.pem') }] });
+      await assert.rejects(startFilePublisher(files, { registry: reg, log, metrics: new Registry() }), (e: Error) => {
+        assert.match(e.message, /^bundle\.files\[1\]\.path: cannot write .*plain-file\/bundle\.pem: .*(ENOTDIR|EEXIST)/);
+        return true;
+      });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
