@@ -13,20 +13,30 @@ export function readRepoFile(rel: string): string {
 
 /**
  * The text under `## heading` (any level), up to the next heading of the same or a higher level. The heading may
- * go on after `heading` with a space ("Configuration (`authority.vault`)").
+ * go on after `heading` with a space ("Configuration (`authority.vault`)"). Lines inside fenced code blocks are
+ * never headings (a commented-out `# key:` in a YAML block is not one).
  */
 export function section(markdown: string, heading: string): string {
   const lines = markdown.split('\n');
-  const start = lines.findIndex((l) => {
+  let fence: string | undefined;
+  const levels = lines.map((l) => {
+    const f = /^ *(```|~~~)/.exec(l);
+    if (f) {
+      if (fence === undefined) fence = f[1];
+      else if (f[1] === fence) fence = undefined;
+      return 0;
+    }
+    return fence === undefined ? (/^(#{1,6}) /.exec(l)?.[1]!.length ?? 0) : 0;
+  });
+  const start = lines.findIndex((l, i) => {
     const h = l.replace(/^#+ /, '').trim();
-    return /^#{1,6} /.test(l) && (h === heading || h.startsWith(`${heading} `));
+    return levels[i]! > 0 && (h === heading || h.startsWith(`${heading} `));
   });
   if (start < 0) throw new Error(`no heading "${heading}"`);
-  const level = /^#+/.exec(lines[start]!)![0].length;
+  const level = levels[start]!;
   let end = lines.length;
   for (let i = start + 1; i < lines.length; i++) {
-    const m = /^(#+) /.exec(lines[i]!);
-    if (m && m[1]!.length <= level) {
+    if (levels[i]! > 0 && levels[i]! <= level) {
       end = i;
       break;
     }

@@ -1,9 +1,12 @@
 import { describe, it } from 'node:test';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { isMap, isScalar, isSeq, parse as parseYaml, parseDocument, type Node as YamlNode } from 'yaml';
 import type { z } from 'zod';
 import { configSchema } from '../../../src/config/schema.js';
-import { ConfigError, parseConfig, parseConfigText } from '../../../src/config/load.js';
+import { ConfigError, loadConfig, parseConfig, parseConfigText } from '../../../src/config/load.js';
 import { parseDurationSeconds } from '../../../src/util/duration.js';
 import { codeSpans, fencedBlocks, readRepoFile, section, tables } from '../../support/readme.js';
 
@@ -244,11 +247,23 @@ describe('README.md configuration reference', () => {
     assert.ok(docs.some((d) => d.path === 'trustDomain'));
   });
 
-  it('ok/the example blocks after the reference are valid configs as written', () => {
-    // The reference block lists every backend's section (`vault: {}`), so it is checked key by key instead.
-    for (const [i, b] of blocks.entries()) {
-      if (i === 0) continue;
-      assert.doesNotThrow(() => parseConfigText(b, `README.md yaml block ${i + 1}`));
+  it('ok/every configuration block is a valid config as written', () => {
+    for (const [i, b] of blocks.entries()) assert.doesNotThrow(() => parseConfigText(b, `README.md yaml block ${i + 1}`));
+  });
+
+  it('ok/the reference block, loaded verbatim as a config file, gives exactly the defaults', () => {
+    // What a new user does: copy the block into meshca.yaml. Optional sections and per-backend blocks are commented
+    // out (their keys stay readable), so what is left is the embedded defaults, no more and no less.
+    const reference = fencedBlocks(section(README, 'Configuration reference'), 'yaml')[0]!;
+    assert.equal(reference, blocks[0], 'the first configuration block is the reference');
+    const dir = mkdtempSync(join(tmpdir(), 'meshca-readme-'));
+    try {
+      const file = join(dir, 'meshca.yaml');
+      writeFileSync(file, reference);
+      const loaded = loadConfig(file, {}).config;
+      assert.deepEqual(loaded, parseConfig({}));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
