@@ -75,9 +75,13 @@ export async function main(argv: string[]): Promise<void> {
       case 'rotate':
         return await rotate(rest);
       case 'version':
-      case '--version':
+      case '--version': {
+        // Like every command: strict flags, and --help prints the usage rather than doing the command.
+        const { values } = parse(rest, {});
+        if (values.help) return void process.stdout.write(USAGE + '\n');
         process.stdout.write(`meshca ${await version()}\n`);
         return;
+      }
       case undefined:
       case 'help':
       case '--help':

@@ -389,3 +389,20 @@ test('README Commands table and `meshca --help` list the same commands and flags
   assert.equal(version.code, 0);
   assert.match(version.stdout, /^meshca \d+\.\d+\.\d+\n$/);
 });
+
+test('every command\'s --help (and -h) prints the usage, and does nothing else', { timeout: 60_000 }, async () => {
+  const help = await runCli(['--help']);
+  assert.match(help.stdout, /^meshca — .*\n\nUsage:\n/);
+  const commands = [...commandsOf(help.stdout.slice(help.stdout.indexOf('Usage:')).split('\n\n')[0]!, /\n(?=  meshca )/).keys()];
+  assert.ok(commands.includes('version') && commands.includes('serve'), commands.join(', '));
+  for (const cmd of commands) {
+    for (const flag of ['--help', '-h']) {
+      const r = await runCli([cmd, flag]);
+      assert.equal(r.code, 0, `meshca ${cmd} ${flag}: ${r.stderr}`);
+      assert.equal(r.stdout, help.stdout, `meshca ${cmd} ${flag} prints the usage`);
+      assert.equal(r.stderr, '', `meshca ${cmd} ${flag}`);
+    }
+  }
+  const stray = await runCli(['version', '--bogus']);
+  assert.equal(stray.code, 2, 'version takes no flags but --help');
+});
