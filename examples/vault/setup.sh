@@ -51,11 +51,12 @@ vault read -field=role_id auth/approle/role/meshca/role-id > role-id
 vault write -f -field=secret_id auth/approle/role/meshca/secret-id > secret-id
 chmod 600 secret-id
 
-# 5b. Kubernetes login (meshca running in-cluster as serviceaccount mesh-system/meshca).
+# 5b. Kubernetes login (meshca running in-cluster as ServiceAccount meshca in namespace meshca, as
+#     examples/kubernetes/base.yaml deploys it).
 vault auth enable kubernetes 2>/dev/null || true
 vault write auth/kubernetes/config kubernetes_host="https://${KUBERNETES_SERVICE_HOST:-kubernetes.default.svc}:443"
 vault write auth/kubernetes/role/meshca \
-  bound_service_account_names=meshca bound_service_account_namespaces=mesh-system \
+  bound_service_account_names=meshca bound_service_account_namespaces=meshca \
   token_policies=meshca-intermediate token_ttl=1h token_max_ttl=24h
 
 echo "done: use meshca-intermediate.yaml or meshca-leaf.yaml"

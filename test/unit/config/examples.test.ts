@@ -123,3 +123,28 @@ test('examples/kubernetes: every backend publishes the ConfigMap the Envoy sidec
     for (const f of ['base.yaml', `${backend}/config.yaml`, 'publishers-rbac.yaml', 'envoy-sidecar.yaml']) assert.ok(block.includes(f), `the ${backend} steps apply ${f}`);
   }
 });
+
+test('every example directory has a README.md that names each of its files', () => {
+  for (const name of readdirSync(examples)) {
+    const dir = join(examples, name);
+    if (!statSync(dir).isDirectory()) continue;
+    const readme = join(dir, 'README.md');
+    assert.ok(existsSync(readme), `examples/${name} has no README.md`);
+    const text = readFileSync(readme, 'utf8');
+    for (const f of walk(dir).filter((p) => p !== readme)) {
+      const base = f.split('/').pop()!;
+      assert.ok(text.includes(base), `examples/${name}/README.md does not say what ${relative(dir, f)} is`);
+    }
+  }
+});
+
+test('examples/vault/setup.sh lets in the ServiceAccount examples/kubernetes runs meshca as', () => {
+  const base = parseAllDocuments(readFileSync(join(examples, 'kubernetes', 'base.yaml'), 'utf8')).map((d) => d.toJS() as { kind?: string; metadata?: { name?: string; namespace?: string } });
+  const sa = base.find((o) => o.kind === 'ServiceAccount')!;
+  const setup = readFileSync(join(examples, 'vault', 'setup.sh'), 'utf8');
+  // The command with its backslash-continued lines.
+  const role = /vault write auth\/kubernetes\/role\/meshca(?:[^\n]*\\\n)*[^\n]*/.exec(setup)?.[0] ?? '';
+  const value = (key: string) => new RegExp(`\\b${key}=([\\w.-]+)`).exec(role)?.[1];
+  assert.equal(value('bound_service_account_names'), sa.metadata!.name, 'ServiceAccount name');
+  assert.equal(value('bound_service_account_namespaces'), sa.metadata!.namespace, 'ServiceAccount namespace');
+});
