@@ -1,11 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
 import { parseConfigText } from '../../../src/config/load.js';
 import { signingCaTtlKey, signingCaTtlSeconds } from '../../../providers/index.js';
 import { formatDuration } from '../../../src/util/duration.js';
+import { parseCsr } from '../../../src/x509/csr.js';
+import { checkCsr } from '../../../src/servers/controller/csr-checks.js';
 import { REPO_ROOT } from '../../support/cli.js';
 
 /**
@@ -100,6 +104,27 @@ test('examples/istio: agent.env reaches the meshca.yaml listener under a name it
   assert.equal(port, cfg.server.grpc.address.split(':').pop(), 'CA_ADDR port = server.grpc.address port');
   assert.ok(cfg.server.grpc.dnsNames.includes(host!), `CA_ADDR host ${host} is in server.grpc.dnsNames`);
   assert.equal(env.TRUST_DOMAIN, cfg.trustDomain);
+});
+
+test('examples/istio: the README\'s openssl command makes workload.csr, a P-256 CSR for the bootstrap identity that the Istio CA accepts', async () => {
+  const readme = readFileSync(join(examples, 'istio', 'README.md'), 'utf8');
+  const sh = [...readme.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!).join('\n');
+  // The command with its backslash-continued lines, run as written.
+  const cmd = /^openssl req (?:[^\n]*\\\n)*[^\n]*$/m.exec(sh)?.[0];
+  assert.ok(cmd && cmd.includes('workload.csr'), 'the README shows the openssl command that makes workload.csr');
+  const bootstrapId = /--spiffe-id (\S+)/.exec(sh)![1]!;
+  const cfg = parseConfigText(readFileSync(join(examples, 'istio', 'meshca.yaml'), 'utf8'), 'examples/istio/meshca.yaml');
+  const dir = mkdtempSync(join(tmpdir(), 'meshca-istio-csr-'));
+  try {
+    const r = spawnSync('bash', ['-euo', 'pipefail', '-c', cmd], { cwd: dir, encoding: 'utf8' });
+    assert.equal(r.status, 0, `${cmd}\n${r.stderr}`);
+    const pem = readFileSync(join(dir, 'workload.csr'), 'utf8');
+    assert.equal(parseCsr(pem).keyType, 'ec-p256');
+    const checked = await checkCsr(pem, cfg.trustDomain);
+    assert.equal(checked.spiffeId, bootstrapId, 'the CSR asks for the identity of the bootstrap credential grpcurl presents');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('examples/kubernetes: every backend publishes the ConfigMap the Envoy sidecar mounts, and its steps apply the publisher RBAC', () => {
