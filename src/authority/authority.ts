@@ -59,6 +59,8 @@ export interface AuthorityDeps {
 
 /** How often a serving authority re-reads the store for changes made by other processes (issue, rotate, replicas). */
 const STORE_POLL_MS = 2000;
+/** Label values of meshca_ca_rotations_total{kind}. */
+const ROTATION_KINDS = ['mint', 'prepare', 'activate', 'forced'] as const;
 /** Retry delay after a failed rotation step (backend down): capped exponential. */
 const RETRY_MIN_MS = 1000;
 const RETRY_MAX_MS = 60_000;
@@ -129,6 +131,12 @@ export class LocalAuthority implements Authority {
   private readonly inflight = new Set<Promise<unknown>>();
   /** False on HA replicas that do not hold the rotation Lease: they sign and adopt state but never rotate. */
   private rotationEnabled = true;
+  /**
+   * Highest `reissueGeneration` this authority has adopted; undefined until it first loads the store. Forced
+   * rotations are counted from its increase (see countForced), so the first load only sets it: what the store
+   * already held when this process started was counted, if at all, by the process that was running then.
+   */
+  private forcedSeen: number | undefined;
   private readonly m: {
     issued: Counter<'type' | 'key_type' | 'source' | 'mode'>;
     latency: Histogram<'source'>;
@@ -177,6 +185,8 @@ export class LocalAuthority implements Authority {
       failures: new Counter({ name: 'meshca_issuance_failures_total', help: 'Failed issuances', labelNames: ['reason'], registers: [r] }),
       bundleSeq: new Gauge({ name: 'meshca_trust_bundle_sequence', help: 'Sequence number of the current trust bundle', registers: [r] }),
     };
+    // Every kind is listed at 0 from the start (README "Metrics"), so a scrape before the first rotation shows them.
+    for (const kind of ROTATION_KINDS) this.m.rotations.inc({ kind }, 0);
   }
 
   /**
@@ -406,8 +416,8 @@ export class LocalAuthority implements Authority {
           retired: [...(s.active ? [s.active] : []), ...(s.next ? [s.next] : []), ...s.retired].filter((r) => r.notAfterMs > now),
           generation: slot.generation,
         };
-        this.m.rotations.inc({ kind: 'forced' });
       }
+      // Counted as kind="forced" by adopt(), in this process and in a running server that adopts it later.
       return { ...next, reissueGeneration: s.reissueGeneration + 1 };
     });
   }
@@ -521,6 +531,7 @@ export class LocalAuthority implements Authority {
   private adopt(next: AuthorityState): void {
     const prev = this.state;
     this.state = next;
+    this.countForced(next);
     if (next.active) {
       this.deps.signer.setCa(next.active.ca);
       this.m.caNotAfter.set(next.active.notAfterMs / 1000);
@@ -549,6 +560,25 @@ export class LocalAuthority implements Authority {
       }
     }
     if (!this.closed && this.started) this.schedule();
+  }
+
+  /**
+   * Counts meshca_ca_rotations_total{kind="forced"} for the rotations in `next` this authority has not adopted before.
+   * `meshca rotate` runs in its own short-lived process whose registry is never scraped, so the running server counts
+   * the rotation here, when it adopts the state (store poll, Secret watch, or its own read-modify-write), whichever
+   * path sees it first; the high-water mark makes each one count once even if a stale read is adopted in between.
+   * The stored `reissueGeneration` is the count: rotate() bumps it and nothing else does. Leaf mode has no signing CA
+   * of meshca's own (rotate() only re-issues leaves, and the root with --root), so it counts nothing, as before. On HA
+   * replicas only the Lease holder counts, as it alone counts the scheduled steps, so a sum over replicas counts each
+   * rotation once.
+   */
+  private countForced(next: AuthorityState): void {
+    const seen = this.forcedSeen;
+    this.forcedSeen = Math.max(seen ?? 0, next.reissueGeneration);
+    if (seen === undefined || next.reissueGeneration <= seen) return;
+    if (this.deps.backend.mode === 'intermediate' && this.rotationEnabled) {
+      this.m.rotations.inc({ kind: 'forced' }, next.reissueGeneration - seen);
+    }
   }
 
   private updateCannotCover(): void {

@@ -26,7 +26,10 @@ export interface AuthorityState {
   readonly retired: readonly Slot[];
   /** Highest generation ever minted. */
   readonly generation: number;
-  /** Bumped by an operator's "rotate now": every leaf is re-issued. */
+  /**
+   * Bumped by an operator's "rotate now" and by nothing else: every leaf is re-issued, and a serving authority counts
+   * meshca_ca_rotations_total{kind="forced"} from its increase (the rotation ran in another process).
+   */
   readonly reissueGeneration: number;
   readonly bundleSequence: number;
   readonly bundleRootsDer: readonly Buffer[];

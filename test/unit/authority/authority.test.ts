@@ -146,6 +146,72 @@ test('two authorities on one store share the root and see each other\'s rotation
   }
 });
 
+/** meshca_ca_rotations_total of one authority's registry, by kind. */
+async function rotationCounts(metrics: Registry): Promise<Record<string, number>> {
+  const values = (await metrics.getSingleMetric('meshca_ca_rotations_total')!.get()).values;
+  return Object.fromEntries(values.map((v) => [String(v.labels.kind), v.value]));
+}
+
+test('a rotation forced by another process is counted once by the authority that adopts it, not on restart, and not for its own scheduled steps', async () => {
+  const store = new MemoryStore();
+  const clock = new ManualClock();
+  const server = await setup({ store, clock });
+  const cli = await setup({ store, clock });
+  let restarted: Awaited<ReturnType<typeof setup>> | undefined;
+  try {
+    server.authority.start();
+    assert.deepEqual(await rotationCounts(server.metrics), { mint: 1, prepare: 0, activate: 0, forced: 0 }, 'every kind listed from the start');
+    await cli.authority.rotate();
+    await server.authority.reload();
+    assert.equal((await rotationCounts(server.metrics)).forced, 1);
+    await server.authority.reload();
+    assert.equal((await rotationCounts(server.metrics)).forced, 1, 'adopting the same state again counts nothing');
+    // Two rotations between two reads of the store are two.
+    await cli.authority.rotate();
+    await cli.authority.rotate({ root: true });
+    await server.authority.reload();
+    assert.equal((await rotationCounts(server.metrics)).forced, 3);
+
+    const gen = server.authority.activeSigningCa()!.generation;
+    await clock.advanceAsync(24 * H + 1000); // prepare at 1/2
+    await clock.advanceAsync(16 * H); // activate at 5/6
+    await eventually(() => server.authority.activeSigningCa()!.generation > gen, 'the scheduled activation');
+    assert.deepEqual(await rotationCounts(server.metrics), { mint: 1, prepare: 1, activate: 1, forced: 3 }, 'scheduled steps are not forced');
+
+    restarted = await setup({ store, clock });
+    assert.equal((await rotationCounts(restarted.metrics)).forced, 0, 'a restart does not count the stored rotations again');
+  } finally {
+    await server.close();
+    await cli.close();
+    await restarted?.close();
+  }
+});
+
+test('an HA replica without the rotation Lease follows a forced rotation without counting it; the Lease holder counts it', async () => {
+  const store = new MemoryStore();
+  const clock = new ManualClock();
+  const leader = await setup({ store, clock });
+  const follower = await setup({ store, clock });
+  const cli = await setup({ store, clock });
+  try {
+    follower.authority.setRotationEnabled(false);
+    await cli.authority.rotate();
+    await leader.authority.reload();
+    await follower.authority.reload();
+    assert.equal(follower.authority.activeSigningCa()!.generation, cli.authority.activeSigningCa()!.generation, 'the follower adopted it');
+    assert.equal((await rotationCounts(leader.metrics)).forced, 1);
+    assert.equal((await rotationCounts(follower.metrics)).forced, 0);
+    // Taking the Lease over later does not count what was adopted before.
+    follower.authority.setRotationEnabled(true);
+    await follower.authority.reload();
+    assert.equal((await rotationCounts(follower.metrics)).forced, 0);
+  } finally {
+    await leader.close();
+    await follower.close();
+    await cli.close();
+  }
+});
+
 test('invalid requests are refused with the reason', async () => {
   const a = await setup();
   try {
