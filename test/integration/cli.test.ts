@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { readFile, stat, writeFile, mkdir } from 'node:fs/promises';
+import { readFile, stat, writeFile, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MESHCA_BIN, REPO_ROOT, runCli, startServe, tempDir, writeTestConfig } from '../support/cli.js';
 import { readRepoFile, section, tables } from '../support/readme.js';
@@ -180,6 +180,54 @@ test('serve with a config problem found only at start-up still exits 2 naming th
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /- server\.http\.address: port must be between 0 and 65535/);
     assert.match(r.stderr, /- server\.bundleEndpoint\.spiffeId: invalid SPIFFE ID "spiffe:\/\/other.example\/be": trust domain "other.example" is not this CA's trust domain/);
+  } finally {
+    await t.cleanup();
+  }
+});
+
+/**
+ * README "Federation and bundle distribution" separates three cases that "keeps the last good copy" used to blur:
+ * a bad static bundleFile at start stops start (static files are not kept in the state store, so there is no earlier
+ * copy), a bad update while running keeps the last good copy, and endpoint bundles survive a restart with the
+ * endpoint down. The last two are exercised in test/integration/federation.test.ts; the first is here, as a user
+ * meets it.
+ */
+test('a malformed or unreadable static federation bundleFile stops `meshca serve` at start with exit 1 naming the file, even after a good copy was served, as README says', { timeout: 90_000 }, async () => {
+  const fed = section(readRepoFile('README.md'), 'Federation and bundle distribution').replace(/\s+/g, ' ');
+  assert.match(fed, /at start, an unreadable or malformed static `bundleFile`[^.]*stops start[^.]*exits with code 1/);
+  assert.match(fed, /while running, a bad update[^.]*the last good copy stays in use/);
+  assert.match(fed, /endpoint's bundle[^.]*restart while that endpoint is down still trusts/);
+  assert.doesNotMatch(fed, /keeps the last good copy across failures and restarts/, 'a static file has no copy that survives a restart');
+
+  const t = await tempDir();
+  try {
+    const peer = join(t.dir, 'peer');
+    await mkdir(peer);
+    await writeFile(join(peer, 'meshca.yaml'), `trustDomain: partner.example\ndataDir: ${join(peer, 'data')}\nsigning: { workers: 0 }\n`);
+    const peerBundle = await runCli(['bundle', '--config', join(peer, 'meshca.yaml')]);
+    assert.equal(peerBundle.code, 0, peerBundle.stderr);
+    const file = join(t.dir, 'partner.pem');
+    await writeFile(file, peerBundle.stdout);
+    const cfg = await writeTestConfig(t.dir, `federation:\n  trustDomains:\n    - trustDomain: partner.example\n      bundleFile: ${file}\n`);
+
+    const s = await startServe(cfg);
+    try {
+      const metrics = await (await fetch(`http://127.0.0.1:${s.httpPort}/metrics`)).text();
+      assert.match(metrics, /^meshca_federation_bundle_sequence\{trust_domain="partner.example"\} [1-9]/m, 'the good file is in use');
+      assert.equal((await s.stop('SIGTERM')).code, 0, s.logs());
+    } finally {
+      await s.stop('SIGKILL');
+    }
+
+    await writeFile(file, '{"keys": 1}');
+    const malformed = await runCli(['serve', '--config', cfg], { timeoutMs: 20_000 });
+    assert.equal(malformed.code, 1, malformed.stderr);
+    assert.match(malformed.stderr, new RegExp(`bundleFile ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} of partner\\.example: .*"keys" must be an array`));
+
+    await rm(file);
+    const missing = await runCli(['serve', '--config', cfg], { timeoutMs: 20_000 });
+    assert.equal(missing.code, 1, missing.stderr);
+    assert.match(missing.stderr, /bundleFile of partner\.example: cannot read /);
   } finally {
     await t.cleanup();
   }
