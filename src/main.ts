@@ -98,7 +98,7 @@ export async function startServer(cfg: Config, opts: StartOptions = {}): Promise
       bundles: registryBundleProvider(registry),
     });
     const authenticate = callAuthenticator(grpc.authenticator);
-    registerControllerServices(grpc.server, { authority, authorizer, authenticate, log, metrics, bundles: registry, workload });
+    registerControllerServices(grpc.server, { authority, authorizer, authenticate, log, metrics, bundles: registry, workload, maxMessageBytes: cfg.server.grpc.maxMessageBytes });
     registerIstioService(grpc.server, { authority, authorizer, authenticate, log, metrics, workload });
     const { port: grpcPort } = await grpc.server.start();
     closers.push({ name: 'grpc', close: () => grpc.close(GRPC_DRAIN_MS) });

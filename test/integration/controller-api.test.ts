@@ -263,6 +263,55 @@ describe('meshca.v1 IdentityService and BundleService over mTLS', { timeout: 60_
     await expectCode(unary(ctl.identity, 'IssueBatch', { requests: many }), grpc.status.INVALID_ARGUMENT, /maximum 100/);
   });
 
+  /** Sum of a counter's samples in this instance's registry whose labels include `labels`. */
+  async function count(name: string, labels: Record<string, string>): Promise<number> {
+    const values = (await m.core.metrics.getSingleMetric(name)!.get()).values;
+    return values.filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x)).reduce((n, v) => n + v.value, 0);
+  }
+
+  const TOO_BIG = 'the response would exceed server.grpc.maxMessageBytes (65536 bytes); send fewer entries per batch';
+
+  test('ok/IssueBatch within the 100-entry limit fits server.grpc.maxMessageBytes: the entries that would not fit get RESOURCE_EXHAUSTED, unminted, and the call is OK', async () => {
+    const ids = Array.from({ length: 100 }, (_, i) => `spiffe://${TD}/ns/batch/sa/job-${i}`);
+    const issued0 = await count('meshca_certificates_issued_total', { type: 'workload', source: 'api' });
+    const ok0 = await count('meshca_api_requests_total', { method: 'IssueBatch', code: 'OK' });
+    const res = await unary(ops.identity, 'IssueBatch', { requests: ids.map((spiffe_id) => ({ spiffe_id })) });
+    assert.deepEqual(res.results.map((r: { spiffe_id: string }) => r.spiffe_id), ids, 'one result per request, in order');
+    const fitted = res.results.findIndex((r: { result: string }) => r.result !== 'certificate');
+    // 100 generated P-256 keys with their chains and bundle are ~490 KB: a 64 KiB response holds about a dozen.
+    assert.ok(fitted >= 5 && fitted < 100, `${fitted} certificates fitted`);
+    for (const r of res.results.slice(0, fitted)) assert.match(r.certificate.private_key_pem, /BEGIN PRIVATE KEY/);
+    for (const r of res.results.slice(fitted)) {
+      assert.equal(r.result, 'error');
+      assert.equal(r.error.code, grpc.status.RESOURCE_EXHAUSTED);
+      assert.equal(r.error.message, TOO_BIG);
+    }
+    assert.equal(await count('meshca_certificates_issued_total', { type: 'workload', source: 'api' }), issued0 + fitted, 'no certificate minted and then dropped');
+    assert.equal(await count('meshca_api_requests_total', { method: 'IssueBatch', code: 'OK' }), ok0 + 1);
+
+    // The response is as full as it gets: the entries left out, sent again, are answered in the same way.
+    const again = await unary(ops.identity, 'IssueBatch', { requests: ids.slice(fitted).map((spiffe_id) => ({ spiffe_id })) });
+    const second = again.results.findIndex((r: { result: string }) => r.result !== 'certificate');
+    assert.ok(Math.abs(second - fitted) <= 1, `first batch fitted ${fitted}, the next ${second}`);
+    assert.equal(again.results[second].error.message, TOO_BIG);
+  });
+
+  test('fail/IssueBatch whose answer would not fit server.grpc.maxMessageBytes even without certificates is RESOURCE_EXHAUSTED, counted so, and mints nothing', async () => {
+    // Each error result echoes its spiffe_id: 100 IDs of ~600 bytes make a request under 64 KiB, but an answer over it.
+    const ids = Array.from({ length: 100 }, (_, i) => `spiffe://${TD}/ns/batch/sa/${'x'.repeat(580)}-${i}`);
+    const issued0 = await count('meshca_certificates_issued_total', { type: 'workload', source: 'api' });
+    const ok0 = await count('meshca_api_requests_total', { method: 'IssueBatch', code: 'OK' });
+    const exhausted0 = await count('meshca_api_requests_total', { method: 'IssueBatch', code: 'RESOURCE_EXHAUSTED' });
+    await expectCode(
+      unary(ops.identity, 'IssueBatch', { requests: ids.map((spiffe_id) => ({ spiffe_id })) }),
+      grpc.status.RESOURCE_EXHAUSTED,
+      /the response would exceed server\.grpc\.maxMessageBytes \(65536 bytes\) even without certificates; send fewer entries per batch/,
+    );
+    assert.equal(await count('meshca_certificates_issued_total', { type: 'workload', source: 'api' }), issued0, 'nothing minted');
+    assert.equal(await count('meshca_api_requests_total', { method: 'IssueBatch', code: 'OK' }), ok0);
+    assert.equal(await count('meshca_api_requests_total', { method: 'IssueBatch', code: 'RESOURCE_EXHAUSTED' }), exhausted0 + 1);
+  });
+
   test('fail/a CA that cannot sign: UNAVAILABLE (retryable) for Issue and per batch entry; other failures INTERNAL without detail', async () => {
     const authority = m.core.authority as { issue: typeof m.core.authority.issue };
     const issue = authority.issue;

@@ -101,7 +101,16 @@ export async function startInstance(o: InstanceOptions): Promise<Instance> {
     );
     const authenticate = callAuthenticator(grpc.authenticator);
     const workload = { ttlSeconds: cfg.workload.ttl, maxTtlSeconds: cfg.workload.maxTtl };
-    registerControllerServices(grpc.server, { authority: core.authority, authorizer, authenticate, log, metrics: core.metrics, bundles: registry, workload });
+    registerControllerServices(grpc.server, {
+      authority: core.authority,
+      authorizer,
+      authenticate,
+      log,
+      metrics: core.metrics,
+      bundles: registry,
+      workload,
+      maxMessageBytes: cfg.server.grpc.maxMessageBytes,
+    });
     registerIstioService(grpc.server, { authority: core.authority, authorizer, authenticate, log, metrics: core.metrics, workload });
     await grpc.server.start();
     closers.push(() => grpc.close(1000));

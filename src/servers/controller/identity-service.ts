@@ -11,10 +11,12 @@ import { CaError, errorMessage, invalidArgument, permissionDenied } from '../../
 import { clampInt64Seconds, formatDuration } from '../../util/duration.js';
 import type { KeyType } from '../../x509/types.js';
 import type { AnyServerCall } from '../call-auth.js';
-import { grpcCode, toServiceError } from '../status.js';
+import { toServiceError } from '../status.js';
 import { AuditLog } from './audit.js';
 import { toProtoBundle, type ProtoTrustBundle } from './bundle-service.js';
-import { checkCsr } from './csr-checks.js';
+import { IDENTITY_SERVICE, serviceDefinition } from './proto.js';
+import { checkCsr, type CheckedCsr } from './csr-checks.js';
+import { answerBatch, batchEntryError } from './issue-batch.js';
 
 /** Dependencies of the controller API handlers (IdentityService, BundleService). */
 export interface ControllerServiceDeps {
@@ -30,6 +32,11 @@ export interface ControllerServiceDeps {
   readonly workload: { readonly ttlSeconds: number; readonly maxTtlSeconds: number };
   /** Largest IssueBatch; default 100. */
   readonly maxBatchSize?: number;
+  /**
+   * server.grpc.maxMessageBytes: the gRPC server's send limit, which an IssueBatch response is kept within (the
+   * server refuses to send a larger one, failing the whole call after every certificate was minted).
+   */
+  readonly maxMessageBytes: number;
 }
 
 /** IssueRequest as @grpc/proto-loader decodes it (keepCase, longs as strings, enums as names, oneofs). */
@@ -46,6 +53,13 @@ export interface ProtoIssueRequest {
 interface ProtoTimestamp {
   seconds: number;
   nanos: number;
+}
+
+/** IssueBatchResult as the handler answers it (the `result` oneof is whichever of certificate / error is set). */
+export interface ProtoIssueBatchResult {
+  spiffe_id: string;
+  certificate?: ProtoIssueResponse;
+  error?: { code: number; message: string; details: never[] };
 }
 
 export interface ProtoIssueResponse {
@@ -71,6 +85,21 @@ const KEY_TYPES: Record<string, KeyType | undefined> = {
 
 export const DEFAULT_MAX_BATCH = 100;
 
+/**
+ * Bytes one IssueBatchResult adds to an encoded IssueBatchResponse, with the serializer grpc-js sends it with: a
+ * response of only that result is its `results` field (tag, length, message), and the response has no other field,
+ * so the sizes of its results add up to the size of the response exactly.
+ */
+function batchResultSize(result: ProtoIssueBatchResult): number {
+  return serializeBatchResponse({ results: [result] }).length;
+}
+
+let serializeBatchResponseFn: ((value: unknown) => Buffer) | undefined;
+function serializeBatchResponse(value: { results: ProtoIssueBatchResult[] }): Buffer {
+  serializeBatchResponseFn ??= serviceDefinition(IDENTITY_SERVICE).IssueBatch!.responseSerialize;
+  return serializeBatchResponseFn(value);
+}
+
 function timestamp(d: Date): ProtoTimestamp {
   const ms = d.getTime();
   return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 };
@@ -92,11 +121,25 @@ function parseTtl(v: string | number | undefined, maxTtlSeconds: number): number
   return n;
 }
 
+/** An Issue request that was validated and authorised, with its granted TTL: what mintIssue() signs. */
+export interface PreparedIssue {
+  readonly target: string;
+  readonly dnsNames: readonly string[];
+  readonly ttl: number;
+  readonly csr: CheckedCsr | undefined;
+  readonly keyType: KeyType | undefined;
+}
+
 /**
  * One Issue request, for an authenticated caller: validate (SPIFFE ID, CSR, TTL, key type), authorise (audited),
  * cap the TTL, issue. Throws CaError; the caller maps it to a status.
  */
 export async function issueOne(deps: ControllerServiceDeps, audit: AuditLog, caller: Caller, req: ProtoIssueRequest, api: string): Promise<ProtoIssueResponse> {
+  return mintIssue(deps, await prepareIssue(deps, audit, caller, req, api));
+}
+
+/** The checks of issueOne() without the signing: validate, authorise (audited), cap the TTL. Throws CaError. */
+export async function prepareIssue(deps: ControllerServiceDeps, audit: AuditLog, caller: Caller, req: ProtoIssueRequest, api: string): Promise<PreparedIssue> {
   const td = deps.authority.trustDomain;
   if (!req.spiffe_id) throw invalidArgument('spiffe_id is required');
   const target = parseWorkloadId(req.spiffe_id, td).uri;
@@ -129,6 +172,12 @@ export async function issueOne(deps: ControllerServiceDeps, audit: AuditLog, cal
   if (ttlRequested > cap) {
     deps.log.debug({ caller: caller.spiffeId, target, requested: formatDuration(ttlRequested), granted: formatDuration(ttl) }, 'ttl capped by policy');
   }
+  return { target, dnsNames, ttl, csr, keyType };
+}
+
+/** Signs a prepared request. Throws CaError (UNAVAILABLE while the CA cannot sign). */
+export async function mintIssue(deps: ControllerServiceDeps, p: PreparedIssue): Promise<ProtoIssueResponse> {
+  const { target, dnsNames, ttl, csr, keyType } = p;
   const svid: IssuedSvid = await deps.authority.issue({
     spiffeId: target,
     dnsNames,
@@ -188,21 +237,20 @@ export function identityServiceHandlers(deps: ControllerServiceDeps): grpc.Untyp
           const list = call.request.requests ?? [];
           if (list.length === 0) throw invalidArgument('requests is empty');
           if (list.length > maxBatch) throw invalidArgument(`batch of ${list.length} requests is larger than the maximum ${maxBatch}`);
-          const results = await Promise.all(
-            list.map(async (r) => {
-              try {
-                const certificate = await issueOne(deps, audit, caller, r, 'IdentityService.IssueBatch');
-                return { spiffe_id: certificate.spiffe_id, certificate };
-              } catch (e) {
-                const ce = e instanceof CaError ? e : undefined;
-                if (!ce || ce.code === 'INTERNAL') log.error({ method: 'IssueBatch', target: r.spiffe_id, err: errorMessage(e) }, 'batch entry failed');
-                return {
-                  spiffe_id: r.spiffe_id ?? '',
-                  error: { code: ce ? grpcCode(ce.code) : grpcCode('INTERNAL'), message: ce ? ce.message : 'internal error', details: [] },
-                };
-              }
-            }),
-          );
+          const entryError = (r: ProtoIssueRequest, e: unknown) => {
+            if (!(e instanceof CaError) || e.code === 'INTERNAL') log.error({ method: 'IssueBatch', target: r.spiffe_id, err: errorMessage(e) }, 'batch entry failed');
+            return batchEntryError(r, e);
+          };
+          const results = await answerBatch({
+            requests: list,
+            prepare: (r) => prepareIssue(deps, audit, caller, r, 'IdentityService.IssueBatch'),
+            mint: (p) => mintIssue(deps, p),
+            entryError,
+            encodedSize: batchResultSize,
+            maxMessageBytes: deps.maxMessageBytes,
+            log,
+          });
+          // answerBatch kept the encoded response within the server's send limit, so OK is the status sent.
           requests.inc({ method: 'IssueBatch', code: 'OK' });
           cb(null, { results });
         } catch (e) {
