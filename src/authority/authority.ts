@@ -124,6 +124,8 @@ export class LocalAuthority implements Authority {
   private started = false;
   private unwatchAnchors: (() => void) | undefined;
   private lastStoreBytes: string | undefined;
+  /** State keys other than authority that existed before this process started (see mutateInner). */
+  private earlierKeys: readonly string[] = [];
   private retryMs = RETRY_MIN_MS;
   private lastError: string | undefined;
   private closed = false;
@@ -194,8 +196,11 @@ export class LocalAuthority implements Authority {
    * signing CA if none is usable). Corrupt or partial state throws FAILED_PRECONDITION.
    */
   static async create(opts: AuthorityOptions, deps: AuthorityDeps): Promise<LocalAuthority> {
+    // What the store held before this start (the backend's init may add its own keys, such as a new root).
+    const earlier = (await deps.store.list()).filter((k) => k !== AUTHORITY_KEY);
     await deps.backend.init();
     const a = new LocalAuthority(opts, deps, emptyState(opts.trustDomain, deps.backend.name));
+    a.earlierKeys = earlier;
     await a.reconcile();
     return a;
   }
@@ -493,6 +498,16 @@ export class LocalAuthority implements Authority {
         throw failedPrecondition(
           `${store.location}: ${AUTHORITY_KEY}.json disappeared while meshca was using it; refusing to start a new CA state — restore it from backup`,
         );
+      }
+      if (!raw && this.earlierKeys.length > 0) {
+        // Not a first start: the rest of the CA state is there (a crash between the first writes, or a deleted
+        // file). Starting the signing CAs afresh is safe, since the backend's trust anchors are unchanged, but it
+        // should not pass unnoticed.
+        this.deps.log.warn(
+          { location: store.location, found: this.earlierKeys },
+          `${store.location} holds CA state but no ${AUTHORITY_KEY}.json: starting new signing-CA state under the existing trust anchors (certificates issued before still chain to them)`,
+        );
+        this.earlierKeys = [];
       }
       const loaded = raw ? decodeState(raw, store.location) : emptyState(this.trustDomain, this.deps.backend.name);
       if (loaded.trustDomain !== this.trustDomain) {

@@ -26,12 +26,12 @@ async function eventually(cond: () => boolean, what: string, ms = 5000): Promise
   }
 }
 
-async function setup(opts: { store?: MemoryStore; clock?: ManualClock; signingCaTtl?: string; rootTtl?: string } = {}) {
+async function setup(opts: { store?: MemoryStore; clock?: ManualClock; signingCaTtl?: string; rootTtl?: string; log?: typeof log } = {}) {
   const store = opts.store ?? new MemoryStore();
   const clock = opts.clock ?? new ManualClock();
   const metrics = new Registry();
   const cfg = internalConfigSchema.parse({ signingCaTtl: opts.signingCaTtl ?? '48h', rootTtl: opts.rootTtl ?? '8760h' });
-  const backend = new InternalBackend(cfg, { trustDomain: 'td.test', clock, log, store, metrics });
+  const backend = new InternalBackend(cfg, { trustDomain: 'td.test', clock, log: opts.log ?? log, store, metrics });
   const signer = new LeafSignerPool({ workers: 0 });
   const o: AuthorityOptions = {
     trustDomain: 'td.test',
@@ -39,7 +39,7 @@ async function setup(opts: { store?: MemoryStore; clock?: ManualClock; signingCa
     signingCaTtlSeconds: cfg.signingCaTtl,
     caKeyType: 'ec-p256',
   };
-  const authority = await LocalAuthority.create(o, { backend, store, clock, log, metrics, signer });
+  const authority = await LocalAuthority.create(o, { backend, store, clock, log: opts.log ?? log, metrics, signer });
   const events: AuthorityEvent[] = [];
   authority.onEvent((e) => events.push(e));
   return { authority, store, clock, metrics, events, close: async () => { await authority.close(); await signer.close(); } };
@@ -369,5 +369,26 @@ test('leaf mode: an anchor withdrawn upstream stays while leaves signed under it
     await b.close();
     await a2?.close();
     await signer.close();
+  }
+});
+
+test('a store with CA state but no authority.json starts new signing-CA state under the same root, with a warning', async () => {
+  const lines: Record<string, unknown>[] = [];
+  const capture = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+  const first = await setup({ log: capture });
+  const rootBefore = first.authority.bundle().rootsDer[0]!;
+  await first.close();
+  assert.equal(lines.filter((l) => l.level === 40).length, 0, 'a first start warns about nothing');
+  const store = first.store;
+  store.data.delete('authority');
+  const second = await setup({ store, log: capture });
+  try {
+    assert.ok(second.authority.bundle().rootsDer[0]!.equals(rootBefore), 'the same root');
+    const warned = lines.filter((l) => l.level === 40);
+    assert.equal(warned.length, 1);
+    assert.match(String(warned[0]!.msg), /holds CA state but no authority\.json: starting new signing-CA state under the existing trust anchors/);
+    assert.deepEqual(warned[0]!.found, ['internal-root']);
+  } finally {
+    await second.close();
   }
 });
