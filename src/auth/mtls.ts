@@ -43,8 +43,8 @@ export function authFailuresCounter(registry: Registry): Counter<'reason'> {
  * SPIFFE ID in our trust domain, which becomes the Caller. Anything else is CaError UNAUTHENTICATED naming the reason,
  * logged and counted. Positive results are cached per leaf until the earliest notAfter on the path or a bundle change.
  * When the TLS layer reports that OpenSSL already validated the chain against the same anchors (AuthInput.tlsVerified),
- * only the leaf is checked (validity at Clock time, CA flag, SPIFFE ID); a refused chain always takes the full path so
- * the reason logged is precise.
+ * only the leaf is checked (validity at Clock time, CA flag, SPIFFE ID). A chain OpenSSL refused is refused here too
+ * (see refusedByTls), after the full check has named the most precise reason.
  */
 export class MtlsAuthenticator implements Authenticator {
   private readonly failures: Counter<'reason'>;
@@ -62,7 +62,22 @@ export class MtlsAuthenticator implements Authenticator {
 
   async authenticate(input: AuthInput): Promise<Caller> {
     if (input.peerLeafDer && input.tlsVerified) return this.verifyLeafOnly(input.peerLeafDer, () => input.peerCertChainDer);
+    if (input.peerLeafDer && input.tlsVerified === false) return this.refusedByTls(input.peerCertChainDer, input.tlsError);
     return this.verify(input.peerCertChainDer);
+  }
+
+  /**
+   * OpenSSL refused the chain during the handshake. Its verdict stands: this class re-checks issuer names,
+   * signatures, CA flags and validity, but not what only OpenSSL applies (name constraints, path length, key
+   * usage, policies), so accepting a chain OpenSSL refused would let a name-constrained sub-CA of the bootstrap CA
+   * mint any identity. The one exception is time: OpenSSL judges validity by the wall clock and meshca by its Clock
+   * (the same in production; tests move it), so a chain refused for time alone gets the Clock-time check. Every other
+   * refusal runs the full check first only to log the most precise reason.
+   */
+  private refusedByTls(chainDer: readonly Buffer[], tlsError: string | undefined): Caller {
+    if (tlsError === 'CERT_HAS_EXPIRED' || tlsError === 'CERT_NOT_YET_VALID') return this.verify(chainDer);
+    this.verify(chainDer, false);
+    return this.refuse('untrusted', `the client certificate chain failed TLS verification (${tlsError ?? 'unknown error'})`);
   }
 
   /**
@@ -94,8 +109,8 @@ export class MtlsAuthenticator implements Authenticator {
     this.cache.set(key, v);
   }
 
-  /** Synchronous core of authenticate(). */
-  verify(chainDer: readonly Buffer[]): Caller {
+  /** Synchronous core of authenticate(); `remember` = cache a positive result. */
+  verify(chainDer: readonly Buffer[], remember = true): Caller {
     if (chainDer.length === 0) return this.refuse('no-certificate', 'no client certificate was presented (meshca requires mTLS with a SPIFFE X.509-SVID)');
     const seq = this.refreshAnchors();
     // Keyed by the leaf alone: once a leaf's signature chained to the current anchors, other intermediates presented
@@ -119,7 +134,7 @@ export class MtlsAuthenticator implements Authenticator {
     this.buildPath(certs, now, window);
     const id = this.spiffeIdOf(leaf);
     const caller: Caller = { spiffeId: id, via: 'mtls' };
-    this.remember(key, { caller, validUntilMs: window.until, validFromMs: window.from, seq });
+    if (remember) this.remember(key, { caller, validUntilMs: window.until, validFromMs: window.from, seq });
     return caller;
   }
 

@@ -28,4 +28,6 @@ export interface AuthInput {
    */
   readonly peerLeafDer?: Buffer;
   readonly tlsVerified?: boolean;
+  /** OpenSSL's verification error code when tlsVerified is false (socket.authorizationError, e.g. CERT_HAS_EXPIRED). */
+  readonly tlsError?: string;
 }
