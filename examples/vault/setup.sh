@@ -35,7 +35,7 @@ vault write pki_int/roles/meshca \
   allow_any_name=false allowed_domains="" allow_subdomains=false enforce_hostnames=true \
   server_flag=true client_flag=true \
   key_usage="DigitalSignature,KeyAgreement,KeyEncipherment" \
-  use_csr_sans=true use_csr_common_name=true \
+  use_csr_sans=false use_csr_common_name=false allow_ip_sans=false \
   ttl=1h max_ttl=24h not_before_duration=30s \
   no_store=true generate_lease=false
 

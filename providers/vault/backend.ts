@@ -298,7 +298,7 @@ export class VaultBackend implements AuthorityBackend {
     if (!leaf.publicKey.equals(req.publicKey)) throw new CaError('INTERNAL', `vault: ${path} returned a certificate for a different public key than the CSR for ${req.spiffeId}`);
     const uris = uriSans(leaf);
     if (uris.length !== 1 || uris[0] !== req.spiffeId) {
-      throw new CaError('INTERNAL', `vault: ${path} returned URI SANs [${uris.join(', ')}] instead of exactly ${req.spiffeId}; check the role's use_csr_sans`);
+      throw new CaError('INTERNAL', `vault: ${path} returned URI SANs [${uris.join(', ')}] instead of exactly ${req.spiffeId}; set the role's use_csr_sans=false`);
     }
     if (leaf.ca) throw new CaError('INTERNAL', `vault: ${path} returned a CA certificate for ${req.spiffeId}`);
     if (new Date(leaf.validTo).getTime() <= this.ctx.clock.nowMs()) throw new CaError('INTERNAL', `vault: ${path} returned an already expired certificate for ${req.spiffeId}`);

@@ -14,7 +14,7 @@ import { createCaCsr } from '../x509/ca-certs.js';
 import { createLeafCsr } from '../x509/leaf-csr.js';
 import { checkSvidProfile } from '../x509/validate.js';
 import { isDnsName } from '../x509/profile.js';
-import { certSerialHex } from '../x509/cert-parse.js';
+import { certSerialHex, parseCertificate, sanOf } from '../x509/cert-parse.js';
 import { BackendAnchors } from './backend-anchors.js';
 import { issuedInProcessBy } from '../x509/provenance.js';
 import type { LeafSignerPool } from '../x509/signer-pool.js';
@@ -380,6 +380,7 @@ export class LocalAuthority implements Authority {
     const x = new X509Certificate(leaf);
     if (!x.publicKey.equals(publicKey)) throw new CaError('INTERNAL', `${backend.name}: returned a certificate for a different key`);
     checkSvidProfile(leaf, { trustDomain: this.trustDomain, ...(out.chain[1] ? { issuerCertDer: out.chain[1] } : {}) });
+    checkLeafNames(backend.name, leaf, id, dnsNames);
     await this.noteAnchors(out.roots);
     const notBefore = new Date(x.validFrom);
     const notAfter = new Date(x.validTo);
@@ -656,5 +657,28 @@ export class LocalAuthority implements Authority {
     } catch (e) {
       this.deps.log.error({ err: errorMessage(e) }, 'cannot re-read CA state');
     }
+  }
+}
+
+/**
+ * Leaf mode: the backend signs the caller's own CSR, and some copy its SANs (Vault with use_csr_sans, cert-manager's
+ * CA issuer, some Kubernetes signers). A leaf must name exactly what was authorised, the SPIFFE ID and the allowed
+ * DNS names, so a caller cannot slip a host name or an IP it chose into its certificate through its CSR.
+ */
+function checkLeafNames(backendName: string, leafDer: Buffer, spiffeId: string, dnsNames: readonly string[]): void {
+  const san = sanOf(parseCertificate(leafDer));
+  const extra = [
+    ...(san?.uris ?? []).filter((u) => u !== spiffeId).map((u) => `URI:${u}`),
+    ...(san?.dnsNames ?? []).filter((d) => !dnsNames.some((a) => a.toLowerCase() === d.toLowerCase())).map((d) => `DNS:${d}`),
+    ...(san?.ipAddresses ?? []).map((ip) => `IP:${ip}`),
+    ...(san?.emails ?? []).map((e) => `email:${e}`),
+    ...((san?.other ?? 0) > 0 ? [`${san!.other} other name(s)`] : []),
+  ];
+  if (extra.length > 0) {
+    throw new CaError(
+      'FAILED_PRECONDITION',
+      `${backendName}: the signed leaf for ${spiffeId} carries names meshca did not authorise (${extra.join(', ')}); ` +
+        'they came from the CSR: send a CSR with only the SPIFFE ID, and configure the backend to take names from the request (Vault: use_csr_sans=false)',
+    );
   }
 }

@@ -203,6 +203,7 @@ describe('meshca.v1 IdentityService and BundleService over mTLS', { timeout: 60_
       ['a foreign trust domain in the CSR', async () => ({ spiffe_id: WEB, csr_pem: (await makeCsr({ uris: ['spiffe://other.test/ns/default/sa/web'] })).pem }), /trust domain "other.test"/],
       ['a URI SAN that is not the requested ID', async () => ({ spiffe_id: WEB, csr_pem: (await makeCsr({ uris: [`spiffe://${TD}/ns/default/sa/db`] })).pem }), /CSR URI SAN spiffe:\/\/ctl\.test\/ns\/default\/sa\/db does not match requested identity spiffe:\/\/ctl\.test\/ns\/default\/sa\/web/],
       ['no URI SAN', async () => ({ spiffe_id: WEB, csr_pem: (await makeCsr({ dnsNames: ['x.example'] })).pem }), /no URI SAN/],
+      ['an IP SAN in the CSR', async () => ({ spiffe_id: WEB, csr_pem: (await makeCsr({ uris: [WEB], ipAddresses: ['10.96.0.1'] })).pem }), /CSR carries SANs meshca never certifies \(IP:10\.96\.0\.1\)/],
       ['garbage', async () => ({ spiffe_id: WEB, csr_pem: 'hello' }), /CSR/],
       ['a requested ID in another trust domain', async () => ({ spiffe_id: 'spiffe://other.test/ns/default/sa/web', csr_pem: (await makeCsr({ uris: ['spiffe://other.test/ns/default/sa/web'] })).pem }), /not this CA's trust domain/],
       ['a requested ID that is not a SPIFFE ID', async () => ({ spiffe_id: 'web', csr_pem: (await makeCsr({ uris: [WEB] })).pem }), /scheme must be/],

@@ -19,11 +19,14 @@ function pem(der: ArrayBuffer | Buffer, label: string): string {
 }
 
 /** A real PKCS#10 CSR made by an independent library (@peculiar/x509), with whatever SANs/extensions a test needs. */
-export async function makeCsr(opts: { uris?: readonly string[]; dnsNames?: readonly string[]; ca?: boolean; cn?: string } = {}): Promise<TestCsr> {
+export async function makeCsr(
+  opts: { uris?: readonly string[]; dnsNames?: readonly string[]; ipAddresses?: readonly string[]; ca?: boolean; cn?: string } = {},
+): Promise<TestCsr> {
   const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
   const names: x509.JsonGeneralName[] = [
     ...(opts.uris ?? []).map((u) => ({ type: 'url' as const, value: u })),
     ...(opts.dnsNames ?? []).map((d) => ({ type: 'dns' as const, value: d })),
+    ...(opts.ipAddresses ?? []).map((ip) => ({ type: 'ip' as const, value: ip })),
   ];
   const extensions: x509.Extension[] = [];
   if (names.length > 0) extensions.push(new x509.SubjectAlternativeNameExtension(names, false));

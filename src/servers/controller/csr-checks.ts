@@ -10,6 +10,9 @@ export interface CheckedCsr {
   /** The one URI SAN (canonical SPIFFE ID), or undefined when the CSR has none. */
   readonly spiffeId: string | undefined;
   readonly dnsNames: readonly string[];
+  /** IP and e-mail SANs: never certified (the Istio CA ignores them; IdentityService refuses them). */
+  readonly ipAddresses: readonly string[];
+  readonly emails: readonly string[];
 }
 
 function shown(v: string): string {
@@ -56,5 +59,5 @@ export async function checkCsr(
     if (id.path === '') throw invalidArgument(`CSR URI SAN ${shown(uri)} is a trust domain ID and names no workload`);
     spiffeId = id.uri;
   }
-  return { der: csr.der, publicKey: csr.publicKey, spiffeId, dnsNames: csr.dnsNames };
+  return { der: csr.der, publicKey: csr.publicKey, spiffeId, dnsNames: csr.dnsNames, ipAddresses: csr.ipAddresses, emails: csr.emails };
 }

@@ -146,6 +146,10 @@ export async function prepareIssue(deps: ControllerServiceDeps, audit: AuditLog,
   const csrInput = req.csr === 'csr_pem' ? req.csr_pem ?? '' : req.csr === 'csr_der' ? req.csr_der ?? Buffer.alloc(0) : undefined;
   const csr = csrInput !== undefined ? await checkCsr(csrInput, td, deps.authority.parseCsr?.bind(deps.authority)) : undefined;
   if (csr) {
+    const others = [...csr.ipAddresses.map((ip) => `IP:${ip}`), ...csr.emails.map((e) => `email:${e}`)];
+    if (others.length > 0) {
+      throw invalidArgument(`CSR carries SANs meshca never certifies (${others.join(', ')}); an X509-SVID names the SPIFFE ID and optional DNS names only`);
+    }
     if (csr.spiffeId === undefined) throw invalidArgument(`CSR has no URI SAN; it must carry the requested identity ${target}`);
     if (csr.spiffeId !== target) throw invalidArgument(`CSR URI SAN ${csr.spiffeId} does not match requested identity ${target}`);
   }

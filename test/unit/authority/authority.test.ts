@@ -13,6 +13,8 @@ import { MemoryStore } from '../../fakes/memory-store.js';
 import { createSelfSignedRoot } from '../../../src/x509/ca-certs.js';
 import { LeafSigner } from '../../../src/x509/leaf-signer.js';
 import type { AuthorityBackend, BackendHealth, LeafRequest, UpstreamChain } from '../../../providers/types.js';
+import { parseCsr } from '../../../src/x509/csr.js';
+import { makeCsr } from '../../support/csr.js';
 
 const H = 3600_000;
 const log = pino({ level: 'silent' });
@@ -304,6 +306,8 @@ class SwitchableLeafBackend implements AuthorityBackend {
   readonly mode = 'leaf' as const;
   private signer!: LeafSigner;
   root!: Buffer;
+  /** Copy the CSR's DNS and IP SANs into the leaf, as Vault with use_csr_sans or cert-manager's CA issuer do. */
+  copyCsrSans = false;
   constructor(private readonly clock: ManualClock) {}
   use(root: { certDer: Buffer; privateKey: KeyObject }): void {
     const x = new X509Certificate(root.certDer);
@@ -313,7 +317,15 @@ class SwitchableLeafBackend implements AuthorityBackend {
   async init(): Promise<void> {}
   async signLeaf(req: LeafRequest): Promise<UpstreamChain> {
     const now = this.clock.nowMs();
-    const leaf = this.signer.sign({ spiffeId: req.spiffeId, dnsNames: [], publicKey: req.publicKey, notBefore: new Date(now - 30_000), notAfter: new Date(now + req.ttlSeconds * 1000) });
+    const csr = this.copyCsrSans ? parseCsr(req.csrDer) : undefined;
+    const leaf = this.signer.sign({
+      spiffeId: req.spiffeId,
+      dnsNames: csr?.dnsNames ?? [],
+      ...(csr ? { ipAddresses: csr.ipAddresses } : {}),
+      publicKey: req.publicKey,
+      notBefore: new Date(now - 30_000),
+      notAfter: new Date(now + req.ttlSeconds * 1000),
+    });
     return { chain: [leaf], roots: [this.root] };
   }
   async trustAnchors(): Promise<Buffer[]> {
@@ -390,5 +402,39 @@ test('a store with CA state but no authority.json starts new signing-CA state un
     assert.deepEqual(warned[0]!.found, ['internal-root']);
   } finally {
     await second.close();
+  }
+});
+
+test('leaf mode: names a backend copied from the caller CSR beyond what was authorised are refused, not issued', async () => {
+  const clock = new ManualClock();
+  const backend = new SwitchableLeafBackend(clock);
+  backend.use(await createSelfSignedRoot({ trustDomain: 'td.test', keyType: 'ec-p256', ttlSeconds: 30 * 86400, now: new Date(clock.nowMs()) }));
+  backend.copyCsrSans = true;
+  const o: AuthorityOptions = {
+    trustDomain: 'td.test',
+    workload: { ttlSeconds: 3600, maxTtlSeconds: 86400, keyType: 'ec-p256', renewFraction: 0.5, backdateSeconds: 30 },
+    signingCaTtlSeconds: 48 * 3600,
+    caKeyType: 'ec-p256',
+  };
+  const signer = new LeafSignerPool({ workers: 0 });
+  const a = await LocalAuthority.create(o, { backend, store: new MemoryStore(), clock, log, metrics: new Registry(), signer });
+  const issueFor = async (csr: { der: Buffer }, dnsNames: string[] = []) => {
+    const parsed = parseCsr(csr.der);
+    return a.issue({ spiffeId: 'spiffe://td.test/w', dnsNames, publicKey: parsed.publicKey, csrDer: parsed.der });
+  };
+  try {
+    const sneaky = await makeCsr({ uris: ['spiffe://td.test/w'], dnsNames: ['payments.default.svc'], ipAddresses: ['10.96.0.1'] });
+    await assert.rejects(issueFor(sneaky), (e: Error & { code?: string }) => {
+      assert.equal(e.code, 'FAILED_PRECONDITION');
+      assert.match(e.message, /fake-leaf: the signed leaf for spiffe:\/\/td\.test\/w carries names meshca did not authorise \(DNS:payments\.default\.svc, IP:10\.96\.0\.1\)/);
+      return true;
+    });
+    const allowed = await makeCsr({ uris: ['spiffe://td.test/w'], dnsNames: ['w.td.svc'] });
+    const svid = await issueFor(allowed, ['w.td.svc']);
+    assert.match(new X509Certificate(svid.chainDer[0]!).subjectAltName!, /DNS:w\.td\.svc/);
+    await issueFor(await makeCsr({ uris: ['spiffe://td.test/w'] }));
+  } finally {
+    await a.close();
+    await signer.close();
   }
 });
