@@ -580,7 +580,9 @@ export class VaultBackend implements AuthorityBackend {
       return new CaError('UNAVAILABLE', `${this.scrub(reason)} (${context}; gave up after ${e.attempts ?? this.policy.attempts} attempt${(e.attempts ?? this.policy.attempts) === 1 ? '' : 's'})`, { retryable: true });
     }
     if (f.kind === 'tls') {
-      return new CaError('FAILED_PRECONDITION', `vault: TLS verification of ${this.cfg.address} failed (${text}); check authority.vault.tls.caFile and serverName`, { retryable: false });
+      // The address goes to the log only: callers of meshca's APIs can see this error's message.
+      this.ctx.log.warn({ address: this.cfg.address, err: text }, 'vault: TLS verification of the Vault server failed');
+      return new CaError('FAILED_PRECONDITION', `vault: TLS verification of the Vault server failed (${text}); check authority.vault.tls.caFile and serverName`, { retryable: false });
     }
     const ns = this.cfg.namespace ? ` in namespace "${this.cfg.namespace}"` : '';
     switch (f.status) {

@@ -18,6 +18,8 @@ const grpcSchema = z.strictObject({
   /** Extra PEM bundle trusted for client certificates only (proxies' bootstrap certificates). */
   clientCaFile: z.string().default(''),
   maxMessageBytes: z.number().int().min(16 * 1024).max(64 * 1024 * 1024).default(4 * 1024 * 1024),
+  /** Concurrent streams one client connection may hold (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
+  maxConcurrentStreams: z.number().int().min(10).max(100_000).default(1000),
 });
 
 const udsSchema = z

@@ -32,6 +32,8 @@ export interface GrpcServerOptions {
   /** Extra PEM anchors for client certificates (contents of server.grpc.clientCaFile); advertised only. */
   readonly clientCaPem?: string;
   readonly maxMessageBytes: number;
+  /** Streams one connection may hold (default 1000): a caller cannot pile unlimited streams, keys and timers on one. */
+  readonly maxConcurrentStreams?: number;
   /** Unix socket path (server.uds.path); empty/absent = no UDS listener. */
   readonly udsPath?: string;
   readonly authority: Authority;
@@ -90,6 +92,7 @@ export class GrpcServer {
       'grpc.enable_channelz': 0,
       'grpc.max_receive_message_length': opts.maxMessageBytes,
       'grpc.max_send_message_length': opts.maxMessageBytes,
+      'grpc.max_concurrent_streams': opts.maxConcurrentStreams ?? 1000,
       // Keep idle SDS streams alive through NATs and notice dead peers: ping every 5 min, allow client pings >= 1 min.
       'grpc.keepalive_time_ms': 300_000,
       'grpc.keepalive_timeout_ms': 20_000,

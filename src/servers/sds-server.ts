@@ -25,6 +25,7 @@ export interface GrpcServerConfig {
     /** Path of a PEM bundle trusted for client certificates only; '' = none. */
     readonly clientCaFile: string;
     readonly maxMessageBytes: number;
+    readonly maxConcurrentStreams?: number;
   };
   readonly uds: { readonly path: string; readonly identity: string };
 }
@@ -126,6 +127,7 @@ export async function buildGrpcServerWithSds(
     ipAddresses: config.grpc.ipAddresses,
     ...(clientCaPem ? { clientCaPem } : {}),
     maxMessageBytes: config.grpc.maxMessageBytes,
+    ...(config.grpc.maxConcurrentStreams !== undefined ? { maxConcurrentStreams: config.grpc.maxConcurrentStreams } : {}),
     ...(config.uds.path ? { udsPath: config.uds.path } : {}),
     authority,
     clock,

@@ -21,6 +21,7 @@ export interface HarnessOptions {
   readonly clientCaFile?: string;
   readonly uds?: { path: string; identity: string };
   readonly log?: Logger;
+  readonly maxConcurrentStreams?: number;
 }
 
 export interface Harness {
@@ -48,7 +49,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
   const log = opts.log ?? pino({ level: process.env.SDS_TEST_LOG ?? 'silent' });
   const running = await startGrpcServerWithSds(
     {
-      grpc: { address: '127.0.0.1:0', dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], clientCaFile: opts.clientCaFile ?? '', maxMessageBytes: 4 << 20 },
+      grpc: { address: '127.0.0.1:0', dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], clientCaFile: opts.clientCaFile ?? '', maxMessageBytes: 4 << 20, ...(opts.maxConcurrentStreams ? { maxConcurrentStreams: opts.maxConcurrentStreams } : {}) },
       uds: opts.uds ?? { path: '', identity: '' },
     },
     { authority, authorizer: new Authorizer(opts.controllers ?? []), clock, log, metrics },

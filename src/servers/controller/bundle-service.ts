@@ -25,6 +25,18 @@ const SOURCES = {
 } as const;
 
 export function toProtoBundle(b: RegisteredBundle): ProtoTrustBundle {
+  // Once per bundle version, not once per watcher: a change pushed to thousands of WatchBundle streams encoded the
+  // JWKS (a certificate parse and key export per root) for each of them.
+  const hit = protoByBundle.get(b);
+  if (hit && hit.sequence === b.sequence) return hit.proto;
+  const proto = encodeProtoBundle(b);
+  protoByBundle.set(b, { sequence: b.sequence, proto });
+  return proto;
+}
+
+const protoByBundle = new WeakMap<RegisteredBundle, { readonly sequence: number; readonly proto: ProtoTrustBundle }>();
+
+function encodeProtoBundle(b: RegisteredBundle): ProtoTrustBundle {
   return {
     trust_domain: b.trustDomain,
     sequence: b.sequence,

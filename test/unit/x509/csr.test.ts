@@ -71,6 +71,8 @@ test('fail/malformed input names the problem', () => {
 });
 
 test('fail/unsupported keys and weak signature algorithms', () => {
+  const bigE = openssl(['req', '-new', '-newkey', 'rsa:2048', '-pkeyopt', 'rsa_keygen_pubexp:2147483649', '-nodes', '-keyout', '/dev/null', '-subj', '/CN=x']);
+  assert.throws(() => parseCsr(bigE.stdout), /CSR RSA public exponent 2147483649 is not supported \(use 65537\)/);
   const rsa1024 = openssl(['req', '-new', '-newkey', 'rsa:1024', '-nodes', '-keyout', '/dev/null', '-subj', '/CN=x']);
   assert.throws(() => parseCsr(rsa1024.stdout), /RSA key is 1024 bits; at least 2048 are required/);
   const sha1 = openssl(['req', '-new', '-sha1', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', '/dev/null', '-subj', '/CN=x']);
