@@ -300,6 +300,14 @@ test('a trust anchor the backend withdraws leaves the bundle; the root of the li
   }
 });
 
+/** Authority options of the leaf-mode tests (a backend signs every leaf). */
+const LEAF_MODE_OPTIONS: AuthorityOptions = {
+  trustDomain: 'td.test',
+  workload: { ttlSeconds: 3600, maxTtlSeconds: 86400, keyType: 'ec-p256', renewFraction: 0.5, backdateSeconds: 30 },
+  signingCaTtlSeconds: 48 * 3600,
+  caKeyType: 'ec-p256',
+};
+
 /** Leaf mode: an upstream whose issuing root the test switches (an operator rotating the Vault issuer). */
 class SwitchableLeafBackend implements AuthorityBackend {
   readonly name = 'fake-leaf';
@@ -344,12 +352,7 @@ test('leaf mode: an anchor withdrawn upstream stays while leaves signed under it
   const r1 = await createSelfSignedRoot({ trustDomain: 'td.test', keyType: 'ec-p256', ttlSeconds: 30 * 86400, now: new Date(clock.nowMs()) });
   const r2 = await createSelfSignedRoot({ trustDomain: 'td.test', keyType: 'ec-p256', ttlSeconds: 30 * 86400, now: new Date(clock.nowMs()) });
   backend.use(r1);
-  const o: AuthorityOptions = {
-    trustDomain: 'td.test',
-    workload: { ttlSeconds: 3600, maxTtlSeconds: 86400, keyType: 'ec-p256', renewFraction: 0.5, backdateSeconds: 30 },
-    signingCaTtlSeconds: 48 * 3600,
-    caKeyType: 'ec-p256',
-  };
+  const o = LEAF_MODE_OPTIONS;
   const signer = new LeafSignerPool({ workers: 0 });
   const replica = () => LocalAuthority.create(o, { backend, store, clock, log, metrics: new Registry(), signer });
   const a = await replica();
@@ -410,12 +413,7 @@ test('leaf mode: names a backend copied from the caller CSR beyond what was auth
   const backend = new SwitchableLeafBackend(clock);
   backend.use(await createSelfSignedRoot({ trustDomain: 'td.test', keyType: 'ec-p256', ttlSeconds: 30 * 86400, now: new Date(clock.nowMs()) }));
   backend.copyCsrSans = true;
-  const o: AuthorityOptions = {
-    trustDomain: 'td.test',
-    workload: { ttlSeconds: 3600, maxTtlSeconds: 86400, keyType: 'ec-p256', renewFraction: 0.5, backdateSeconds: 30 },
-    signingCaTtlSeconds: 48 * 3600,
-    caKeyType: 'ec-p256',
-  };
+  const o = LEAF_MODE_OPTIONS;
   const signer = new LeafSignerPool({ workers: 0 });
   const a = await LocalAuthority.create(o, { backend, store: new MemoryStore(), clock, log, metrics: new Registry(), signer });
   const issueFor = async (csr: { der: Buffer }, dnsNames: string[] = []) => {
