@@ -14,7 +14,7 @@ import { createCaCsr } from '../x509/ca-certs.js';
 import { createLeafCsr } from '../x509/leaf-csr.js';
 import { checkSvidProfile } from '../x509/validate.js';
 import { isDnsName } from '../x509/profile.js';
-import { certSerialHex, parseCertificate, sanOf } from '../x509/cert-parse.js';
+import { certSerialHex, commonNameOf, parseCertificate, sanOf } from '../x509/cert-parse.js';
 import { BackendAnchors } from './backend-anchors.js';
 import { issuedInProcessBy } from '../x509/provenance.js';
 import type { LeafSignerPool } from '../x509/signer-pool.js';
@@ -666,8 +666,12 @@ export class LocalAuthority implements Authority {
  * DNS names, so a caller cannot slip a host name or an IP it chose into its certificate through its CSR.
  */
 function checkLeafNames(backendName: string, leafDer: Buffer, spiffeId: string, dnsNames: readonly string[]): void {
-  const san = sanOf(parseCertificate(leafDer));
+  const parsed = parseCertificate(leafDer);
+  const san = sanOf(parsed);
+  // A CN is a host name to verifiers that fall back to it when a certificate has no DNS SAN.
+  const cn = parsed.subjectEmpty ? undefined : commonNameOf(parsed.subject);
   const extra = [
+    ...(cn !== undefined ? [`subject CN=${cn}`] : []),
     ...(san?.uris ?? []).filter((u) => u !== spiffeId).map((u) => `URI:${u}`),
     ...(san?.dnsNames ?? []).filter((d) => !dnsNames.some((a) => a.toLowerCase() === d.toLowerCase())).map((d) => `DNS:${d}`),
     ...(san?.ipAddresses ?? []).map((ip) => `IP:${ip}`),
@@ -678,7 +682,7 @@ function checkLeafNames(backendName: string, leafDer: Buffer, spiffeId: string, 
     throw new CaError(
       'FAILED_PRECONDITION',
       `${backendName}: the signed leaf for ${spiffeId} carries names meshca did not authorise (${extra.join(', ')}); ` +
-        'they came from the CSR: send a CSR with only the SPIFFE ID, and configure the backend to take names from the request (Vault: use_csr_sans=false)',
+        'they came from the CSR: send a CSR with only the SPIFFE ID (and no CN), and configure the backend to take names from the request (Vault: use_csr_sans=false, use_csr_common_name=false)',
     );
   }
 }

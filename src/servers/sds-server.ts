@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
@@ -11,6 +12,7 @@ import { parseWorkloadId } from '../identity/spiffe-id.js';
 import type { Clock } from '../util/clock.js';
 import { CaError, failedPrecondition } from '../util/errors.js';
 import { pemToDers } from '../x509/pem.js';
+import { dnLine } from '../x509/cert-parse.js';
 import { callAuthenticator } from './call-auth.js';
 import { GrpcServer } from './grpc-server.js';
 import { authorityBundleProvider, type BundleProvider } from './sds/bundles.js';
@@ -86,6 +88,17 @@ export async function buildGrpcServerWithSds(
       throw failedPrecondition(`server.grpc.clientCaFile ${config.grpc.clientCaFile}: ${(e as CaError).message}`);
     }
     if (bootstrapDers.length === 0) throw failedPrecondition(`server.grpc.clientCaFile ${config.grpc.clientCaFile} holds no CERTIFICATE block`);
+    // OpenSSL verifies client chains up to a self-signed anchor, and its refusal is final (src/auth/mtls.ts): an
+    // intermediate here would make every client of that CA fail, so say so at start.
+    bootstrapDers.forEach((der, i) => {
+      const x = new X509Certificate(der);
+      if (!x.ca || x.issuer !== x.subject || !x.verify(x.publicKey)) {
+        throw failedPrecondition(
+          `server.grpc.clientCaFile ${config.grpc.clientCaFile}: certificate ${i + 1} ("${dnLine(x.subject)}") is not a self-signed root CA; ` +
+            'list the root of the bootstrap certificates (clients send their intermediates with their certificate)',
+        );
+      }
+    });
   }
   let udsIdentity: string | undefined;
   if (config.uds.path) {

@@ -90,3 +90,18 @@ describe('mTLS: a chain the TLS layer refused is never accepted', { timeout: 60_
     assert.ok((await h.metric('meshca_auth_failures_total', { reason: 'untrusted' })) >= 1);
   });
 });
+
+describe('server.grpc.clientCaFile', { timeout: 30_000 }, () => {
+  it('fail/an intermediate CA in clientCaFile stops start, naming it (OpenSSL anchors client chains at self-signed roots)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'meshca-client-ca-'));
+    try {
+      await makePki(dir);
+      await assert.rejects(startHarness({ clientCaFile: join(dir, 'open.pem') }), (e: Error) => {
+        assert.match(e.message, /server\.grpc\.clientCaFile .*open\.pem: certificate 1 \("CN=open sub-CA"\) is not a self-signed root CA; list the root of the bootstrap certificates/);
+        return true;
+      });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,6 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { X509Certificate, type KeyObject } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { LocalAuthority, type AuthorityOptions } from '../../../src/authority/authority.js';
@@ -316,14 +320,19 @@ class SwitchableLeafBackend implements AuthorityBackend {
   root!: Buffer;
   /** Copy the CSR's DNS and IP SANs into the leaf, as Vault with use_csr_sans or cert-manager's CA issuer do. */
   copyCsrSans = false;
+  /** Copy the CSR's subject CN into the leaf, as cert-manager's CA issuer does. */
+  copyCsrSubject = false;
   constructor(private readonly clock: ManualClock) {}
+  private rootKey!: KeyObject;
   use(root: { certDer: Buffer; privateKey: KeyObject }): void {
     const x = new X509Certificate(root.certDer);
     this.root = root.certDer;
+    this.rootKey = root.privateKey;
     this.signer = new LeafSigner({ certDer: root.certDer, chainDer: [], key: root.privateKey, notBefore: new Date(x.validFrom), notAfter: new Date(x.validTo) });
   }
   async init(): Promise<void> {}
   async signLeaf(req: LeafRequest): Promise<UpstreamChain> {
+    if (this.copyCsrSubject) return { chain: [this.opensslSign(req)], roots: [this.root] };
     const now = this.clock.nowMs();
     const csr = this.copyCsrSans ? parseCsr(req.csrDer) : undefined;
     const leaf = this.signer.sign({
@@ -343,6 +352,24 @@ class SwitchableLeafBackend implements AuthorityBackend {
     return { ok: true };
   }
   async close(): Promise<void> {}
+
+  /** Signs the CSR as `openssl x509 -req` does: the CSR's subject becomes the leaf's (wall-clock validity). */
+  private opensslSign(req: LeafRequest): Buffer {
+    const dir = mkdtempSync(join(tmpdir(), 'meshca-leaf-'));
+    try {
+      writeFileSync(join(dir, 'ca.pem'), new X509Certificate(this.root).toString());
+      writeFileSync(join(dir, 'ca.key'), this.rootKey.export({ type: 'pkcs8', format: 'pem' }));
+      writeFileSync(join(dir, 'req.pem'), req.csrPem);
+      writeFileSync(
+        join(dir, 'ext.cnf'),
+        `basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=critical,URI:${req.spiffeId}\nauthorityKeyIdentifier=keyid\n`,
+      );
+      const pem = execFileSync('openssl', ['x509', '-req', '-in', 'req.pem', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-set_serial', '0x5151', '-days', '1', '-extfile', 'ext.cnf'], { cwd: dir });
+      return Buffer.from(new X509Certificate(pem).raw);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
 }
 
 test('leaf mode: an anchor withdrawn upstream stays while leaves signed under it live, across replicas and restarts', async () => {
@@ -427,6 +454,9 @@ test('leaf mode: names a backend copied from the caller CSR beyond what was auth
       assert.match(e.message, /fake-leaf: the signed leaf for spiffe:\/\/td\.test\/w carries names meshca did not authorise \(DNS:payments\.default\.svc, IP:10\.96\.0\.1\)/);
       return true;
     });
+    backend.copyCsrSubject = true;
+    await assert.rejects(issueFor(await makeCsr({ uris: ['spiffe://td.test/w'], cn: 'payments.default.svc' })), /carries names meshca did not authorise \(subject CN=payments\.default\.svc\)/);
+    backend.copyCsrSubject = false;
     const allowed = await makeCsr({ uris: ['spiffe://td.test/w'], dnsNames: ['w.td.svc'] });
     const svid = await issueFor(allowed, ['w.td.svc']);
     assert.match(new X509Certificate(svid.chainDer[0]!).subjectAltName!, /DNS:w\.td\.svc/);
