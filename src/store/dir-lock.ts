@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { promises as fs, readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +16,11 @@ import { CaError } from '../util/errors.js';
  *   record not refreshed for leaseMs is stale.
  * - A record that cannot be read at all (a holder killed between mkdir and writing it) is stale once older than
  *   leaseMs.
+ *
+ * Taking over a stale lock happens under a guard (`lock.takeover/`, one process at a time) that re-reads the record
+ * and removes the lock only if it is still the one judged stale: without it, two waiters that both saw the dead
+ * lock could each remove it, the second removing the first's fresh lock. A holder releases only a lock whose record
+ * still carries its own nonce (one taken over while its event loop stalled past the lease is left to its new owner).
  */
 export interface DirLockOptions {
   /** How long acquire() waits for a live holder before failing UNAVAILABLE. */
@@ -32,17 +38,23 @@ interface OwnerRecord {
   readonly start?: string;
   /** PID namespace (readlink /proc/self/ns/pid); absent off Linux. */
   readonly pidns?: string;
+  /** Random per acquisition: which hold of the lock this is. */
+  readonly nonce?: string;
 }
 
-type OwnerState = { readonly stale: true } | { readonly stale: false; readonly who: string };
+/** A verdict on the lock as found; `text` is the record read (undefined when there was none). */
+type OwnerState = { readonly stale: true; readonly text: string | undefined } | { readonly stale: false; readonly who: string };
 
 const LOCK_DIR = 'lock';
 const OWNER_FILE = 'owner';
 const DEFAULT_WAIT_MS = 15_000;
 const DEFAULT_LEASE_MS = 10_000;
+/** A takeover guard older than this was left by a process that died while taking over. */
+const GUARD_STALE_MS = 5_000;
 
 export class DirLock {
   private readonly lockDir: string;
+  private readonly guardDir: string;
   private readonly ownerFile: string;
   private readonly waitMs: number;
   private readonly leaseMs: number;
@@ -52,6 +64,7 @@ export class DirLock {
     private readonly opts: DirLockOptions,
   ) {
     this.lockDir = join(dir, LOCK_DIR);
+    this.guardDir = join(dir, `${LOCK_DIR}.takeover`);
     this.ownerFile = join(this.lockDir, OWNER_FILE);
     this.waitMs = opts.waitMs ?? DEFAULT_WAIT_MS;
     this.leaseMs = opts.leaseMs ?? DEFAULT_LEASE_MS;
@@ -61,18 +74,22 @@ export class DirLock {
   async acquire(): Promise<() => Promise<void>> {
     const deadline = Date.now() + this.waitMs;
     for (let attempt = 0; ; attempt++) {
+      const record = JSON.stringify({ ...selfRecord(), nonce: randomUUID() });
       try {
         await fs.mkdir(this.lockDir, { mode: 0o700 });
-        await fs.writeFile(this.ownerFile, JSON.stringify(selfRecord()), { mode: 0o600 });
-        return this.held();
+        await fs.writeFile(this.ownerFile, record, { mode: 0o600, flag: 'wx' });
+        return this.held(record);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
+        const code = (e as NodeJS.ErrnoException).code;
+        // EEXIST: held (or being taken over); ENOENT: our fresh lock went before its record was written (a takeover
+        // that judged the directory stale): try again.
+        if (code !== 'EEXIST' && code !== 'ENOENT') {
           throw new CaError('FAILED_PRECONDITION', `${this.opts.location}: cannot create lock: ${(e as Error).message}`, { cause: e });
         }
       }
       const owner = await this.ownerState();
       if (owner.stale) {
-        await fs.rm(this.lockDir, { recursive: true, force: true });
+        await this.takeOver(owner.text);
         continue;
       }
       if (Date.now() > deadline) {
@@ -82,8 +99,8 @@ export class DirLock {
     }
   }
 
-  /** Starts the heartbeat and returns the release function. */
-  private held(): () => Promise<void> {
+  /** Starts the heartbeat and returns the release function, which removes the lock only while it is still ours. */
+  private held(record: string): () => Promise<void> {
     const beat = setInterval(() => {
       const now = new Date();
       fs.utimes(this.ownerFile, now, now).catch(() => undefined);
@@ -91,8 +108,28 @@ export class DirLock {
     beat.unref();
     return async () => {
       clearInterval(beat);
-      await fs.rm(this.lockDir, { recursive: true, force: true });
+      const current = await fs.readFile(this.ownerFile, 'utf8').catch(() => undefined);
+      if (current === record) await removeDir(this.lockDir);
     };
+  }
+
+  /** Removes the lock judged stale (its record `judged`) if it still is, under the takeover guard. */
+  private async takeOver(judged: string | undefined): Promise<void> {
+    try {
+      await fs.mkdir(this.guardDir, { mode: 0o700 });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new CaError('FAILED_PRECONDITION', `${this.opts.location}: cannot take over a stale lock: ${(e as Error).message}`, { cause: e });
+      // Another process is taking over; a guard left by one that died doing so is cleared once old.
+      const st = await fs.stat(this.guardDir).catch(() => undefined);
+      if (st && Date.now() - st.mtimeMs > GUARD_STALE_MS) await removeDir(this.guardDir);
+      return;
+    }
+    try {
+      const again = await this.ownerState();
+      if (again.stale && again.text === judged) await removeDir(this.lockDir);
+    } finally {
+      await removeDir(this.guardDir);
+    }
   }
 
   private async ownerState(): Promise<OwnerState> {
@@ -105,28 +142,36 @@ export class DirLock {
     } catch {
       // No record yet (its holder is between mkdir and writeFile) or lost: judged by the directory's age.
       const st = await fs.stat(this.lockDir).catch(() => undefined);
-      if (!st) return { stale: true };
-      return Date.now() - st.mtimeMs > this.leaseMs ? { stale: true } : { stale: false, who: 'another process' };
+      if (!st) return { stale: true, text: undefined };
+      return Date.now() - st.mtimeMs > this.leaseMs ? { stale: true, text: undefined } : { stale: false, who: 'another process' };
     }
+    const stale = { stale: true, text } as const;
     const rec = parseRecord(text);
-    if (!rec) return ageMs > this.leaseMs ? { stale: true } : { stale: false, who: 'another process' };
+    if (!rec) return ageMs > this.leaseMs ? stale : { stale: false, who: 'another process' };
     const me = selfRecord();
     // A record without a namespace (legacy, or off Linux) is taken to be from this namespace.
     const visible = rec.host === me.host && (rec.pidns === undefined || rec.pidns === me.pidns);
     if (!visible) {
       // Its process cannot be checked from here: alive while it keeps the record fresh.
       const who = rec.host === me.host ? `pid ${rec.pid} in another PID namespace` : `pid ${rec.pid} on ${rec.host}`;
-      return ageMs > this.leaseMs ? { stale: true } : { stale: false, who };
+      return ageMs > this.leaseMs ? stale : { stale: false, who };
     }
     if (rec.pid === process.pid) {
       // This process, or an earlier one that had the same pid (a container restarted as pid 1).
-      return rec.start === me.start ? { stale: false, who: `this process (pid ${rec.pid})` } : { stale: true };
+      return rec.start === me.start ? { stale: false, who: `this process (pid ${rec.pid})` } : stale;
     }
-    if (!processExists(rec.pid)) return { stale: true };
+    if (!processExists(rec.pid)) return stale;
     const start = startTimeOf(rec.pid);
-    if (rec.start !== undefined && start !== undefined && start !== rec.start) return { stale: true }; // pid reused
+    if (rec.start !== undefined && start !== undefined && start !== rec.start) return stale; // pid reused
     return { stale: false, who: `pid ${rec.pid}` };
   }
+}
+
+/** rm -rf that tolerates a concurrent removal of the same directory. */
+async function removeDir(dir: string): Promise<void> {
+  await fs.rm(dir, { recursive: true, force: true, maxRetries: 3 }).catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== 'ENOENT' && e.code !== 'ENOTEMPTY') throw e;
+  });
 }
 
 function parseRecord(text: string): OwnerRecord | undefined {

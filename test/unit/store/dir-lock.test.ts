@@ -158,3 +158,44 @@ test('a dataDir others can read that this user cannot chmod is refused with a wa
     assert.match(out, new RegExp(`set dataDir to a subdirectory that meshca creates itself, e\\.g\\. ${data}/state`));
   });
 });
+
+test('processes that all find the same dead lock take it over one at a time, never two at once', { timeout: 60_000 }, async () => {
+  const lockModule = new URL('../../../src/store/dir-lock.js', import.meta.url).href;
+  const child = `const { DirLock } = await import(${JSON.stringify(lockModule)});
+    const [dir, startAt] = process.argv.slice(1);
+    while (Date.now() < Number(startAt)) {}
+    const release = await new DirLock(dir, { location: 'race', waitMs: 20000 }).acquire();
+    const t0 = Date.now();
+    await new Promise((r) => setTimeout(r, 150));
+    const t1 = Date.now();
+    await release();
+    console.log(JSON.stringify({ t0, t1 }));`;
+  for (let round = 0; round < 3; round++) {
+    await withDir(async (dir) => {
+      await plant(dir, { pid: 999999, host: hostname() });
+      const startAt = String(Date.now() + 1000);
+      const held = await Promise.all(
+        Array.from({ length: 6 }, () =>
+          new Promise<{ t0: number; t1: number }>((resolve, reject) => {
+            const p = spawn(process.execPath, ['--input-type=module', '-e', child, dir, startAt], { stdio: ['ignore', 'pipe', 'inherit'] });
+            let out = '';
+            p.stdout!.on('data', (d) => (out += d));
+            p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as { t0: number; t1: number }) : reject(new Error(`lock child exited ${code}`))));
+          }),
+        ),
+      );
+      held.sort((a, b) => a.t0 - b.t0);
+      for (let i = 1; i < held.length; i++) assert.ok(held[i]!.t0 >= held[i - 1]!.t1, `round ${round}: holders ${i - 1} and ${i} overlap`);
+    });
+  }
+});
+
+test('a holder whose lock was taken over (its event loop stalled past the lease) does not remove the new owner\'s lock', async () => {
+  await withDir(async (dir) => {
+    const release = await new DirLock(dir, { location: 'test' }).acquire();
+    const theirs = JSON.stringify({ pid: 1, host: 'other-pod', nonce: 'theirs' });
+    await writeFile(join(dir, 'lock', 'owner'), theirs);
+    await release();
+    assert.equal(await readFile(join(dir, 'lock', 'owner'), 'utf8'), theirs);
+  });
+});
