@@ -157,25 +157,48 @@ export class MtlsAuthenticator implements Authenticator {
     window.until = Math.min(window.until, na);
   }
 
-  /** Walks issuer links from the leaf to an anchor using only presented intermediates. */
+  /** Checks that the chain leads to a current anchor and that every certificate on the path is valid now. */
   private buildPath(certs: X509Certificate[], now: number, window: { from: number; until: number }): void {
+    const path = this.pathOf(certs);
+    if (!path) this.refuse('untrusted', `the client certificate does not chain to the trust bundle of ${this.opts.trustDomain} or the bootstrap CA`);
+    for (const c of path.intermediates) this.checkTime(c, now, 'intermediate certificate', window);
+    if (path.anchor) this.checkTime(path.anchor, now, 'trust anchor', window);
+  }
+
+  /**
+   * Walks issuer links (names, signatures, CA flags) from the leaf to a current anchor using only presented
+   * intermediates; undefined when none is reached. `anchor` is null when the client presented the anchor itself.
+   */
+  private pathOf(certs: X509Certificate[]): { intermediates: X509Certificate[]; anchor: X509Certificate | null } | undefined {
     const maxDepth = this.opts.maxDepth ?? 8;
     let cur = certs[0]!;
     const pool = certs.slice(1);
+    const intermediates: X509Certificate[] = [];
     for (let depth = 0; depth < maxDepth; depth++) {
       for (const a of this.anchors) {
-        if (a.raw.equals(cur.raw) && depth > 0) return;
-        if (cur.checkIssued(a) && cur.verify(a.publicKey)) {
-          this.checkTime(a, now, 'trust anchor', window);
-          return;
-        }
+        if (a.raw.equals(cur.raw) && depth > 0) return { intermediates, anchor: null };
+        if (cur.checkIssued(a) && cur.verify(a.publicKey)) return { intermediates, anchor: a };
       }
       const next = pool.find((p) => p.ca && cur.checkIssued(p) && cur.verify(p.publicKey));
-      if (!next) break;
-      this.checkTime(next, now, 'intermediate certificate', window);
+      if (!next) return undefined;
+      intermediates.push(next);
       cur = next;
     }
-    this.refuse('untrusted', `the client certificate does not chain to the trust bundle of ${this.opts.trustDomain} or the bootstrap CA`);
+    return undefined;
+  }
+
+  /**
+   * Whether a client chain still leads to an anchor of the current bundle or the bootstrap CA, whatever the times:
+   * after an anchor leaves the bundle (a withdrawn, compromised root), connections it authenticated are cut.
+   */
+  reachesAnchor(chainDer: readonly Buffer[]): boolean {
+    if (chainDer.length === 0) return true;
+    this.refreshAnchors();
+    try {
+      return this.pathOf(chainDer.map((d) => new X509Certificate(d))) !== undefined;
+    } catch {
+      return false;
+    }
   }
 
   private spiffeIdOf(leaf: X509Certificate): string {

@@ -42,7 +42,8 @@ function socketOf(call: AnyServerCall): object | undefined {
   return undefined;
 }
 
-function chainFrom(socket: TLSSocket): Buffer[] {
+/** The client chain a TLS socket presented, leaf first (empty without a client certificate). */
+export function chainFrom(socket: TLSSocket): Buffer[] {
   const out: Buffer[] = [];
   let c = socket.getPeerCertificate(true) as DetailedPeerCertificate | Record<string, never>;
   const seen = new Set<string>();

@@ -2,13 +2,14 @@ import { chmod, mkdir, rm, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { constants as cryptoConstants } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { SecureContextOptions, TLSSocket } from 'node:tls';
+import { TLSSocket, type SecureContextOptions } from 'node:tls';
 import type { Http2Session } from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { Authority, IssuedSvid } from '../authority/types.js';
 import type { Clock, Timer } from '../util/clock.js';
 import { errorMessage, failedPrecondition } from '../util/errors.js';
+import { chainFrom } from './call-auth.js';
 
 /**
  * meshca's gRPC server: a TLS listener on server.grpc.address with meshca's own SVID (spiffe://<td>/meshca plus
@@ -41,6 +42,12 @@ export interface GrpcServerOptions {
   readonly log: Logger;
   /** Serving SVID lifetime request; default: the authority's workload TTL. */
   readonly servingTtlSeconds?: number;
+  /**
+   * Whether a connection's client chain still reaches a trust anchor (MtlsAuthenticator.reachesAnchor). When a root
+   * leaves the bundle, connections whose chain no longer does are closed: their calls were authenticated when they
+   * began, and an open SDS stream would otherwise keep receiving renewed certificates.
+   */
+  readonly stillTrusted?: (chainDer: readonly Buffer[]) => boolean;
   /** Extra grpc-js channel options (tests, benchmarks). */
   readonly grpcOptions?: grpc.ServerOptions;
 }
@@ -86,6 +93,7 @@ export class GrpcServer {
   private stopped = false;
   private readonly unsubscribe: () => void;
   private readonly alpnHooked = new WeakSet<object>();
+  private roots: Set<string>;
 
   constructor(private readonly opts: GrpcServerOptions) {
     this.server = new grpc.Server({
@@ -100,8 +108,14 @@ export class GrpcServer {
       'grpc.http2.min_ping_interval_without_data_ms': 60_000,
       ...(opts.grpcOptions ?? {}),
     });
+    this.roots = rootKeys(opts.authority.bundle().rootsDer);
     this.unsubscribe = opts.authority.onEvent((ev) => {
-      if (ev.type === 'bundle' && this.creds && this.svid) this.creds.update(this.context(this.svid));
+      if (ev.type === 'bundle') {
+        if (this.creds && this.svid) this.creds.update(this.context(this.svid));
+        const before = this.roots;
+        this.roots = rootKeys(opts.authority.bundle().rootsDer);
+        if ([...before].some((r) => !this.roots.has(r))) void this.closeUntrusted();
+      }
       if (ev.type === 'reissue-all') this.schedule(0);
     });
   }
@@ -156,6 +170,24 @@ export class GrpcServer {
       });
     });
     if (this.opts.udsPath) await rm(this.opts.udsPath, { force: true }).catch(() => undefined);
+  }
+
+  /** Closes the connections whose client chain no longer reaches an anchor (a root left the bundle). */
+  private async closeUntrusted(): Promise<void> {
+    const check = this.opts.stillTrusted;
+    if (!check || this.stopped) return;
+    let closed = 0;
+    const sessions = this.openSessions();
+    for (let i = 0; i < sessions.length; i++) {
+      const s = sessions[i]!;
+      const socket = s.socket as unknown;
+      if (!s.destroyed && socket instanceof TLSSocket && !check(chainFrom(socket))) {
+        s.destroy();
+        closed++;
+      }
+      if (i % 200 === 199) await new Promise((r) => setImmediate(r)); // 10,000 connections: do not stall the loop
+    }
+    if (closed > 0) this.opts.log.warn({ closed, checked: sessions.length }, 'grpc server: closed connections whose client certificate no longer chains to a trust anchor');
   }
 
   /** HTTP/2 sessions grpc-js currently holds (empty if its private state changes shape). */
@@ -247,4 +279,8 @@ export class GrpcServer {
     }
     await chmod(path, 0o600);
   }
+}
+
+function rootKeys(rootsDer: readonly Buffer[]): Set<string> {
+  return new Set(rootsDer.map((d) => d.toString('base64')));
 }

@@ -146,6 +146,7 @@ export async function buildGrpcServerWithSds(
     clock,
     log: log.child({ component: 'grpc' }),
     ...(deps.servingTtlSeconds !== undefined ? { servingTtlSeconds: deps.servingTtlSeconds } : {}),
+    stillTrusted: (chain) => mtls.reachesAnchor(chain),
   });
   server.addService(sds.definition, sds.implementation());
   server.addService(sds.adsDefinition, sds.adsImplementation());

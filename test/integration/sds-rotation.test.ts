@@ -1,6 +1,7 @@
 import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
 import { startHarness, type Harness } from '../support/sds-harness.js';
 import type { SotwResponse, SotwStream } from '../support/sds-client.js';
 
@@ -73,7 +74,7 @@ describe('SDS pushes: renewal, bundle change, re-issue', { timeout: 60_000 }, ()
   });
 
   it('bundle change: the new ROOTCA is pushed before leaves from the new CA', async () => {
-    h = await startHarness();
+    h = await startHarness({ bootstrapClients: true });
     const c = await h.client(WEB);
     const cert = c.streamSecrets();
     const root = c.streamSecrets();
@@ -92,6 +93,28 @@ describe('SDS pushes: renewal, bundle change, re-issue', { timeout: 60_000 }, ()
     const anchor = new X509Certificate(h.authority.bundle().rootsDer[0]!);
     assert.ok(new X509Certificate(newCert.secrets[0]!.tls_certificate!.certificate_chain.inline_bytes.toString()).verify(anchor.publicKey));
     assert.ok((await h.metric('meshca_sds_pushes_total', { reason: 'bundle' })) >= 1);
+  });
+
+  it('a root that leaves the bundle closes the connections it authenticated; clients of other anchors keep their streams', async () => {
+    h = await startHarness({ bootstrapClients: true });
+    const now = h.clock.nowMs();
+    // One client whose certificate chains to the authority's current root, one to the bootstrap CA.
+    const leaf = await h.fake!.makeLeaf({ uris: ['spiffe://example.org/ns/default/sa/old'], notBefore: new Date(now - 60_000), notAfter: new Date(now + 3600_000) });
+    const underRoot = h.rawClient({ certPem: leaf.certPem, keyPem: leaf.keyPem }, { id: 'n-old', cluster: 'c' });
+    const a = underRoot.streamSecrets();
+    a.request(['ROOTCA']);
+    a.ack(await a.next());
+    const b = (await h.client(WEB)).streamSecrets();
+    b.request(['ROOTCA']);
+    b.ack(await b.next());
+    await h.fake!.rotateBundle({ dropOld: true }); // the root is withdrawn (a compromise), not rotated with overlap
+    const ended = await a.status();
+    assert.notEqual(ended.code, grpc.status.OK, 'the stream authenticated by the withdrawn root ends');
+    assert.equal((await b.next()).secrets[0]!.validation_context!.trusted_ca!.inline_bytes.toString(), h.authority.bundle().pem);
+    const again = h.rawClient({ certPem: leaf.certPem, keyPem: leaf.keyPem }, { id: 'n-old', cluster: 'c' }).streamSecrets();
+    again.request(['ROOTCA']);
+    assert.notEqual((await again.status()).code, grpc.status.OK, 'and it cannot come back');
+    b.cancel();
   });
 
   it('a new CA that keeps the old root in the bundle pushes ROOTCA but leaves certificates until renewAt', async () => {

@@ -67,7 +67,7 @@ function eventNames(ev: Event, desired: ReadonlySet<string>): { must: Set<string
 
 async function runSotw(seed: number): Promise<void> {
   const rnd = prng(seed);
-  const h = await startHarness();
+  const h = await startHarness({ bootstrapClients: true });
   const ctx: Ctx = { seed, trace: [] };
   try {
     const c = await h.client(WEB, { id: `sotw-${seed}`, cluster: 'prop' });
@@ -164,7 +164,7 @@ async function runSotw(seed: number): Promise<void> {
 
 async function runDelta(seed: number): Promise<void> {
   const rnd = prng(seed);
-  const h = await startHarness();
+  const h = await startHarness({ bootstrapClients: true });
   const ctx: Ctx = { seed, trace: [] };
   try {
     const c = await h.client(WEB, { id: `delta-${seed}`, cluster: 'prop' });

@@ -1,3 +1,6 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { Registry } from 'prom-client';
 import type { Authority } from '../../src/authority/types.js';
@@ -22,6 +25,11 @@ export interface HarnessOptions {
   readonly uds?: { path: string; identity: string };
   readonly log?: Logger;
   readonly maxConcurrentStreams?: number;
+  /**
+   * client() mints certificates from a separate bootstrap CA (server.grpc.clientCaFile) instead of the authority:
+   * for tests that take roots out of the authority's bundle while clients stay connected.
+   */
+  readonly bootstrapClients?: boolean;
 }
 
 export interface Harness {
@@ -47,9 +55,16 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
   const authority = opts.authority ?? fake!;
   const metrics = new Registry();
   const log = opts.log ?? pino({ level: process.env.SDS_TEST_LOG ?? 'silent' });
+  let bootstrap: { ca: FakeAuthority; dir: string } | undefined;
+  if (opts.bootstrapClients) {
+    const dir = await mkdtemp(join(tmpdir(), 'meshca-harness-'));
+    bootstrap = { ca: await FakeAuthority.create({ clock, trustDomain: 'example.org' }), dir };
+    await writeFile(join(dir, 'bootstrap-ca.pem'), bootstrap.ca.bundle().pem);
+  }
+  const clientCaFile = bootstrap ? join(bootstrap.dir, 'bootstrap-ca.pem') : opts.clientCaFile ?? '';
   const running = await startGrpcServerWithSds(
     {
-      grpc: { address: '127.0.0.1:0', dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], clientCaFile: opts.clientCaFile ?? '', maxMessageBytes: 4 << 20, ...(opts.maxConcurrentStreams ? { maxConcurrentStreams: opts.maxConcurrentStreams } : {}) },
+      grpc: { address: '127.0.0.1:0', dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], clientCaFile, maxMessageBytes: 4 << 20, ...(opts.maxConcurrentStreams ? { maxConcurrentStreams: opts.maxConcurrentStreams } : {}) },
       uds: opts.uds ?? { path: '', identity: '' },
     },
     { authority, authorizer: new Authorizer(opts.controllers ?? []), clock, log, metrics },
@@ -74,9 +89,10 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     metrics,
     target,
     async client(spiffeId, node) {
-      if (!fake) throw new Error('harness.client needs the FakeAuthority');
+      const issuer = bootstrap?.ca ?? fake;
+      if (!issuer) throw new Error('harness.client needs the FakeAuthority');
       const now = clock.nowMs();
-      const leaf = await fake.makeLeaf({ uris: [spiffeId], notBefore: new Date(now - 60_000), notAfter: new Date(now + 3600_000) });
+      const leaf = await issuer.makeLeaf({ uris: [spiffeId], notBefore: new Date(now - 60_000), notAfter: new Date(now + 3600_000) });
       return rawClient({ certPem: leaf.certPem, keyPem: leaf.keyPem }, node);
     },
     rawClient,
@@ -90,6 +106,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     async close() {
       for (const c of clients) c.close();
       await running.close(200);
+      if (bootstrap) await rm(bootstrap.dir, { recursive: true, force: true });
     },
   };
 }
