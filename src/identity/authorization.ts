@@ -1,5 +1,6 @@
 import { matchesIdPattern } from './spiffe-id.js';
 import type { Caller } from '../auth/types.js';
+import { LISTED_ITEMS, showList } from '../util/show-list.js';
 
 /** One entry of `authorization.controllers` after config validation. */
 export interface ControllerRule {
@@ -136,11 +137,14 @@ export function dnsNameAllowed(name: string, patterns: readonly string[] | undef
 }
 
 function dnsDenied(callerId: string, target: string, dnsNames: readonly string[], rules: readonly ControllerRule[]): string {
-  const asked = `DNS names [${dnsNames.join(', ')}]`;
+  const asked = `DNS names ${showList(dnsNames)}`;
   if (rules.length === 0) {
     return `caller ${callerId} may not put ${asked} in the certificate for ${target}: only callers listed in authorization.controllers may, within their rule's dnsNames`;
   }
-  const granted = rules.map((r) => `id ${r.id} allows dnsNames [${(r.dnsNames ?? []).join(', ')}]`).join('; ');
+  const granted = rules
+    .slice(0, LISTED_ITEMS)
+    .map((r) => `id ${r.id} allows dnsNames [${(r.dnsNames ?? []).join(', ')}]`)
+    .join('; ');
   return `controller ${callerId} may not put ${asked} in the certificate for ${target} (authorization.controllers: ${granted})`;
 }
 

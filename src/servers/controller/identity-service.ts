@@ -17,6 +17,8 @@ import { toProtoBundle, type ProtoTrustBundle } from './bundle-service.js';
 import { IDENTITY_SERVICE, serviceDefinition } from './proto.js';
 import { checkCsr, type CheckedCsr } from './csr-checks.js';
 import { answerBatch, batchEntryError } from './issue-batch.js';
+import { showList } from '../../util/show-list.js';
+import { isDnsName } from '../../x509/profile.js';
 
 /** Dependencies of the controller API handlers (IdentityService, BundleService). */
 export interface ControllerServiceDeps {
@@ -167,6 +169,9 @@ export async function prepareIssue(deps: ControllerServiceDeps, audit: AuditLog,
     }
   }
 
+  // Malformed names are the caller's bug (INVALID_ARGUMENT), whoever may or may not have them.
+  const badDns = dnsNames.filter((d) => !isDnsName(d));
+  if (badDns.length > 0) throw invalidArgument(`invalid DNS name${badDns.length > 1 ? 's' : ''} ${showList(badDns)}`);
   const generateKey = csr === undefined;
   const decision = deps.authorizer.decide({ caller, target, generateKey, channel: 'api', dnsNames });
   audit.record({ caller, target, decision, api, generateKey, dnsNames });

@@ -3,6 +3,7 @@ import type { Authorizer } from '../../identity/authorization.js';
 import { parseSpiffeId } from '../../identity/spiffe-id.js';
 import { CaError, invalidArgument, permissionDenied } from '../../util/errors.js';
 import type { BundleProvider } from './bundles.js';
+import { LISTED_ITEMS, showList } from '../../util/show-list.js';
 
 /**
  * SDS resource names meshca serves (the SPIRE agent's names, see protocols.md §3.1):
@@ -32,13 +33,7 @@ export interface NameContext {
   readonly authorizer: Authorizer;
 }
 
-/** Names listed in an error; the rest are counted. A gRPC status travels in a trailer that clients cap (~60 KB). */
-const LISTED_NAMES = 10;
-
-function show(names: readonly string[]): string {
-  const listed = names.slice(0, LISTED_NAMES).map((n) => JSON.stringify(n.length > 200 ? `${n.slice(0, 197)}...` : n)).join(', ');
-  return names.length > LISTED_NAMES ? `${listed} and ${names.length - LISTED_NAMES} more` : listed;
-}
+const show = (names: readonly string[]): string => showList(names);
 
 /**
  * Resolves every name or throws: INVALID_ARGUMENT listing all unknown/malformed names first (they are the caller's
@@ -115,11 +110,11 @@ export function resolveNames(names: readonly string[], caller: Caller, ctx: Name
   }
   if (invalid.length > 0) {
     const why =
-      invalid.length === 1 ? `: ${reasons[0]}` : ` (${reasons.slice(0, LISTED_NAMES).map((r, i) => `${show([invalid[i]!])}: ${r}`).join('; ')})`;
+      invalid.length === 1 ? `: ${reasons[0]}` : ` (${reasons.slice(0, LISTED_ITEMS).map((r, i) => `${show([invalid[i]!])}: ${r}`).join('; ')})`;
     throw invalidArgument(`unknown or invalid SDS resource name${invalid.length > 1 ? 's' : ''} ${show(invalid)}${why}`);
   }
   if (denied.length > 0) {
-    const why = [...new Set(deniedWhy)].slice(0, LISTED_NAMES).join('; ');
+    const why = [...new Set(deniedWhy)].slice(0, LISTED_ITEMS).join('; ');
     throw permissionDenied(`caller ${caller.spiffeId} is not authorized for SDS resource${denied.length > 1 ? 's' : ''} ${show(denied)}: ${why}`);
   }
   return out;

@@ -47,7 +47,7 @@ test('ok/controller rules match callers by path prefix', () => {
 test('fail/a workload may not put DNS names it chose in its own certificate (they are identities for host-name checks)', () => {
   const d = authz.decide({ caller: caller('spiffe://td/w'), target: 'spiffe://td/w', generateKey: false, channel: 'api', dnsNames: ['payments.default.svc'] });
   assert.equal(d.allowed, false);
-  assert.match((d as { reason: string }).reason, /may not put DNS names \[payments\.default\.svc\] .*only callers listed in authorization\.controllers may, within their rule's dnsNames/);
+  assert.match((d as { reason: string }).reason, /may not put DNS names "payments\.default\.svc" .*only callers listed in authorization\.controllers may, within their rule's dnsNames/);
 });
 
 test('ok/DNS names within a rule: exact names and "*.<suffix>" at any depth; a rule without dnsNames allows any', () => {
@@ -68,4 +68,12 @@ test('ok/DNS names within a rule: exact names and "*.<suffix>" at any depth; a r
   assert.equal(forApp(controller, ['anything.example']).allowed, true);
   assert.equal(forApp('spiffe://td/ns/ops/sa/ops', []).allowed, true);
   assert.equal(forApp('spiffe://td/ns/ops/sa/ops', ['x.apps.svc']).allowed, false);
+});
+
+test('fail/a denial for hundreds of DNS names lists ten and counts the rest (the message travels in a gRPC trailer)', () => {
+  const names = Array.from({ length: 3000 }, (_, i) => `n${i}.example.com`);
+  const d = authz.decide({ caller: caller('spiffe://td/w'), target: 'spiffe://td/w', generateKey: false, channel: 'api', dnsNames: names });
+  const reason = (d as { reason: string }).reason;
+  assert.match(reason, /DNS names "n0\.example\.com", .*"n9\.example\.com" and 2990 more in the certificate/);
+  assert.ok(reason.length < 1000, `reason is ${reason.length} characters`);
 });
