@@ -55,6 +55,8 @@ const GUARD_STALE_MS = 5_000;
 export class DirLock {
   private readonly lockDir: string;
   private readonly guardDir: string;
+  /** The record of the hold in progress, if any. */
+  private record: string | undefined;
   private readonly ownerFile: string;
   private readonly waitMs: number;
   private readonly leaseMs: number;
@@ -99,8 +101,18 @@ export class DirLock {
     }
   }
 
+  /**
+   * Whether the lock this object took is still ours: false once released, or once another process took it over
+   * (a holder whose event loop stalled past the lease). Checked before each state write made under the lock.
+   */
+  async holds(): Promise<boolean> {
+    if (this.record === undefined) return false;
+    return (await fs.readFile(this.ownerFile, 'utf8').catch(() => undefined)) === this.record;
+  }
+
   /** Starts the heartbeat and returns the release function, which removes the lock only while it is still ours. */
   private held(record: string): () => Promise<void> {
+    this.record = record;
     const beat = setInterval(() => {
       const now = new Date();
       fs.utimes(this.ownerFile, now, now).catch(() => undefined);
@@ -108,6 +120,7 @@ export class DirLock {
     beat.unref();
     return async () => {
       clearInterval(beat);
+      if (this.record === record) this.record = undefined;
       const current = await fs.readFile(this.ownerFile, 'utf8').catch(() => undefined);
       if (current === record) await removeDir(this.lockDir);
     };

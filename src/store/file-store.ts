@@ -54,6 +54,11 @@ export class FileStore implements StateStore {
   }
 
   async write(key: string, value: Buffer): Promise<void> {
+    // Under withLock, a write after the lock went to another process (this one stalled past the lease) would undo
+    // that process's read-modify-write: refuse it; the caller retries from a fresh read.
+    if (this.mutex.held() && !(await this.lock.holds())) {
+      throw new CaError('UNAVAILABLE', `${this.location}: lost the state lock while holding it (this process stalled for longer than the lock lease); retry`, { retryable: true });
+    }
     await writeFileAtomic(this.file(key), value, 0o600);
   }
 

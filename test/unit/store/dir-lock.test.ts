@@ -199,3 +199,19 @@ test('a holder whose lock was taken over (its event loop stalled past the lease)
     assert.equal(await readFile(join(dir, 'lock', 'owner'), 'utf8'), theirs);
   });
 });
+
+test('a state write under a lock that another process took over is refused (retryable), and nothing is written', async () => {
+  await withDir(async (dir) => {
+    const store = await FileStore.open(dir);
+    await store.withLock(async () => {
+      await store.write('mine', Buffer.from('1'));
+      await writeFile(join(dir, 'lock', 'owner'), JSON.stringify({ pid: 1, host: 'other-pod', nonce: 'theirs' }));
+      await assert.rejects(store.write('mine', Buffer.from('2')), (e: Error & { code?: string; retryable?: boolean }) => {
+        assert.equal(e.code, 'UNAVAILABLE');
+        assert.match(e.message, /lost the state lock while holding it/);
+        return true;
+      });
+    });
+    assert.equal((await store.read('mine'))!.toString(), '1');
+  });
+});
