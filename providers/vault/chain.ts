@@ -1,4 +1,5 @@
 import { createHash, X509Certificate } from 'node:crypto';
+import { isSelfSigned } from '../../src/x509/cert-parse.js';
 
 /**
  * Pure helpers for the certificates Vault returns: PEM splitting, de-duplication (after sign-intermediate
@@ -31,9 +32,7 @@ export function certsFrom(...fields: unknown[]): X509Certificate[] {
   return out;
 }
 
-export function isSelfSigned(c: X509Certificate): boolean {
-  return c.checkIssued(c) && c.verify(c.publicKey);
-}
+export { isSelfSigned };
 
 /** True when `parent` issued `child` (names match and the signature verifies). */
 export function issuedBy(child: X509Certificate, parent: X509Certificate): boolean {

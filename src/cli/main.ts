@@ -10,6 +10,7 @@ import { SystemClock } from '../util/clock.js';
 import { createLogger } from '../telemetry/logger.js';
 import { writeFileAtomic } from '../store/file-store.js';
 import { signingCaTtlKey, signingCaTtlSeconds } from '../../providers/index.js';
+import { coveredTtlSeconds } from '../authority/rotation.js';
 
 const USAGE = `meshca — a pluggable certificate authority for service meshes
 
@@ -197,7 +198,7 @@ function shortLeafWarning(chainDer: readonly Buffer[], issuedAtMs: number, reque
   if (caNotAfterMs === undefined || leafNotAfterMs < caNotAfterMs) return `${what}: the ${cfg.authority.type} backend signed it for less`;
   const key = signingCaTtlKey(cfg.authority);
   const hint = key
-    ? `a lifetime up to 1/6 of ${key} (${formatDuration(signingCaTtlSeconds(cfg.authority) / 6)}) is always issued in full`
+    ? `a lifetime up to 1/6 of ${key} (${formatDuration(coveredTtlSeconds(signingCaTtlSeconds(cfg.authority)))}) is always issued in full`
     : 'the backend\'s CA is near the end of its life';
   return `${what}: its signing CA expires at ${new Date(caNotAfterMs).toISOString()} (${hint})`;
 }

@@ -12,7 +12,7 @@ import { parseWorkloadId } from '../identity/spiffe-id.js';
 import type { Clock } from '../util/clock.js';
 import { CaError, failedPrecondition } from '../util/errors.js';
 import { pemToDers } from '../x509/pem.js';
-import { dnLine } from '../x509/cert-parse.js';
+import { dnLine, isSelfSigned } from '../x509/cert-parse.js';
 import { callAuthenticator } from './call-auth.js';
 import { GrpcServer } from './grpc-server.js';
 import { authorityBundleProvider, type BundleProvider } from './sds/bundles.js';
@@ -92,7 +92,7 @@ export async function buildGrpcServerWithSds(
     // intermediate here would make every client of that CA fail, so say so at start.
     bootstrapDers.forEach((der, i) => {
       const x = new X509Certificate(der);
-      if (!x.ca || x.issuer !== x.subject || !x.verify(x.publicKey)) {
+      if (!x.ca || !isSelfSigned(x)) {
         throw failedPrecondition(
           `server.grpc.clientCaFile ${config.grpc.clientCaFile}: certificate ${i + 1} ("${dnLine(x.subject)}") is not a self-signed root CA; ` +
             'list the root of the bootstrap certificates (clients send their intermediates with their certificate)',

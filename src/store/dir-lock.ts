@@ -120,9 +120,9 @@ export class DirLock {
     beat.unref();
     return async () => {
       clearInterval(beat);
-      if (this.record === record) this.record = undefined;
-      const current = await fs.readFile(this.ownerFile, 'utf8').catch(() => undefined);
-      if (current === record) await removeDir(this.lockDir);
+      const mine = await this.holds();
+      this.record = undefined;
+      if (mine) await removeDir(this.lockDir);
     };
   }
 

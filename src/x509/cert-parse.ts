@@ -41,6 +41,12 @@ export function dnLine(name: string | undefined): string {
   return name ? name.split('\n').filter(Boolean).join(', ') : '';
 }
 
+/** True when `c` issued itself: names and key identifiers match (X509_check_issued, as OpenSSL decides what is a
+ * self-signed anchor) and its signature verifies with its own key. */
+export function isSelfSigned(c: X509Certificate): boolean {
+  return c.checkIssued(c) && c.verify(c.publicKey);
+}
+
 export function parseCertificate(der: Buffer): ParsedCertificate {
   // Walks nodes in place (childNodes/onlyChild/oidOf) and makes views only for what it returns: this runs on
   // every issued certificate.

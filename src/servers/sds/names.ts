@@ -33,8 +33,6 @@ export interface NameContext {
   readonly authorizer: Authorizer;
 }
 
-const show = (names: readonly string[]): string => showList(names);
-
 /**
  * Resolves every name or throws: INVALID_ARGUMENT listing all unknown/malformed names first (they are the caller's
  * bug), else PERMISSION_DENIED listing all names the caller may not have. With `unknownTrustDomains` (DeltaSecrets)
@@ -110,12 +108,12 @@ export function resolveNames(names: readonly string[], caller: Caller, ctx: Name
   }
   if (invalid.length > 0) {
     const why =
-      invalid.length === 1 ? `: ${reasons[0]}` : ` (${reasons.slice(0, LISTED_ITEMS).map((r, i) => `${show([invalid[i]!])}: ${r}`).join('; ')})`;
-    throw invalidArgument(`unknown or invalid SDS resource name${invalid.length > 1 ? 's' : ''} ${show(invalid)}${why}`);
+      invalid.length === 1 ? `: ${reasons[0]}` : ` (${reasons.slice(0, LISTED_ITEMS).map((r, i) => `${showList([invalid[i]!])}: ${r}`).join('; ')})`;
+    throw invalidArgument(`unknown or invalid SDS resource name${invalid.length > 1 ? 's' : ''} ${showList(invalid)}${why}`);
   }
   if (denied.length > 0) {
     const why = [...new Set(deniedWhy)].slice(0, LISTED_ITEMS).join('; ');
-    throw permissionDenied(`caller ${caller.spiffeId} is not authorized for SDS resource${denied.length > 1 ? 's' : ''} ${show(denied)}: ${why}`);
+    throw permissionDenied(`caller ${caller.spiffeId} is not authorized for SDS resource${denied.length > 1 ? 's' : ''} ${showList(denied)}: ${why}`);
   }
   return out;
 }
