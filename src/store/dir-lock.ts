@@ -42,8 +42,13 @@ interface OwnerRecord {
   readonly nonce?: string;
 }
 
-/** A verdict on the lock as found; `text` is the record read (undefined when there was none). */
-type OwnerState = { readonly stale: true; readonly text: string | undefined } | { readonly stale: false; readonly who: string };
+/**
+ * A verdict on the lock as found; `text` is the record read (undefined when there was none). `absent`: there was no
+ * lock at all, so there is nothing to take over (removing "it" later could remove a lock made in between).
+ */
+type OwnerState =
+  | { readonly stale: true; readonly text: string | undefined; readonly absent?: true }
+  | { readonly stale: false; readonly who: string };
 
 const LOCK_DIR = 'lock';
 const OWNER_FILE = 'owner';
@@ -91,7 +96,7 @@ export class DirLock {
       }
       const owner = await this.ownerState();
       if (owner.stale) {
-        await this.takeOver(owner.text);
+        if (!owner.absent) await this.takeOver(owner.text);
         continue;
       }
       if (Date.now() > deadline) {
@@ -139,7 +144,7 @@ export class DirLock {
     }
     try {
       const again = await this.ownerState();
-      if (again.stale && again.text === judged) await removeDir(this.lockDir);
+      if (again.stale && !again.absent && again.text === judged) await removeDir(this.lockDir);
     } finally {
       await removeDir(this.guardDir);
     }
@@ -155,7 +160,7 @@ export class DirLock {
     } catch {
       // No record yet (its holder is between mkdir and writeFile) or lost: judged by the directory's age.
       const st = await fs.stat(this.lockDir).catch(() => undefined);
-      if (!st) return { stale: true, text: undefined };
+      if (!st) return { stale: true, text: undefined, absent: true };
       return Date.now() - st.mtimeMs > this.leaseMs ? { stale: true, text: undefined } : { stale: false, who: 'another process' };
     }
     const stale = { stale: true, text } as const;
