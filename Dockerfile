@@ -9,7 +9,10 @@ COPY src src
 COPY providers providers
 COPY proto proto
 COPY test test
+COPY examples/tuning/openssl.cnf openssl.cnf
 RUN npm ci && npm prune --omit=dev && rm -rf test dist/test
+# No TLS 1.3 session tickets (README "Performance"); replace or unset it if you bring your own OpenSSL config.
+ENV OPENSSL_CONF=/app/openssl.cnf
 USER node
 ENTRYPOINT ["node", "bin/meshca.js"]
 CMD ["serve"]

@@ -18,8 +18,10 @@ import { chainFrom } from './call-auth.js';
  * TLS: client certificates are requested but not enforced by OpenSSL (rejectUnauthorized: false); every call is
  * authenticated in the application layer (src/auth/mtls.ts via src/servers/call-auth.ts) so that a missing, foreign
  * or expired certificate is a clean UNAUTHENTICATED status naming the reason instead of a handshake reset. The CA list
- * in the CertificateRequest is our bundle plus the bootstrap CA. No TLS session tickets (performance.md: they cost
- * ~13% of a handshake and clients reconnect with fresh mTLS anyway). Channelz is off.
+ * in the CertificateRequest is our bundle plus the bootstrap CA. SSL_OP_NO_TICKET: no stateless tickets (TLS 1.2 and
+ * 1.3). OpenSSL still sends two stateful TLS 1.3 tickets per handshake, which no client can use (Node keeps no server
+ * session cache); only OpenSSL's NumTickets setting stops them, and OpenSSL reads that once at start-up, so operators
+ * load examples/tuning/openssl.cnf through OPENSSL_CONF (README "Performance"; the Dockerfile sets it). Channelz is off.
  *
  * Rotation: the serving SVID is re-issued at its renewAt (retrying with backoff while the old one is valid) and the
  * secure context swapped in place; bundle changes update the advertised CA list. Existing connections keep their
@@ -221,7 +223,7 @@ export class GrpcServer {
       cert: svid.chainPem,
       key: svid.privateKeyPem,
       ca,
-      // No session tickets (TLS 1.2 tickets and TLS 1.3 resumption tickets): see the class comment.
+      // No stateless session tickets; TLS 1.3's stateful ones need OPENSSL_CONF (see the class comment).
       secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
     };
   }

@@ -69,10 +69,10 @@ export interface ServeProcess {
 }
 
 /** Starts `meshca serve --config FILE`, waiting until it logs "meshca ready". */
-export async function startServe(configPath: string, opts: { timeoutMs?: number; detached?: boolean } = {}): Promise<ServeProcess> {
+export async function startServe(configPath: string, opts: { timeoutMs?: number; detached?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<ServeProcess> {
   const child = spawn(process.execPath, [MESHCA_BIN, 'serve', '--config', configPath], {
     cwd: REPO_ROOT,
-    env: { ...process.env, MESHCA_CONFIG: '' },
+    env: { ...process.env, MESHCA_CONFIG: '', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: opts.detached ?? false,
   });
