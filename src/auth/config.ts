@@ -23,6 +23,11 @@ export const kubernetesTokensSchema = z
     negativeCacheTtl: duration({ max: 60 }).default(5),
     /** Most cached reviews (oldest dropped first). */
     cacheSize: z.number().int().min(1).max(1_000_000).default(10_000),
+    /**
+     * Most TokenReviews in flight at once; more distinct tokens wait (up to 32 per slot), and beyond that are refused
+     * as UNAVAILABLE (retryable), so a flood of new or junk tokens cannot turn into a flood on the API server.
+     */
+    maxConcurrentReviews: z.number().int().min(1).max(1024).default(32),
   })
   .superRefine((c, ctx) => {
     if (c.negativeCacheTtl > c.cacheTtl) {

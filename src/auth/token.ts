@@ -9,6 +9,7 @@ import { CaError } from '../util/errors.js';
 import { parseWorkloadId } from '../identity/spiffe-id.js';
 import { connectKube, type Kube, type KubeConfig } from '../kube/client.js';
 import { kubeErrorInfo } from '../kube/errors.js';
+import { ConcurrencyLimit, QueueFullError } from '../util/concurrency-limit.js';
 
 /**
  * Kubernetes ServiceAccount-token callers: `authorization: Bearer <projected SA token>` is checked with a
@@ -138,8 +139,10 @@ export interface TokenReviewAuthenticatorOptions {
   readonly negativeCacheTtlSeconds: number;
   /** Most cached reviews; the oldest entry is dropped first. */
   readonly cacheSize: number;
-  /** Longest wait for one TokenReview before the call fails (UNAUTHENTICATED, retryable). Default 10 s. */
+  /** Longest wait for one TokenReview, queueing included, before the call fails (UNAUTHENTICATED, retryable). Default 10 s. */
   readonly reviewTimeoutMs?: number;
+  /** TokenReviews in flight at once (default 32); up to REVIEWS_QUEUED_PER_SLOT times as many wait. */
+  readonly maxConcurrentReviews?: number;
   readonly clock: Clock;
   readonly log: Logger;
   readonly metrics: Registry;
@@ -150,6 +153,8 @@ type CacheEntry =
   | { readonly ok: false; readonly reason: TokenFailure; readonly message: string; readonly expiresMs: number };
 
 const MAX_TOKEN_BYTES = 16 * 1024;
+/** Distinct tokens that may wait for a TokenReview slot, per slot (32 slots: 1,024 waiting). */
+export const REVIEWS_QUEUED_PER_SLOT = 32;
 const TOKEN_CHARS = /^[A-Za-z0-9._~+/=-]+$/;
 
 function metricsFor(r: Registry): { reviews: Counter<'result'>; cache: Counter<'result'>; latency: Histogram } {
@@ -164,7 +169,8 @@ function metricsFor(r: Registry): { reviews: Counter<'result'>; cache: Counter<'
 /**
  * Authenticates `authorization: Bearer <token>` callers with TokenReview. Reviews are cached by SHA-256 of the token
  * (positive for cacheTtl, at most until the token's `exp`; refusals for negativeCacheTtl), bounded in size, and
- * concurrent calls with the same token share one TokenReview. Every refusal is CaError UNAUTHENTICATED whose message
+ * concurrent calls with the same token share one TokenReview. At most maxConcurrentReviews TokenReviews run at once;
+ * other distinct tokens queue (bounded: past the bound they are refused as UNAVAILABLE, retryable). Every refusal is CaError UNAUTHENTICATED whose message
  * names the reason and never contains the token; an API server failure is retryable and not cached.
  */
 export class TokenReviewAuthenticator implements Authenticator {
@@ -172,10 +178,13 @@ export class TokenReviewAuthenticator implements Authenticator {
   private readonly inflight = new Map<string, Promise<CacheEntry>>();
   private readonly failures: Counter<'reason'>;
   private readonly m: ReturnType<typeof metricsFor>;
+  private readonly limit: ConcurrencyLimit;
 
   constructor(private readonly opts: TokenReviewAuthenticatorOptions) {
     this.failures = authFailuresCounter(opts.metrics);
     this.m = metricsFor(opts.metrics);
+    const slots = opts.maxConcurrentReviews ?? 32;
+    this.limit = new ConcurrencyLimit(slots, slots * REVIEWS_QUEUED_PER_SLOT);
   }
 
   async authenticate(input: AuthInput): Promise<Caller> {
@@ -213,11 +222,29 @@ export class TokenReviewAuthenticator implements Authenticator {
   }
 
   private async review(token: string, key: string): Promise<CacheEntry> {
+    let ticket;
+    try {
+      ticket = this.limit.enter();
+    } catch (e) {
+      if (!(e instanceof QueueFullError)) throw e;
+      this.failures.inc({ reason: 'token-review-overloaded' });
+      this.opts.log.warn({ reason: 'review-overloaded', tokenSha256: key.slice(0, 12), running: this.limit.active, waiting: this.limit.waiting }, 'auth: too many TokenReviews pending; token refused for now');
+      throw new CaError('UNAVAILABLE', `cannot verify the bearer token now: ${this.limit.active} TokenReviews running and ${this.limit.waiting} waiting; retry`, { retryable: true });
+    }
     const started = process.hrtime.bigint();
     let status: TokenReviewStatus;
+    let sent: Promise<TokenReviewStatus> | undefined;
+    // The slot is held until the API server answers (not just until our timeout), so hung requests count too.
+    const run = ticket.ready.then(() => {
+      if (ticket.released) return new Promise<never>(() => undefined); // gave up while queued
+      sent = this.opts.reviewer.review(token, [this.opts.audience]);
+      sent.then(ticket.release.bind(ticket), ticket.release.bind(ticket));
+      return sent;
+    });
     try {
-      status = await this.withTimeout(this.opts.reviewer.review(token, [this.opts.audience]));
+      status = await this.withTimeout(run);
     } catch (e) {
+      if (!sent) ticket.release();
       this.m.reviews.inc({ result: 'error' });
       const info = e instanceof CaError ? { code: undefined, message: e.message } : kubeErrorInfo(e);
       const detail = scrub(`${info.code !== undefined ? `${info.code}: ` : ''}${info.message}`, token);
@@ -318,6 +345,7 @@ export async function createTokenAuthenticator(cfg: KubernetesTokensConfig, deps
     trustDomain: deps.trustDomain,
     audience: cfg.audience,
     reviewer: kubeTokenReviewer(kube),
+    maxConcurrentReviews: cfg.maxConcurrentReviews,
     cacheTtlSeconds: cfg.cacheTtl,
     negativeCacheTtlSeconds: cfg.negativeCacheTtl,
     cacheSize: cfg.cacheSize,

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import { interpretTokenReview, jwtExpiryMs, parseServiceAccountUsername, TokenReviewAuthenticator, type TokenReviewStatus } from '../../../src/auth/token.js';
+import { interpretTokenReview, jwtExpiryMs, parseServiceAccountUsername, REVIEWS_QUEUED_PER_SLOT, TokenReviewAuthenticator, type TokenReviewer, type TokenReviewStatus } from '../../../src/auth/token.js';
 import { authConfigSchema, kubernetesTokensSchema } from '../../../src/auth/config.js';
 import { ManualClock } from '../../fakes/clock.js';
 import { CaError } from '../../../src/util/errors.js';
@@ -101,10 +101,113 @@ test('a hung TokenReview fails after the timeout (retryable)', async () => {
 
 test('config: defaults, bounds, unknown keys', () => {
   const d = authConfigSchema.parse(undefined);
-  assert.deepEqual(d.kubernetesTokens, { enabled: false, audience: 'meshca', kubeconfig: '', cacheTtl: 30, negativeCacheTtl: 5, cacheSize: 10000 });
+  assert.deepEqual(d.kubernetesTokens, { enabled: false, audience: 'meshca', kubeconfig: '', cacheTtl: 30, negativeCacheTtl: 5, cacheSize: 10000, maxConcurrentReviews: 32 });
   assert.equal(kubernetesTokensSchema.parse({ cacheTtl: '2m' }).cacheTtl, 120);
   assert.throws(() => kubernetesTokensSchema.parse({ cacheTtl: '10m' }), /maximum/);
   assert.throws(() => kubernetesTokensSchema.parse({ audience: '' }), /empty/);
   assert.throws(() => kubernetesTokensSchema.parse({ audiences: ['x'] }), /audiences/);
   assert.throws(() => kubernetesTokensSchema.parse({ cacheTtl: '5s', negativeCacheTtl: '10s' }), /negativeCacheTtl|cacheTtl/);
+  assert.throws(() => kubernetesTokensSchema.parse({ maxConcurrentReviews: 0 }), /maxConcurrentReviews|>=1|too small/i);
+});
+
+/** A reviewer whose answers the test releases by hand, recording how many reviews ran at once. */
+function gatedReviewer(): { reviewer: TokenReviewer; calls: string[]; peak: () => number; releaseAll: () => void } {
+  const calls: string[] = [];
+  const gates: Array<() => void> = [];
+  let running = 0;
+  let peak = 0;
+  return {
+    calls,
+    peak: () => peak,
+    releaseAll: () => {
+      for (const g of gates.splice(0)) g();
+    },
+    reviewer: {
+      review(token) {
+        calls.push(token);
+        running++;
+        peak = Math.max(peak, running);
+        return new Promise((resolve) =>
+          gates.push(() => {
+            running--;
+            resolve(ok(`system:serviceaccount:ns:${token}`, ['meshca']));
+          }),
+        );
+      },
+    },
+  };
+}
+
+function limited(reviewer: TokenReviewer, maxConcurrentReviews: number, clock = new ManualClock()): TokenReviewAuthenticator {
+  return new TokenReviewAuthenticator({
+    trustDomain: 'td.test',
+    audience: 'meshca',
+    reviewer,
+    cacheTtlSeconds: 30,
+    negativeCacheTtlSeconds: 5,
+    cacheSize: 1000,
+    reviewTimeoutMs: 2000,
+    maxConcurrentReviews,
+    clock,
+    log: pino({ level: 'silent' }),
+    metrics: new Registry(),
+  });
+}
+
+const flush = (): Promise<void> => new Promise((r) => setImmediate(r));
+const bearer = (t: string) => ({ peerCertChainDer: [], viaUds: false, authorization: `Bearer ${t}` });
+
+test('at most maxConcurrentReviews TokenReviews run at once; the others wait their turn and all get answers', async () => {
+  const g = gatedReviewer();
+  const a = limited(g.reviewer, 4);
+  const all = Array.from({ length: 40 }, (_, i) => a.authenticate(bearer(`sa${i}`)));
+  await flush();
+  assert.equal(g.calls.length, 4, 'only four reviews start');
+  while (g.calls.length < 40) {
+    g.releaseAll();
+    await flush();
+  }
+  g.releaseAll();
+  const callers = await Promise.all(all);
+  assert.equal(g.peak(), 4);
+  assert.deepEqual(callers.map((c) => c.spiffeId), Array.from({ length: 40 }, (_, i) => `spiffe://td.test/ns/ns/sa/sa${i}`));
+  assert.deepEqual(g.calls, Array.from({ length: 40 }, (_, i) => `sa${i}`), 'in arrival order');
+});
+
+test('past the waiting bound a new token is refused at once as UNAVAILABLE (retryable), without a TokenReview', async () => {
+  const g = gatedReviewer();
+  const a = limited(g.reviewer, 1);
+  const held = Array.from({ length: 1 + REVIEWS_QUEUED_PER_SLOT }, (_, i) => a.authenticate(bearer(`t${i}`)));
+  await flush();
+  await assert.rejects(a.authenticate(bearer('one-too-many')), (e: unknown) => e instanceof CaError && e.code === 'UNAVAILABLE' && e.retryable && /1 TokenReviews running and 32 waiting/.test(e.message));
+  // A token already under review still joins it rather than queueing again.
+  const again = a.authenticate(bearer('t0'));
+  while (g.calls.length < held.length) {
+    g.releaseAll();
+    await flush();
+  }
+  g.releaseAll();
+  await Promise.all([...held, again]);
+  assert.ok(!g.calls.includes('one-too-many'));
+  assert.equal(g.peak(), 1);
+});
+
+test('a token that times out while queued never reaches the API server and frees its place', async () => {
+  const clock = new ManualClock();
+  const g = gatedReviewer();
+  const a = limited(g.reviewer, 1, clock);
+  const first = a.authenticate(bearer('first'));
+  const queued = a.authenticate(bearer('queued'));
+  await flush();
+  clock.advance(2001); // both time out: the running one (its review still holds the slot) and the queued one
+  await assert.rejects(first, (e: unknown) => e instanceof CaError && e.code === 'UNAUTHENTICATED' && e.retryable);
+  await assert.rejects(queued, (e: unknown) => e instanceof CaError && e.code === 'UNAUTHENTICATED' && e.retryable);
+  const later = a.authenticate(bearer('later'));
+  await flush();
+  assert.deepEqual(g.calls, ['first'], 'the hung review still holds the only slot');
+  g.releaseAll(); // the API server finally answers the hung review
+  await flush();
+  assert.deepEqual(g.calls, ['first', 'later'], "the timed-out queued token was skipped, not sent");
+  g.releaseAll();
+  assert.equal((await later).spiffeId, 'spiffe://td.test/ns/ns/sa/later');
 });
