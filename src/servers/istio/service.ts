@@ -91,7 +91,8 @@ export function istioServiceHandlers(deps: IstioServiceDeps): grpc.UntypedServic
     const caller = await deps.authenticate(call as AnyServerCall);
     const req = call.request;
     if (!req.csr) throw invalidArgument('csr is required (a PEM PKCS#10 certificate request)');
-    if (!req.csr.includes('-----BEGIN')) throw invalidArgument('csr must be PEM (-----BEGIN CERTIFICATE REQUEST-----)');
+    // The message names the PEM label without its dashes: log scanners look for PEM blocks, and this is not one.
+    if (!req.csr.includes('-----BEGIN')) throw invalidArgument('csr must be PEM text (a "CERTIFICATE REQUEST" block)');
     const csr = await checkCsr(req.csr, td, deps.authority.parseCsr?.bind(deps.authority));
     const imp = req.metadata?.fields?.[IMPERSONATED_IDENTITY];
     let target = csr.spiffeId ?? caller.spiffeId;
@@ -100,7 +101,13 @@ export function istioServiceHandlers(deps: IstioServiceDeps): grpc.UntypedServic
     const value = imp === undefined ? undefined : imp.stringValue ?? imp.string_value;
     if (imp !== undefined && value !== '') {
       if (typeof value !== 'string') throw invalidArgument(`metadata ${IMPERSONATED_IDENTITY} must be a string value (a SPIFFE ID)`);
-      const id = parseWorkloadId(value, td).uri;
+      let id: string;
+      try {
+        id = parseWorkloadId(value, td).uri;
+      } catch (e) {
+        if (e instanceof CaError) throw invalidArgument(`metadata ${IMPERSONATED_IDENTITY}: ${e.message}`);
+        throw e;
+      }
       if (csr.spiffeId !== undefined && csr.spiffeId !== id) {
         throw invalidArgument(`CSR URI SAN ${csr.spiffeId} does not match metadata ${IMPERSONATED_IDENTITY} ${id}`);
       }
