@@ -3,12 +3,15 @@ import { sign as cryptoSign } from 'node:crypto';
 import { bitString, oid, seq, set, tlv } from './der.js';
 import { signatureAlgorithmFor, spkiDerOf } from './keys.js';
 import { toPem } from './pem.js';
-import { ATTR, EMPTY_NAME, subjectAltNameExt } from './profile.js';
+import { ATTR, EKU, EMPTY_NAME, KU, extKeyUsageExt, keyUsageExt, subjectAltNameExt } from './profile.js';
 
 /**
  * A PKCS#10 CSR for a leaf whose key meshca generated, for backends that sign CSRs per leaf (Vault leaf mode,
  * cert-manager leaf mode, Kubernetes CSRs): empty subject, extensionRequest with a SAN holding the SPIFFE ID
- * (the one URI) and the DNS names. Not on the hot path: those backends' round trips dominate.
+ * (the one URI) and the DNS names, and keyUsage digitalSignature + keyEncipherment and extKeyUsage serverAuth +
+ * clientAuth: exactly the usages (src/kube/usages.ts LEAF_USAGES, as csi-driver-spiffe requests) that cert-manager's
+ * and the certificates API's `spec.usages` then carry, since their webhooks compare the two. Not on the hot path:
+ * those backends' round trips dominate.
  */
 export async function createLeafCsr(opts: {
   key: { privateKey: KeyObject; publicKey: KeyObject };
@@ -16,7 +19,11 @@ export async function createLeafCsr(opts: {
   dnsNames: readonly string[];
 }): Promise<{ der: Buffer; pem: string }> {
   const alg = signatureAlgorithmFor(opts.key.privateKey);
-  const exts = seq(subjectAltNameExt(false, [opts.spiffeId], opts.dnsNames));
+  const exts = seq(
+    subjectAltNameExt(false, [opts.spiffeId], opts.dnsNames),
+    keyUsageExt([KU.digitalSignature, KU.keyEncipherment]),
+    extKeyUsageExt([EKU.serverAuth, EKU.clientAuth]),
+  );
   const cri = seq(
     Buffer.from([0x02, 0x01, 0x00]),
     EMPTY_NAME,

@@ -638,6 +638,13 @@ export const certificaterequests: ResourceDef = {
           if (want.isCA !== undefined && spec.isCA !== undefined && want.isCA !== Boolean(spec.isCA)) {
             errs.push(fieldErr.invalid('spec.request', '<csr>', `encoded CSR error: the isCA field does not match the CSR (spec.isCA=${Boolean(spec.isCA)}, CSR isCA=${want.isCA})`));
           }
+          // backends.md §2.1: the CSR's KU/EKU must match spec.usages. cert-manager's webhook compares them when both
+          // are set ("csr key usages do not match specified usages, these should match if both are set").
+          const asked = Array.isArray(spec.usages) ? [...new Set(spec.usages.map(String))].sort() : [];
+          const inCsr = [...new Set(want.usages ?? [])].sort();
+          if (asked.length > 0 && inCsr.length > 0 && asked.join(',') !== inCsr.join(',')) {
+            errs.push(fieldErr.invalid('spec.request', '<csr>', `csr key usages do not match specified usages, these should match if both are set: [${inCsr.join(' ')}] != [${asked.join(' ')}]`));
+          }
         } catch (e) {
           errs.push(fieldErr.invalid('spec.request', '<csr>', `failed to decode csr: ${(e as Error).message}`));
         }

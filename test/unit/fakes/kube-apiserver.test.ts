@@ -416,11 +416,16 @@ describe('fake kube-apiserver with the real client', { timeout: 20000 }, () => {
       // The spec is immutable.
       const imm = await rejection(custom.replaceNamespacedCustomObject({ group: 'cert-manager.io', version: 'v1', namespace: 'meshca', plural: 'certificaterequests', name: 'cr1', body: { ...ready, spec: { ...ready.spec, duration: '1h0m0s' } } }));
       assert.equal(imm.code, 422);
-      // Mismatched isCA is an InvalidRequest.
+      // Usages that differ from the CSR's KU/EKU are refused by the webhook at create (backends.md §2.1).
       const leafCsr = await createTestCsr({ uris: ['spiffe://td/x'], isCA: false, usages: ['digital signature'] });
-      await custom.createNamespacedCustomObject({ group: 'cert-manager.io', version: 'v1', namespace: 'meshca', plural: 'certificaterequests', body: body('cr-usage', { request: b64(leafCsr.pem), isCA: false, usages: ['digital signature', 'server auth'] }) });
-      const invalid = await waitForCr(custom, 'cr-usage', (o) => o.status?.conditions?.some((c: any) => c.type === 'InvalidRequest'));
-      assert.equal(invalid.status.conditions.find((c: any) => c.type === 'Ready').reason, 'Failed');
+      const mismatch = await rejection(
+        custom.createNamespacedCustomObject({ group: 'cert-manager.io', version: 'v1', namespace: 'meshca', plural: 'certificaterequests', body: body('cr-usage', { request: b64(leafCsr.pem), isCA: false, usages: ['digital signature', 'server auth'] }) }),
+      );
+      assert.equal(mismatch.code, 422);
+      assert.match(JSON.stringify(mismatch.body), /csr key usages do not match specified usages/);
+      // The same CSR with its own usages is accepted.
+      await custom.createNamespacedCustomObject({ group: 'cert-manager.io', version: 'v1', namespace: 'meshca', plural: 'certificaterequests', body: body('cr-usage', { request: b64(leafCsr.pem), isCA: false, usages: ['digital signature'] }) });
+      await waitForCr(custom, 'cr-usage', (o) => o.status?.conditions?.some((c: any) => c.type === 'Ready' && c.status === 'True'));
       cm.setBehaviour({ mode: 'deny' });
       await custom.createNamespacedCustomObject({ group: 'cert-manager.io', version: 'v1', namespace: 'meshca', plural: 'certificaterequests', body: body('cr2') });
       const denied = await waitForCr(custom, 'cr2', (o) => o.status?.conditions?.some((c: any) => c.type === 'Denied'));

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { isConflict, isNotFound, isRetryableKubeError, kubeCaError, kubeErrorInfo } from '../../../src/kube/errors.js';
-import { goDuration, requestUsages } from '../../../src/kube/usages.js';
+import { LEAF_USAGES, csrUsages, goDuration, requestUsages } from '../../../src/kube/usages.js';
 import { labelSelector, trustDomainLabelValue } from '../../../src/kube/names.js';
 import { signerLinkedName } from '../../../src/kube/ctb.js';
 import { intermediateCsr, leafCsr } from './csr-helpers.js';
@@ -51,6 +51,9 @@ describe('kube helpers', () => {
     assert.equal(goDuration(59), '0h0m59s');
     assert.deepEqual(requestUsages((await intermediateCsr('td')).csrDer, 'intermediate'), ['cert sign', 'crl sign']);
     assert.deepEqual(requestUsages((await leafCsr('spiffe://td/x')).csrDer, 'leaf'), ['digital signature', 'key encipherment', 'server auth', 'client auth']);
+    // meshca's own leaf CSR carries exactly those usages in its keyUsage / extKeyUsage (signers' webhooks compare the
+    // CSR with spec.usages: backends.md §2.1), so the request's usages are the CSR's own, not a fallback.
+    assert.deepEqual(csrUsages((await leafCsr('spiffe://td/x')).csrDer).usages, [...LEAF_USAGES]);
     // Extended key usages are translated to the APIs' words; one without a word is refused, naming its OID.
     assert.deepEqual(requestUsages(await ekuCsr(['1.3.6.1.5.5.7.3.2', '1.3.6.1.5.5.7.3.7']), 'leaf'), ['client auth', 'ipsec user']);
     const odd = await ekuCsr(['1.3.6.1.5.5.7.3.1', '1.2.3.4.5']);
