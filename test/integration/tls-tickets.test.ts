@@ -29,26 +29,22 @@ function ticketsFrom(port: number): Promise<number> {
   });
 }
 
+/** Starts `meshca serve` with `env`, counts the tickets of one handshake, stops it. */
+async function ticketsFromServe(cfg: string, env: NodeJS.ProcessEnv): Promise<number> {
+  const s = await startServe(cfg, { env });
+  try {
+    return await ticketsFrom(s.grpcPort!);
+  } finally {
+    await s.stop();
+  }
+}
+
 test('examples/tuning/openssl.cnf stops the TLS 1.3 session tickets that SSL_OP_NO_TICKET alone does not', { timeout: 60_000 }, async () => {
   const t = await tempDir();
   try {
     const cfg = await writeTestConfig(t.dir);
-    const plain = await startServe(cfg, { env: { OPENSSL_CONF: undefined } });
-    let withDefaults: number;
-    try {
-      withDefaults = await ticketsFrom(plain.grpcPort!);
-    } finally {
-      await plain.stop();
-    }
-    const tuned = await startServe(cfg, { env: { OPENSSL_CONF: TUNING } });
-    let withTuning: number;
-    try {
-      withTuning = await ticketsFrom(tuned.grpcPort!);
-    } finally {
-      await tuned.stop();
-    }
-    assert.equal(withDefaults, 2, 'Node/OpenSSL default: two TLS 1.3 tickets per handshake despite SSL_OP_NO_TICKET');
-    assert.equal(withTuning, 0, 'OPENSSL_CONF=examples/tuning/openssl.cnf: no tickets');
+    assert.equal(await ticketsFromServe(cfg, { OPENSSL_CONF: undefined }), 2, 'Node/OpenSSL default: two TLS 1.3 tickets per handshake despite SSL_OP_NO_TICKET');
+    assert.equal(await ticketsFromServe(cfg, { OPENSSL_CONF: TUNING }), 0, 'OPENSSL_CONF=examples/tuning/openssl.cnf: no tickets');
   } finally {
     await t.cleanup();
   }
