@@ -136,7 +136,9 @@ export class CertManagerBackend implements AuthorityBackend {
 
   private issuerText(): string {
     const r = this.cfg.issuerRef;
-    return `${r.kind} ${r.kind === 'Issuer' ? `${this.cfg.namespace}/` : ''}${r.name}${r.group === GROUP ? '' : ` (${r.group})`}`;
+    // Cluster-scoped issuers carry "Cluster" in their kind (ClusterIssuer, AWSPCAClusterIssuer, GoogleCASClusterIssuer).
+    const namespaced = !r.kind.includes('Cluster');
+    return `${r.kind} ${namespaced ? `${this.cfg.namespace}/` : ''}${r.name}${r.group === GROUP ? '' : ` (${r.group})`}`;
   }
 
   private async sign(r: {

@@ -10,6 +10,8 @@ import { annotationMap, labelMap } from '../../src/kube/fields.js';
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+/** A Kubernetes kind: an UpperCamelCase identifier. */
+const KIND = /^[A-Z][A-Za-z0-9]{0,62}$/;
 
 export const certManagerConfigSchema = z.strictObject({
   /** Kubeconfig file; empty = in-cluster service account (then $KUBECONFIG / ~/.kube/config). */
@@ -22,12 +24,22 @@ export const certManagerConfigSchema = z.strictObject({
     name: z
       .string({ message: 'is required: the name of the cert-manager Issuer or ClusterIssuer' })
       .refine((v) => v.length <= 253 && DNS_SUBDOMAIN.test(v), { message: 'must be a Kubernetes object name (lowercase RFC 1123 subdomain)' }),
-    kind: z.enum(['Issuer', 'ClusterIssuer'], { message: 'must be Issuer or ClusterIssuer' }).default('Issuer'),
+    /** Issuer or ClusterIssuer for cert-manager.io; an external issuer's own kind (AWSPCAIssuer, GoogleCASClusterIssuer, ...) for its group. */
+    kind: z
+      .string()
+      .default('Issuer')
+      .refine((v) => KIND.test(v), { message: 'must be a Kubernetes kind such as Issuer, ClusterIssuer or AWSPCAIssuer' }),
     group: z
       .string()
       .default('cert-manager.io')
       .refine((v) => DNS_SUBDOMAIN.test(v), { message: 'must be an API group such as cert-manager.io or awspca.cert-manager.io' }),
-  }, { message: 'is required: {name, kind?, group?}' }),
+  }, { message: 'is required: {name, kind?, group?}' })
+    .superRefine((r, ctx) => {
+      // cert-manager's own group has exactly these two kinds; external issuers (other groups) bring their own.
+      if (r.group === 'cert-manager.io' && r.kind !== 'Issuer' && r.kind !== 'ClusterIssuer' && KIND.test(r.kind)) {
+        ctx.addIssue({ code: 'custom', path: ['kind'], message: `must be Issuer or ClusterIssuer for group cert-manager.io (an external issuer's kind, such as AWSPCAIssuer, goes with its own group)` });
+      }
+    }),
   mode: z.enum(['intermediate', 'leaf'], { message: 'must be intermediate or leaf' }).default('intermediate'),
   /** Lifetime requested for meshca's signing CA (spec.duration); the issuer may shorten it. */
   signingCaTtl: duration({ min: 600 }).default(48 * 3600),

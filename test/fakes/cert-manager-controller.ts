@@ -21,8 +21,8 @@ import { parseGoDuration } from './kube/resources.js';
 
 export interface IssuerRef {
   name: string;
-  /** Default `Issuer`. */
-  kind?: 'Issuer' | 'ClusterIssuer';
+  /** Default `Issuer`; an external issuer's own kind for another group. */
+  kind?: string;
   /** Default `cert-manager.io`. */
   group?: string;
 }
@@ -35,7 +35,11 @@ export interface CertManagerBehaviour {
   delayMs: number;
   /** Leave status.ca empty (it is best effort in cert-manager). Default false. */
   omitCa: boolean;
-  /** Approve matching CRs (the built-in approver). Default true. */
+  /**
+   * Approve matching CRs as the built-in approver does (default true). Like the real one (backends.md §2.2) it only
+   * approves for issuers of group cert-manager.io (Issuer, ClusterIssuer); an external issuer's CRs wait for an
+   * approver such as approver-policy, i.e. for someone else to approve them.
+   */
   autoApprove: boolean;
 }
 
@@ -118,7 +122,8 @@ export async function startFakeCertManagerController(fake: FakeKube, opts: FakeC
     inFlight.add(key);
     try {
       if (!cond(o, 'Approved')) {
-        if (!behaviour.autoApprove && behaviour.mode !== 'deny') return;
+        const builtIn = ref.group === 'cert-manager.io';
+        if ((!behaviour.autoApprove || !builtIn) && behaviour.mode !== 'deny') return;
         if (behaviour.mode === 'deny') {
           await writeStatus(o, (st) => {
             setCond(st, 'Denied', 'True', 'cert-manager.io', 'Certificate request has been denied by cert-manager.io');

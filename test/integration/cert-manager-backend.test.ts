@@ -165,6 +165,20 @@ describe('cert-manager backend', { timeout: 30000 }, () => {
     assert.equal(b.health().ok, false);
   });
 
+  it("fail/an external issuer's request is not approved by the built-in approver: it times out saying so, naming the issuer", async () => {
+    const ref = { name: 'pca', kind: 'AWSPCAIssuer', group: 'awspca.cert-manager.io' };
+    const ext = await startFakeCertManagerController(fake, { issuerRef: ref });
+    try {
+      const b = await backend({ issuerRef: ref, requestTimeout: 1 });
+      const e = await rejection(b.mintIntermediate({ ...(await intermediateCsr(TD)), ttlSeconds: 86400 }));
+      assert.equal(e.code, 'UNAVAILABLE');
+      assert.match(e.message, /AWSPCAIssuer meshca\/pca \(awspca\.cert-manager\.io\).*was not issued within 1s.*never approved/);
+      assert.deepEqual(await leftovers(), []);
+    } finally {
+      ext.close();
+    }
+  });
+
   it('fail/timeout on the Clock: a ManualClock decides when the wait ends', async () => {
     cm.setBehaviour({ autoApprove: false });
     const clock = new ManualClock(Date.now());
@@ -291,7 +305,12 @@ describe('cert-manager backend', { timeout: 30000 }, () => {
     assert.equal(r.success, false);
     const paths = r.error!.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('\n');
     assert.match(paths, /namespace: must be a Kubernetes namespace name/);
-    assert.match(paths, /issuerRef\.kind: must be Issuer or ClusterIssuer/);
+    assert.match(paths, /issuerRef\.kind: must be Issuer or ClusterIssuer for group cert-manager\.io/);
+    // An external issuer brings its own kind with its own group; a kind must still look like one.
+    const ext = certManagerConfigSchema.parse({ namespace: 'ns', issuerRef: { name: 'pca', kind: 'AWSPCAClusterIssuer', group: 'awspca.cert-manager.io' } });
+    assert.deepEqual(ext.issuerRef, { name: 'pca', kind: 'AWSPCAClusterIssuer', group: 'awspca.cert-manager.io' });
+    const badKind = certManagerConfigSchema.safeParse({ namespace: 'ns', issuerRef: { name: 'pca', kind: 'awspca-issuer', group: 'awspca.cert-manager.io' } });
+    assert.match(badKind.error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('\n') ?? '', /issuerRef\.kind: must be a Kubernetes kind/);
     assert.match(paths, /Unrecognized key.*extra/);
     // Labels and annotations are checked like the API server does, so a bad one fails at start, not at the first request.
     const lab = certManagerConfigSchema.safeParse({ namespace: 'ns', issuerRef: { name: 'ca' }, labels: { 'team/': 'a', ok: 'not ok!' }, annotations: { 'bad key': 'x' } });

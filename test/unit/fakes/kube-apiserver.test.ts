@@ -443,6 +443,30 @@ describe('fake kube-apiserver with the real client', { timeout: 20000 }, () => {
     }
   });
 
+  it("the fake cert-manager's built-in approver leaves an external issuer's requests to another approver", async () => {
+    const ref = { name: 'pca', kind: 'AWSPCAIssuer', group: 'awspca.cert-manager.io' };
+    const cm = await startFakeCertManagerController(fake, { issuerRef: ref });
+    try {
+      const custom = kc.makeApiClient(CustomObjectsApi);
+      const csr = await createTestCsr({ uris: ['spiffe://td/meshca'], isCA: true, usages: ['digital signature', 'cert sign', 'crl sign'] });
+      await custom.createNamespacedCustomObject({
+        group: 'cert-manager.io',
+        version: 'v1',
+        namespace: 'meshca',
+        plural: 'certificaterequests',
+        body: { apiVersion: 'cert-manager.io/v1', kind: 'CertificateRequest', metadata: { name: 'ext1' }, spec: { request: b64(csr.pem), issuerRef: ref, isCA: true, usages: ['digital signature', 'cert sign', 'crl sign'] } },
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      await cm.idle();
+      const o = (await custom.getNamespacedCustomObject({ group: 'cert-manager.io', version: 'v1', namespace: 'meshca', plural: 'certificaterequests', name: 'ext1' })) as any;
+      assert.ok(!(o.status?.conditions ?? []).some((c: any) => c.type === 'Approved'), 'not approved by the built-in approver');
+      assert.equal(o.status?.certificate, undefined);
+      assert.deepEqual(cm.handled, []);
+    } finally {
+      cm.close();
+    }
+  });
+
   it('runs a fake CSR signer that honours expirationSeconds and publishes a signer-linked bundle', async () => {
     const signer = await startFakeCsrSigner(fake, { signerName: 'example.org/meshca', behaviour: { autoApprove: true }, trustBundle: { version: 'v1' } });
     try {
