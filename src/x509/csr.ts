@@ -3,13 +3,12 @@ import { invalidArgument } from '../util/errors.js';
 import { DerError, TAG, children, oidToString, readNode, readWhole } from './der.js';
 import { commonNameOf, parseBasicConstraints, parseGeneralNames } from './cert-parse.js';
 import { OID, keyTypeOf, rememberKeyType, rememberSpki } from './keys.js';
-import { pemToDers, toPem } from './pem.js';
+import { pemToDers } from './pem.js';
 import { ATTR, EXT } from './profile.js';
 import type { KeyType } from './types.js';
 
 export interface ParsedCsr {
   readonly der: Buffer;
-  readonly pem: string;
   readonly publicKey: KeyObject;
   /** SubjectPublicKeyInfo DER as the CSR carries it (what the certificate will contain). */
   readonly spkiDer: Buffer;
@@ -149,7 +148,6 @@ export function parseCsr(input: string | Buffer): ParsedCsr {
   }
   return {
     der,
-    pem: toPem(der, 'CERTIFICATE REQUEST'),
     publicKey,
     spkiDer,
     keyType: keyTypeOf(publicKey),
