@@ -22,7 +22,7 @@ export const certManagerConfigSchema = z.strictObject({
     .refine((v) => v.length <= 63 && DNS_LABEL.test(v), { message: 'must be a Kubernetes namespace name (lowercase RFC 1123 label, at most 63 characters)' }),
   issuerRef: z.strictObject({
     name: z
-      .string({ message: 'is required: the name of the cert-manager Issuer or ClusterIssuer' })
+      .string({ message: 'is required: the name of the issuer (a cert-manager Issuer or ClusterIssuer, or an external issuer)' })
       .refine((v) => v.length <= 253 && DNS_SUBDOMAIN.test(v), { message: 'must be a Kubernetes object name (lowercase RFC 1123 subdomain)' }),
     /** Issuer or ClusterIssuer for cert-manager.io; an external issuer's own kind (AWSPCAIssuer, GoogleCASClusterIssuer, ...) for its group. */
     kind: z

@@ -24,8 +24,9 @@ export const kubernetesTokensSchema = z
     /** Most cached reviews (oldest dropped first). */
     cacheSize: z.number().int().min(1).max(1_000_000).default(10_000),
     /**
-     * Most TokenReviews in flight at once; more distinct tokens wait (up to 32 per slot), and beyond that are refused
-     * as UNAVAILABLE (retryable), so a flood of new or junk tokens cannot turn into a flood on the API server.
+     * Most TokenReviews in flight at once; more distinct tokens wait (up to 32 per slot, 2,048 in all), and beyond
+     * that are refused as UNAVAILABLE (retryable), so a flood of new or junk tokens cannot turn into a flood on the API
+     * server. A review unanswered at the review timeout is aborted and its slot freed.
      */
     maxConcurrentReviews: z.number().int().min(1).max(1024).default(32),
   })

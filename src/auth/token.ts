@@ -10,6 +10,7 @@ import { parseWorkloadId } from '../identity/spiffe-id.js';
 import { connectKube, type Kube, type KubeConfig } from '../kube/client.js';
 import { kubeErrorInfo } from '../kube/errors.js';
 import { ConcurrencyLimit, QueueFullError } from '../util/concurrency-limit.js';
+import type { RequestContext, ResponseContext } from '@kubernetes/client-node';
 
 /**
  * Kubernetes ServiceAccount-token callers: `authorization: Bearer <projected SA token>` is checked with a
@@ -34,7 +35,8 @@ export interface TokenReviewStatus {
 
 /** Sends one TokenReview. A seam so the authenticator can be unit-tested without an API server. */
 export interface TokenReviewer {
-  review(token: string, audiences: readonly string[]): Promise<TokenReviewStatus>;
+  /** `signal` aborts the request when meshca stops waiting for it (the review timeout). */
+  review(token: string, audiences: readonly string[], signal?: AbortSignal): Promise<TokenReviewStatus>;
 }
 
 export type ReviewOutcome =
@@ -118,11 +120,26 @@ export function jwtExpiryMs(token: string): number | undefined {
 /** TokenReviews through @kubernetes/client-node (`create` on `tokenreviews.authentication.k8s.io`). */
 export function kubeTokenReviewer(kube: Kube): TokenReviewer {
   const api = kube.kc.makeApiClient(kube.k8s.AuthenticationV1Api);
+  const { Observable } = kube.k8s;
   return {
-    async review(token, audiences) {
-      const out = await api.createTokenReview({
-        body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences: [...audiences] } },
-      });
+    async review(token, audiences, signal) {
+      // client-node 1.x sends through fetch, which takes the abort signal from the request context; the object API
+      // takes its middleware in client-node's Observable form.
+      const withSignal = signal
+        ? {
+            middleware: [
+              {
+                pre: (ctx: RequestContext) => (ctx.setSignal(signal), new Observable(Promise.resolve(ctx))),
+                post: (res: ResponseContext) => new Observable(Promise.resolve(res)),
+              },
+            ],
+            middlewareMergeStrategy: 'append' as const,
+          }
+        : undefined;
+      const out = await api.createTokenReview(
+        { body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences: [...audiences] } } },
+        withSignal,
+      );
       return (out.status ?? {}) as TokenReviewStatus;
     },
   };
@@ -153,8 +170,10 @@ type CacheEntry =
   | { readonly ok: false; readonly reason: TokenFailure; readonly message: string; readonly expiresMs: number };
 
 const MAX_TOKEN_BYTES = 16 * 1024;
-/** Distinct tokens that may wait for a TokenReview slot, per slot (32 slots: 1,024 waiting). */
+/** Distinct tokens that may wait for a TokenReview slot, per slot (32 slots: 1,024 waiting)... */
 export const REVIEWS_QUEUED_PER_SLOT = 32;
+/** ...and at most this many in all, whatever maxConcurrentReviews is (each waiter holds its token, up to 16 KiB). */
+export const REVIEWS_QUEUED_MAX = 2048;
 const TOKEN_CHARS = /^[A-Za-z0-9._~+/=-]+$/;
 
 function metricsFor(r: Registry): { reviews: Counter<'result'>; cache: Counter<'result'>; latency: Histogram } {
@@ -184,7 +203,7 @@ export class TokenReviewAuthenticator implements Authenticator {
     this.failures = authFailuresCounter(opts.metrics);
     this.m = metricsFor(opts.metrics);
     const slots = opts.maxConcurrentReviews ?? 32;
-    this.limit = new ConcurrencyLimit(slots, slots * REVIEWS_QUEUED_PER_SLOT);
+    this.limit = new ConcurrencyLimit(slots, Math.min(slots * REVIEWS_QUEUED_PER_SLOT, REVIEWS_QUEUED_MAX));
   }
 
   async authenticate(input: AuthInput): Promise<Caller> {
@@ -222,39 +241,46 @@ export class TokenReviewAuthenticator implements Authenticator {
   }
 
   private async review(token: string, key: string): Promise<CacheEntry> {
+    const tokenSha256 = key.slice(0, 12);
     let ticket;
     try {
       ticket = this.limit.enter();
     } catch (e) {
       if (!(e instanceof QueueFullError)) throw e;
-      this.failures.inc({ reason: 'token-review-overloaded' });
-      this.opts.log.warn({ reason: 'review-overloaded', tokenSha256: key.slice(0, 12), running: this.limit.active, waiting: this.limit.waiting }, 'auth: too many TokenReviews pending; token refused for now');
-      throw new CaError('UNAVAILABLE', `cannot verify the bearer token now: ${this.limit.active} TokenReviews running and ${this.limit.waiting} waiting; retry`, { retryable: true });
+      throw this.overloaded(tokenSha256, 'too many bearer tokens are waiting for a TokenReview');
     }
-    const started = process.hrtime.bigint();
-    let status: TokenReviewStatus;
-    let sent: Promise<TokenReviewStatus> | undefined;
-    // The slot is held until the API server answers (not just until our timeout), so hung requests count too.
+    // One budget (reviewTimeoutMs) for waiting for a slot and for the review itself. When it runs out the HTTP
+    // request is aborted and the slot freed, so an API server that stops answering cannot hold the slots for good.
+    const abort = new AbortController();
+    let sentAt: bigint | undefined;
     const run = ticket.ready.then(() => {
       if (ticket.released) return new Promise<never>(() => undefined); // gave up while queued
-      sent = this.opts.reviewer.review(token, [this.opts.audience]);
-      sent.then(ticket.release.bind(ticket), ticket.release.bind(ticket));
+      sentAt = process.hrtime.bigint();
+      const sent = this.opts.reviewer.review(token, [this.opts.audience], abort.signal);
+      sent.then(
+        () => ticket.release(),
+        () => ticket.release(),
+      );
       return sent;
     });
+    let status: TokenReviewStatus;
     try {
       status = await this.withTimeout(run);
     } catch (e) {
-      if (!sent) ticket.release();
+      abort.abort();
+      ticket.release();
+      // Never sent: the wait for a slot used the whole budget. That is overload, not a failed review.
+      if (sentAt === undefined) throw this.overloaded(tokenSha256, 'no TokenReview slot became free in time');
       this.m.reviews.inc({ result: 'error' });
       const info = e instanceof CaError ? { code: undefined, message: e.message } : kubeErrorInfo(e);
       const detail = scrub(`${info.code !== undefined ? `${info.code}: ` : ''}${info.message}`, token);
       const hint = info.code === 403 ? ' (meshca needs "create" on tokenreviews.authentication.k8s.io)' : '';
-      this.opts.log.error({ reason: 'review-failed', tokenSha256: key.slice(0, 12), err: detail + hint }, 'auth: TokenReview failed');
+      this.opts.log.error({ reason: 'review-failed', tokenSha256, err: detail + hint }, 'auth: TokenReview failed');
       this.failures.inc({ reason: 'token-review-failed' });
       // Not cached: the next call asks again. Retryable: the token may well be fine.
       throw new CaError('UNAUTHENTICATED', 'cannot verify the bearer token: TokenReview failed; retry later', { retryable: true, detail: detail + hint });
     } finally {
-      this.m.latency.observe(Number(process.hrtime.bigint() - started) / 1e9);
+      if (sentAt !== undefined) this.m.latency.observe(Number(process.hrtime.bigint() - sentAt) / 1e9);
     }
     const out = interpretTokenReview(status, this.opts.audience);
     const now = this.opts.clock.nowMs();
@@ -286,6 +312,13 @@ export class TokenReviewAuthenticator implements Authenticator {
       const oldest = this.cache.keys().next().value as string;
       this.cache.delete(oldest);
     }
+  }
+
+  /** Counts and logs a token refused for lack of TokenReview capacity; the caller sees UNAVAILABLE (retryable). */
+  private overloaded(tokenSha256: string, why: string): CaError {
+    this.failures.inc({ reason: 'token-review-overloaded' });
+    this.opts.log.warn({ reason: 'review-overloaded', tokenSha256, running: this.limit.active, waiting: this.limit.waiting }, `auth: ${why}; token refused for now`);
+    return new CaError('UNAVAILABLE', 'cannot verify the bearer token now: too many TokenReviews pending; retry', { retryable: true });
   }
 
   private withTimeout<T>(p: Promise<T>): Promise<T> {

@@ -593,7 +593,9 @@ function issuerSignerName(o: Obj): string {
   const kind = ref.kind || 'Issuer';
   const group = ref.group || 'cert-manager.io';
   const plural = `${kind.toLowerCase()}s`;
-  return kind === 'Issuer' ? `${plural}.${group}/${o.metadata?.namespace}.${ref.name}` : `${plural}.${group}/${ref.name}`;
+  // Cluster-scoped issuer kinds carry "Cluster" in their name (ClusterIssuer, AWSPCAClusterIssuer, ...); the others
+  // (Issuer, AWSPCAIssuer, ...) are namespaced and their signer name includes the namespace.
+  return kind.includes('Cluster') ? `${plural}.${group}/${ref.name}` : `${plural}.${group}/${o.metadata?.namespace}.${ref.name}`;
 }
 
 export const certificaterequests: ResourceDef = {

@@ -179,7 +179,7 @@ test('past the waiting bound a new token is refused at once as UNAVAILABLE (retr
   const a = limited(g.reviewer, 1);
   const held = Array.from({ length: 1 + REVIEWS_QUEUED_PER_SLOT }, (_, i) => a.authenticate(bearer(`t${i}`)));
   await flush();
-  await assert.rejects(a.authenticate(bearer('one-too-many')), (e: unknown) => e instanceof CaError && e.code === 'UNAVAILABLE' && e.retryable && /1 TokenReviews running and 32 waiting/.test(e.message));
+  await assert.rejects(a.authenticate(bearer('one-too-many')), (e: unknown) => e instanceof CaError && e.code === 'UNAVAILABLE' && e.retryable && /too many TokenReviews pending; retry$/.test(e.message));
   // A token already under review still joins it rather than queueing again.
   const again = a.authenticate(bearer('t0'));
   while (g.calls.length < held.length) {
@@ -192,22 +192,45 @@ test('past the waiting bound a new token is refused at once as UNAVAILABLE (retr
   assert.equal(g.peak(), 1);
 });
 
-test('a token that times out while queued never reaches the API server and frees its place', async () => {
+test('at the review timeout a hung TokenReview is aborted and frees its slot; a token still queued then is UNAVAILABLE, never sent', async () => {
   const clock = new ManualClock();
-  const g = gatedReviewer();
-  const a = limited(g.reviewer, 1, clock);
+  const signals: AbortSignal[] = [];
+  const sent: string[] = [];
+  const reviewer: TokenReviewer = {
+    review(token, _aud, signal) {
+      sent.push(token);
+      signals.push(signal!);
+      if (token !== 'later') return new Promise(() => undefined); // an API server that never answers
+      return Promise.resolve(ok('system:serviceaccount:ns:later', ['meshca']));
+    },
+  };
+  const registry = new Registry();
+  const a = new TokenReviewAuthenticator({
+    trustDomain: 'td.test',
+    audience: 'meshca',
+    reviewer,
+    cacheTtlSeconds: 30,
+    negativeCacheTtlSeconds: 5,
+    cacheSize: 10,
+    reviewTimeoutMs: 2000,
+    maxConcurrentReviews: 1,
+    clock,
+    log: pino({ level: 'silent' }),
+    metrics: registry,
+  });
   const first = a.authenticate(bearer('first'));
   const queued = a.authenticate(bearer('queued'));
   await flush();
-  clock.advance(2001); // both time out: the running one (its review still holds the slot) and the queued one
+  assert.deepEqual(sent, ['first']);
+  clock.advance(2001);
   await assert.rejects(first, (e: unknown) => e instanceof CaError && e.code === 'UNAUTHENTICATED' && e.retryable);
-  await assert.rejects(queued, (e: unknown) => e instanceof CaError && e.code === 'UNAUTHENTICATED' && e.retryable);
-  const later = a.authenticate(bearer('later'));
-  await flush();
-  assert.deepEqual(g.calls, ['first'], 'the hung review still holds the only slot');
-  g.releaseAll(); // the API server finally answers the hung review
-  await flush();
-  assert.deepEqual(g.calls, ['first', 'later'], "the timed-out queued token was skipped, not sent");
-  g.releaseAll();
-  assert.equal((await later).spiffeId, 'spiffe://td.test/ns/ns/sa/later');
+  await assert.rejects(queued, (e: unknown) => e instanceof CaError && e.code === 'UNAVAILABLE' && e.retryable && !/\d/.test(e.message));
+  assert.equal(signals[0]!.aborted, true, 'the hung request was aborted');
+  // The slot is free again although the hung request never settled.
+  assert.equal((await a.authenticate(bearer('later'))).spiffeId, 'spiffe://td.test/ns/ns/sa/later');
+  assert.deepEqual(sent, ['first', 'later'], 'the token that timed out while queued was never sent');
+  const metrics = await registry.metrics();
+  assert.match(metrics, /meshca_auth_failures_total\{reason="token-review-overloaded"\} 1/);
+  assert.match(metrics, /meshca_token_reviews_total\{result="error"\} 1/, 'only the review that was sent counts as one');
+  assert.match(metrics, /meshca_token_review_duration_seconds_count 2/, 'latency of the two reviews sent, not of the wait of the third');
 });
