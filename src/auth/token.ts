@@ -7,10 +7,9 @@ import { authFailuresCounter } from './mtls.js';
 import type { Clock } from '../util/clock.js';
 import { CaError } from '../util/errors.js';
 import { parseWorkloadId } from '../identity/spiffe-id.js';
-import { connectKube, type Kube, type KubeConfig } from '../kube/client.js';
+import { connectKube, requestWithSignal, type Kube, type KubeConfig } from '../kube/client.js';
 import { kubeErrorInfo } from '../kube/errors.js';
 import { ConcurrencyLimit, QueueFullError } from '../util/concurrency-limit.js';
-import type { RequestContext, ResponseContext } from '@kubernetes/client-node';
 
 /**
  * Kubernetes ServiceAccount-token callers: `authorization: Bearer <projected SA token>` is checked with a
@@ -119,26 +118,12 @@ export function jwtExpiryMs(token: string): number | undefined {
 
 /** TokenReviews through @kubernetes/client-node (`create` on `tokenreviews.authentication.k8s.io`). */
 export function kubeTokenReviewer(kube: Kube): TokenReviewer {
-  const api = kube.kc.makeApiClient(kube.k8s.AuthenticationV1Api);
-  const { Observable } = kube.k8s;
+  const api = kube.authentication();
   return {
     async review(token, audiences, signal) {
-      // client-node 1.x sends through fetch, which takes the abort signal from the request context; the object API
-      // takes its middleware in client-node's Observable form.
-      const withSignal = signal
-        ? {
-            middleware: [
-              {
-                pre: (ctx: RequestContext) => (ctx.setSignal(signal), new Observable(Promise.resolve(ctx))),
-                post: (res: ResponseContext) => new Observable(Promise.resolve(res)),
-              },
-            ],
-            middlewareMergeStrategy: 'append' as const,
-          }
-        : undefined;
       const out = await api.createTokenReview(
         { body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences: [...audiences] } } },
-        withSignal,
+        signal ? requestWithSignal(kube, signal) : undefined,
       );
       return (out.status ?? {}) as TokenReviewStatus;
     },

@@ -26,6 +26,8 @@ export interface KubeConnectOptions {
   readonly configKey?: string;
   /** Prefix for error messages, e.g. "cert-manager". */
   readonly component: string;
+  /** Deadline of a request that brings no signal of its own; default KUBE_REQUEST_TIMEOUT_MS. */
+  readonly requestTimeoutMs?: number;
 }
 
 /**
@@ -41,7 +43,33 @@ export interface Kube {
   certificates(): K8s.CertificatesV1Api;
   certificatesV1beta1(): K8s.CertificatesV1beta1Api;
   custom(): K8s.CustomObjectsApi;
+  authentication(): K8s.AuthenticationV1Api;
+  coordination(): K8s.CoordinationV1Api;
   watcher(): K8s.Watch;
+}
+
+/**
+ * Longest a single API request (not a watch) may take before it is aborted. client-node 1.x sends through fetch
+ * with no timeout of its own, so a stalled API server or proxy would otherwise hold a request (and whatever waits on
+ * it: a rotation, a Lease renewal) until TCP gives up, minutes later.
+ */
+export const KUBE_REQUEST_TIMEOUT_MS = 30_000;
+
+/**
+ * Per-call options for a generated API client that send the request with `signal` (for a shorter deadline than
+ * KUBE_REQUEST_TIMEOUT_MS, or to cancel). client-node's object API takes middleware in its own Observable form.
+ */
+export function requestWithSignal(kube: Kube, signal: AbortSignal): K8s.ConfigurationOptions {
+  const { Observable } = kube.k8s;
+  return {
+    middleware: [
+      {
+        pre: (ctx: K8s.RequestContext) => (ctx.setSignal(signal), new Observable(Promise.resolve(ctx))),
+        post: (res: K8s.ResponseContext) => new Observable(Promise.resolve(res)),
+      },
+    ],
+    middlewareMergeStrategy: 'append',
+  };
 }
 
 const SA_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
@@ -86,10 +114,24 @@ export async function connectKube(opts: KubeConnectOptions): Promise<Kube> {
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new CaError('FAILED_PRECONDITION', `${opts.component}: ${key}: the kubeconfig has no current cluster (check current-context)`);
   const cache = new Map<unknown, unknown>();
-  const client = <T>(ctor: new (...a: never[]) => T): T => {
+  // As KubeConfig.makeApiClient, plus a default deadline on every request that does not bring its own signal.
+  const config = k8s.createConfiguration({
+    baseServer: new k8s.ServerConfiguration(cluster.server, {}),
+    authMethods: { default: kc },
+    promiseMiddleware: [
+      {
+        pre: async (ctx) => {
+          if (!ctx.getSignal()) ctx.setSignal(AbortSignal.timeout(opts.requestTimeoutMs ?? KUBE_REQUEST_TIMEOUT_MS));
+          return ctx;
+        },
+        post: async (res) => res,
+      },
+    ],
+  });
+  const client = <T>(ctor: new (config: K8s.Configuration) => T): T => {
     let c = cache.get(ctor) as T | undefined;
     if (!c) {
-      c = kc.makeApiClient(ctor as unknown as K8s.ApiConstructor<T & K8s.ApiType>) as T;
+      c = new ctor(config);
       cache.set(ctor, c);
     }
     return c;
@@ -102,6 +144,8 @@ export async function connectKube(opts: KubeConnectOptions): Promise<Kube> {
     certificates: () => client(k8s.CertificatesV1Api),
     certificatesV1beta1: () => client(k8s.CertificatesV1beta1Api),
     custom: () => client(k8s.CustomObjectsApi),
+    authentication: () => client(k8s.AuthenticationV1Api),
+    coordination: () => client(k8s.CoordinationV1Api),
     watcher: () => new k8s.Watch(kc),
   };
 }

@@ -6,7 +6,7 @@ import { Gauge, type Registry } from 'prom-client';
 import type { Clock, Timer } from '../util/clock.js';
 import { errorMessage } from '../util/errors.js';
 import type { StateStore } from '../store/types.js';
-import type { Kube } from './client.js';
+import { requestWithSignal, type Kube } from './client.js';
 import { isAlreadyExists, isConflict, isNotFound, kubeErrorInfo } from './errors.js';
 
 /**
@@ -57,7 +57,7 @@ export class LeaseElector {
 
   constructor(private readonly o: LeaseElectorOptions) {
     this.identity = o.identity || `${hostname()}_${randomBytes(4).toString('hex')}`;
-    this.api = o.kube.kc.makeApiClient(o.kube.k8s.CoordinationV1Api);
+    this.api = o.kube.coordination();
     this.durationMs = o.leaseDurationSeconds * 1000;
     this.retryMs = o.retryPeriodMs ?? this.durationMs / 3;
     this.deadlineMs = o.renewDeadlineMs ?? (this.durationMs * 2) / 3;
@@ -90,7 +90,7 @@ export class LeaseElector {
     await this.inflight;
     if (this.leader && opts.release !== false) {
       try {
-        const lease = await this.api.readNamespacedLease({ name: this.o.name, namespace: this.o.namespace });
+        const lease = await this.api.readNamespacedLease({ name: this.o.name, namespace: this.o.namespace }, this.deadline());
         if (lease.spec?.holderIdentity === this.identity) {
           const now = this.o.clock.nowMs();
           await this.api.replaceNamespacedLease({
@@ -100,7 +100,7 @@ export class LeaseElector {
               ...lease,
               spec: { ...microTimes(this.o.kube, lease.spec), holderIdentity: '', leaseDurationSeconds: 1, renewTime: new this.o.kube.k8s.V1MicroTime(now) },
             },
-          });
+          }, this.deadline());
         }
       } catch (e) {
         this.o.log.warn({ err: kubeErrorInfo(e).message, lease: this.where() }, 'lease: could not release the Lease; it expires by itself');
@@ -131,6 +131,14 @@ export class LeaseElector {
 
   // ------------------------------------------------------------------ internals
 
+  /**
+   * Each Lease request may take one retry period at most: a stalled API server then ends in a failed attempt (and,
+   * past renewDeadline, a step-down) instead of holding the election loop, or a shutdown's release, for minutes.
+   */
+  private deadline(): K8s.ConfigurationOptions {
+    return requestWithSignal(this.o.kube, AbortSignal.timeout(this.retryMs));
+  }
+
   private where(): string {
     return `${this.o.namespace}/${this.o.name}`;
   }
@@ -151,7 +159,7 @@ export class LeaseElector {
     const k8s = this.o.kube.k8s;
     let lease: K8s.V1Lease;
     try {
-      lease = await this.api.readNamespacedLease({ name: this.o.name, namespace: this.o.namespace });
+      lease = await this.api.readNamespacedLease({ name: this.o.name, namespace: this.o.namespace }, this.deadline());
     } catch (e) {
       if (!isNotFound(e)) return this.failed('read', e, now);
       try {
@@ -169,7 +177,7 @@ export class LeaseElector {
               leaseTransitions: 0,
             },
           },
-        });
+        }, this.deadline());
         this.observe(created, now);
         this.lastRenewMs = now;
         this.setLeader(true);
@@ -200,7 +208,7 @@ export class LeaseElector {
       },
     };
     try {
-      const out = await this.api.replaceNamespacedLease({ name: this.o.name, namespace: this.o.namespace, body });
+      const out = await this.api.replaceNamespacedLease({ name: this.o.name, namespace: this.o.namespace, body }, this.deadline());
       this.observe(out, now);
       this.lastRenewMs = now;
       if (!mine) this.o.log.info({ lease: this.where(), previous: holder || undefined, identity: this.identity }, 'lease: acquired the rotation Lease');
