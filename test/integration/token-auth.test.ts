@@ -6,7 +6,7 @@ import { Registry } from 'prom-client';
 import { startFakeKubeApiServer, type FakeKube } from '../fakes/kube-apiserver.js';
 import { ManualClock } from '../fakes/clock.js';
 import { TokenReviewAuthenticator, createTokenAuthenticator, kubeTokenReviewer } from '../../src/auth/token.js';
-import { connectKube, loadKubeModule } from '../../src/kube/client.js';
+import { hungApiServer, kubeFor } from '../support/hung-api.js';
 import { SystemClock } from '../../src/util/clock.js';
 import { kubernetesTokensSchema } from '../../src/auth/config.js';
 import { CaError } from '../../src/util/errors.js';
@@ -269,30 +269,12 @@ test('no token text ever appears in logs or errors', async () => {
 });
 
 test('the real client aborts a TokenReview the API server never answers, at the review timeout', async () => {
-  // An "API server" that accepts the request and never answers (a hung apiserver, or a proxy in front of it).
-  const { createServer } = await import('node:http');
-  let requests = 0;
-  let closed = 0;
-  const hung = createServer((req) => {
-    requests++;
-    req.socket.on('close', () => closed++);
-  });
-  await new Promise<void>((r) => hung.listen(0, '127.0.0.1', r));
+  const h = await hungApiServer();
   try {
-    const k8s = await loadKubeModule();
-    const kc = new k8s.KubeConfig();
-    const port = (hung.address() as { port: number }).port;
-    kc.loadFromOptions({
-      clusters: [{ name: 'c', server: `http://127.0.0.1:${port}`, skipTLSVerify: true }],
-      users: [{ name: 'u', token: 'meshca-sa-token' }],
-      contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
-      currentContext: 'x',
-    });
-    const kube = await connectKube({ component: 'test', kubeConfig: kc });
     const a = new TokenReviewAuthenticator({
       trustDomain: 'td.test',
       audience: 'meshca',
-      reviewer: kubeTokenReviewer(kube),
+      reviewer: kubeTokenReviewer(await kubeFor(h.port)),
       cacheTtlSeconds: 30,
       negativeCacheTtlSeconds: 5,
       cacheSize: 10,
@@ -306,14 +288,14 @@ test('the real client aborts a TokenReview the API server never answers, at the 
     await assert.rejects(a.authenticate({ peerCertChainDer: [], viaUds: false, authorization: 'Bearer hung-1' }), (e: unknown) => e instanceof CaError && e.code === 'UNAUTHENTICATED' && e.retryable);
     assert.ok(Date.now() - t0 < 3000);
     const deadline = Date.now() + 3000;
-    while (closed < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    assert.equal(requests, 1);
-    assert.equal(closed, 1, 'the HTTP request was aborted, not left open');
+    while (h.closed() < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(h.requests.length, 1);
+    assert.equal(h.closed(), 1, 'the HTTP request was aborted, not left open');
     // The only slot is free again: the next token's review is sent (and hangs and is aborted in turn).
     await assert.rejects(a.authenticate({ peerCertChainDer: [], viaUds: false, authorization: 'Bearer hung-2' }), (e: unknown) => e instanceof CaError && e.code === 'UNAUTHENTICATED');
-    assert.equal(requests, 2);
+    assert.equal(h.requests.length, 2);
   } finally {
-    hung.closeAllConnections();
-    await new Promise((r) => hung.close(r));
+    h.server.closeAllConnections();
+    await new Promise((r) => h.server.close(r));
   }
 });
