@@ -6,6 +6,9 @@ import { duration } from '../config/fields.js';
  * controller, Istio CA), validated with a Kubernetes TokenReview. Off by default: a token is then refused
  * (UNAUTHENTICATED), never silently ignored. Durations come out as seconds.
  */
+/** Default of auth.kubernetesTokens.maxConcurrentReviews (also what TokenReviewAuthenticator uses without one). */
+export const DEFAULT_MAX_CONCURRENT_REVIEWS = 32;
+
 export const kubernetesTokensSchema = z
   .strictObject({
     enabled: z.boolean().default(false),
@@ -28,7 +31,7 @@ export const kubernetesTokensSchema = z
      * that are refused as UNAVAILABLE (retryable), so a flood of new or junk tokens cannot turn into a flood on the API
      * server. A review unanswered at the review timeout is aborted and its slot freed.
      */
-    maxConcurrentReviews: z.number().int().min(1).max(1024).default(32),
+    maxConcurrentReviews: z.number().int().min(1).max(1024).default(DEFAULT_MAX_CONCURRENT_REVIEWS),
   })
   .superRefine((c, ctx) => {
     if (c.negativeCacheTtl > c.cacheTtl) {

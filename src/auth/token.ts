@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Authenticator, AuthInput, Caller } from './types.js';
-import type { KubernetesTokensConfig } from './config.js';
+import { DEFAULT_MAX_CONCURRENT_REVIEWS, type KubernetesTokensConfig } from './config.js';
 import { authFailuresCounter } from './mtls.js';
 import type { Clock } from '../util/clock.js';
 import { CaError } from '../util/errors.js';
@@ -143,7 +143,7 @@ export interface TokenReviewAuthenticatorOptions {
   readonly cacheSize: number;
   /** Longest wait for one TokenReview, queueing included, before the call fails (UNAUTHENTICATED, retryable). Default 10 s. */
   readonly reviewTimeoutMs?: number;
-  /** TokenReviews in flight at once (default 32); up to REVIEWS_QUEUED_PER_SLOT times as many wait. */
+  /** TokenReviews in flight at once (default DEFAULT_MAX_CONCURRENT_REVIEWS); up to REVIEWS_QUEUED_PER_SLOT times as many wait. */
   readonly maxConcurrentReviews?: number;
   readonly clock: Clock;
   readonly log: Logger;
@@ -187,7 +187,7 @@ export class TokenReviewAuthenticator implements Authenticator {
   constructor(private readonly opts: TokenReviewAuthenticatorOptions) {
     this.failures = authFailuresCounter(opts.metrics);
     this.m = metricsFor(opts.metrics);
-    const slots = opts.maxConcurrentReviews ?? 32;
+    const slots = opts.maxConcurrentReviews ?? DEFAULT_MAX_CONCURRENT_REVIEWS;
     this.limit = new ConcurrencyLimit(slots, Math.min(slots * REVIEWS_QUEUED_PER_SLOT, REVIEWS_QUEUED_MAX));
   }
 
