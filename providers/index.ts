@@ -52,33 +52,25 @@ export async function createBackend(cfg: AuthorityConfig, ctx: BackendContext): 
   }
 }
 
-/** Lifetime meshca requests for its own signing CA under the selected backend. */
-export function signingCaTtlSeconds(cfg: AuthorityConfig): number {
-  switch (cfg.type) {
-    case 'internal':
-      return cfg.internal.signingCaTtl;
-    case 'vault':
-      return cfg.vault!.intermediateTtl;
-    case 'cert-manager':
-      return cfg.certManager!.signingCaTtl;
-    case 'cluster-trust-bundle':
-      return cfg.clusterTrustBundle!.signingCaTtl;
-  }
+/** meshca's own signing CA under the selected backend (signingCaLifetime). */
+export interface SigningCaLifetime {
+  /** The lifetime meshca requests for it, in seconds. */
+  readonly seconds: number;
+  /** The config key of that lifetime (authority.internal.signingCaTtl, authority.vault.intermediateTtl, ...). */
+  readonly key: string;
+  /** False in mode leaf: there the backend signs every leaf, meshca holds and rotates no signing CA, and the lifetime is unused. */
+  readonly held: boolean;
 }
 
-/**
- * The config key of signingCaTtlSeconds(), or undefined in mode leaf: there the backend signs every leaf, meshca
- * holds and rotates no signing CA of its own, and that lifetime is unused.
- */
-export function signingCaTtlKey(cfg: AuthorityConfig): string | undefined {
+export function signingCaLifetime(cfg: AuthorityConfig): SigningCaLifetime {
   switch (cfg.type) {
     case 'internal':
-      return 'authority.internal.signingCaTtl';
+      return { seconds: cfg.internal.signingCaTtl, key: 'authority.internal.signingCaTtl', held: true };
     case 'vault':
-      return cfg.vault!.mode === 'leaf' ? undefined : 'authority.vault.intermediateTtl';
+      return { seconds: cfg.vault!.intermediateTtl, key: 'authority.vault.intermediateTtl', held: cfg.vault!.mode !== 'leaf' };
     case 'cert-manager':
-      return cfg.certManager!.mode === 'leaf' ? undefined : 'authority.certManager.signingCaTtl';
+      return { seconds: cfg.certManager!.signingCaTtl, key: 'authority.certManager.signingCaTtl', held: cfg.certManager!.mode !== 'leaf' };
     case 'cluster-trust-bundle':
-      return cfg.clusterTrustBundle!.mode === 'leaf' ? undefined : 'authority.clusterTrustBundle.signingCaTtl';
+      return { seconds: cfg.clusterTrustBundle!.signingCaTtl, key: 'authority.clusterTrustBundle.signingCaTtl', held: cfg.clusterTrustBundle!.mode !== 'leaf' };
   }
 }

@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import type { Config } from './config/schema.js';
-import { createBackend, signingCaTtlKey, signingCaTtlSeconds } from '../providers/index.js';
+import { createBackend, signingCaLifetime } from '../providers/index.js';
 import { coveredTtlSeconds } from './authority/rotation.js';
 import type { AuthorityBackend } from '../providers/types.js';
 import { LocalAuthority } from './authority/authority.js';
@@ -50,12 +50,11 @@ export interface TtlNotCovered {
  * signing CA's lifetime, see coveredTtlSeconds) or when meshca holds no signing CA (mode leaf).
  */
 export function ttlNotCovered(cfg: Config): TtlNotCovered | undefined {
-  const key = signingCaTtlKey(cfg.authority);
-  if (key === undefined) return undefined;
-  const life = signingCaTtlSeconds(cfg.authority);
-  const covered = coveredTtlSeconds(life);
+  const ca = signingCaLifetime(cfg.authority);
+  if (!ca.held) return undefined;
+  const covered = coveredTtlSeconds(ca.seconds);
   if (cfg.workload.ttl <= covered) return undefined;
-  return { signingCaTtlKey: key, signingCaTtlSeconds: life, shortestLeafSeconds: covered };
+  return { signingCaTtlKey: ca.key, signingCaTtlSeconds: ca.seconds, shortestLeafSeconds: covered };
 }
 
 /** dataDir, or the Kubernetes Secret named by state.kubernetes (loaded only then: the client is heavy). */
@@ -95,7 +94,7 @@ export async function openCore(cfg: Config, deps: CoreDeps): Promise<Core> {
           renewFraction: cfg.workload.renewFraction,
           backdateSeconds: cfg.workload.backdate,
         },
-        signingCaTtlSeconds: signingCaTtlSeconds(cfg.authority),
+        signingCaTtlSeconds: signingCaLifetime(cfg.authority).seconds,
         caKeyType: cfg.authority.type === 'internal' ? cfg.authority.internal.keyType : 'ec-p256',
       },
       { backend, store, clock: deps.clock, log: log.child({ component: 'authority' }), metrics, signer },

@@ -9,7 +9,7 @@ import { formatDuration, parseDurationSeconds } from '../util/duration.js';
 import { SystemClock } from '../util/clock.js';
 import { createLogger } from '../telemetry/logger.js';
 import { writeFileAtomic } from '../store/file-store.js';
-import { signingCaTtlKey, signingCaTtlSeconds } from '../../providers/index.js';
+import { signingCaLifetime } from '../../providers/index.js';
 import { coveredTtlSeconds } from '../authority/rotation.js';
 
 const USAGE = `meshca — a pluggable certificate authority for service meshes
@@ -196,9 +196,9 @@ function shortLeafWarning(chainDer: readonly Buffer[], issuedAtMs: number, reque
   const issuer = chainDer[1] ? new X509Certificate(chainDer[1]) : undefined;
   const caNotAfterMs = issuer ? Date.parse(issuer.validTo) : undefined;
   if (caNotAfterMs === undefined || leafNotAfterMs < caNotAfterMs) return `${what}: the ${cfg.authority.type} backend signed it for less`;
-  const key = signingCaTtlKey(cfg.authority);
-  const hint = key
-    ? `a lifetime up to 1/6 of ${key} (${formatDuration(coveredTtlSeconds(signingCaTtlSeconds(cfg.authority)))}) is always issued in full`
+  const ca = signingCaLifetime(cfg.authority);
+  const hint = ca.held
+    ? `a lifetime up to 1/6 of ${ca.key} (${formatDuration(coveredTtlSeconds(ca.seconds))}) is always issued in full`
     : 'the backend\'s CA is near the end of its life';
   return `${what}: its signing CA expires at ${new Date(caNotAfterMs).toISOString()} (${hint})`;
 }

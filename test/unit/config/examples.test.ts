@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
 import { parseConfigText } from '../../../src/config/load.js';
-import { signingCaTtlKey, signingCaTtlSeconds } from '../../../providers/index.js';
+import { signingCaLifetime } from '../../../providers/index.js';
 import { formatDuration } from '../../../src/util/duration.js';
 import { parseCsr } from '../../../src/x509/csr.js';
 import { checkCsr } from '../../../src/servers/controller/csr-checks.js';
@@ -50,12 +50,12 @@ for (const c of configs) {
   // (no signing CA of meshca's own) has no such bound.
   test(`example config's workload.ttl fits in 1/6 of its signing CA's lifetime: ${c.where}`, () => {
     const cfg = parseConfigText(c.text, c.where);
-    const key = signingCaTtlKey(cfg.authority);
-    if (key === undefined) return;
-    const covered = signingCaTtlSeconds(cfg.authority) / 6;
+    const ca = signingCaLifetime(cfg.authority);
+    if (!ca.held) return;
+    const covered = ca.seconds / 6;
     assert.ok(
       cfg.workload.ttl <= covered,
-      `${c.where}: workload.ttl ${formatDuration(cfg.workload.ttl)} is longer than ${key} ${formatDuration(signingCaTtlSeconds(cfg.authority))} / 6 = ${formatDuration(covered)}`,
+      `${c.where}: workload.ttl ${formatDuration(cfg.workload.ttl)} is longer than ${ca.key} ${formatDuration(ca.seconds)} / 6 = ${formatDuration(covered)}`,
     );
   });
 }
