@@ -82,19 +82,23 @@ export class FileStore implements StateStore {
 }
 
 /**
- * chmod 0700 of a dataDir that others can read. A directory this user does not own (a Kubernetes volume root with
- * fsGroup: root-owned, mode 2777) cannot be changed: say so and point at a subdirectory meshca would create itself.
+ * chmod 0700 of a dataDir, owned by this user, that others can read. A directory owned by someone else (a Kubernetes
+ * volume root with fsGroup: root-owned, mode 2777) is refused, also when this process could change it (as root): its
+ * owner could open it up again and swap the CA state inside. Say so and point at a subdirectory meshca creates itself.
  */
 async function makePrivate(dir: string, st: Stats): Promise<void> {
+  const uid = process.getuid?.();
+  const refuse = (why: string, cause?: unknown): Error =>
+    new Error(
+      `it is mode ${(st.mode & 0o7777).toString(8)}, owned by uid ${st.uid}, and this process (uid ${uid ?? '?'}) ${why}; ` +
+        `set dataDir to a subdirectory that meshca creates itself, e.g. ${join(dir, 'state')}`,
+      cause === undefined ? undefined : { cause },
+    );
+  if (uid !== undefined && st.uid !== uid) throw refuse('does not own it, so it cannot be made private');
   try {
     await fs.chmod(dir, 0o700);
   } catch (e) {
-    const mode = (st.mode & 0o7777).toString(8);
-    throw new Error(
-      `it is mode ${mode}, owned by uid ${st.uid}, and this process (uid ${process.getuid?.() ?? '?'}) cannot make it private (0700: ${(e as Error).message}); ` +
-        `set dataDir to a subdirectory that meshca creates itself, e.g. ${join(dir, 'state')}`,
-      { cause: e },
-    );
+    throw refuse(`cannot make it private (0700: ${(e as Error).message})`, e);
   }
 }
 

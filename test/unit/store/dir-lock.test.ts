@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { readlinkSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -154,8 +154,21 @@ test('a dataDir others can read that this user cannot chmod is refused with a wa
     const asUser = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
     const out = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', ...asUser });
     const uid = process.getuid?.() === 0 ? 65534 : process.getuid?.();
-    assert.match(out, new RegExp(`dataDir ${data} is not a usable directory: it is mode 2777, owned by uid ${process.getuid?.() === 0 ? 0 : '\\d+'}, and this process \\(uid ${uid}\\) cannot make it private`));
+    assert.match(out, new RegExp(`dataDir ${data} is not a usable directory: it is mode 2777, owned by uid ${process.getuid?.() === 0 ? 0 : '\\d+'}, and this process \\(uid ${uid}\\) does not own it, so it cannot be made private`));
     assert.match(out, new RegExp(`set dataDir to a subdirectory that meshca creates itself, e\\.g\\. ${data}/state`));
+  });
+});
+
+test('as root, a dataDir others can read and another user owns is refused, not chmodded', { skip: !linux || process.getuid?.() !== 0 }, async () => {
+  await withDir(async (dir) => {
+    const data = join(dir, 'theirs');
+    await mkdir(data);
+    await chmod(data, 0o2777);
+    await chown(data, 65534, 65534);
+    await assert.rejects(FileStore.open(data), (e: Error) =>
+      new RegExp(`dataDir ${data} is not a usable directory: it is mode 2777, owned by uid 65534, and this process \\(uid 0\\) does not own it`).test(e.message),
+    );
+    assert.equal((await stat(data)).mode & 0o7777, 0o2777, 'left as it was');
   });
 });
 
