@@ -58,8 +58,9 @@ function metric<T>(registry: Registry, name: string, make: () => T): T {
   return (registry.getSingleMetric(name) as T | undefined) ?? make();
 }
 
-function makeMetrics(registry: Registry): Metrics {
-  return {
+/** `loginMethod`: the configured auth method that logs in (approle, kubernetes), whose results are listed at 0 from the start. */
+function makeMetrics(registry: Registry, loginMethod: string | undefined): Metrics {
+  const m: Metrics = {
     requests: metric(registry, 'meshca_vault_requests_total', () =>
       new Counter({ name: 'meshca_vault_requests_total', help: 'Vault HTTP requests by path class and status (or timeout/connection/tls)', labelNames: ['path_class', 'status'], registers: [registry] }),
     ),
@@ -71,6 +72,9 @@ function makeMetrics(registry: Registry): Metrics {
     ),
     up: metric(registry, 'meshca_vault_up', () => new Gauge({ name: 'meshca_vault_up', help: '1 while the last Vault call succeeded, 0 while Vault is unavailable', registers: [registry] })),
   };
+  for (const result of ['ok', 'failed', 'relogin']) m.renewals.inc({ result }, 0);
+  if (loginMethod) for (const result of ['ok', 'failed']) m.logins.inc({ method: loginMethod, result }, 0);
+  return m;
 }
 
 function statusLabel(f: VaultFailure): string {
@@ -119,7 +123,7 @@ export class VaultBackend implements AuthorityBackend {
     private readonly opts: VaultBackendOptions = {},
   ) {
     this.mode = cfg.mode;
-    this.m = makeMetrics(ctx.metrics);
+    this.m = makeMetrics(ctx.metrics, cfg.auth.method === 'token' ? undefined : cfg.auth.method);
     this.policy = { ...DEFAULT_RETRY, ...opts.retry };
     this.sleep = opts.sleep ?? clockSleep(ctx.clock);
   }
@@ -160,6 +164,8 @@ export class VaultBackend implements AuthorityBackend {
       this.ctx.log.warn({ reason: err.message }, 'vault trust anchors unavailable at start');
     }
     if (!loggedIn) return;
+    // Logged in: Vault is up even if no PKI call follows for hours (a restart with a stored signing CA).
+    if (this.state.ok) this.m.up.set(1);
     this.ctx.log.info({ address: this.cfg.address, mode: this.mode, pkiMount: this.cfg.pkiMount, namespace: this.cfg.namespace || undefined, auth: this.cfg.auth.method }, 'vault backend ready');
   }
 
@@ -196,6 +202,8 @@ export class VaultBackend implements AuthorityBackend {
       } else if (!this.state.ok) {
         if (this.credentialProblem === undefined) this.markUp();
         else if (this.state.reason !== this.credentialProblem) this.degrade(this.credentialProblem, false);
+      } else {
+        this.m.up.set(1);
       }
     } finally {
       this.probing = false;

@@ -26,7 +26,7 @@ export interface FederationDeps {
   readonly log: Logger;
   readonly clock: Clock;
   readonly metrics?: Registry;
-  /** Where the last good copy of each fetched bundle is kept across restarts (key federation-<td>). */
+  /** Where the last good copy of each fetched bundle is kept across restarts (key federationStoreKey(td)). */
   readonly store?: StateStore;
   /** Static bundle files are checked for changes this often. Default 5000 ms. */
   readonly fileCheckIntervalMs?: number;
@@ -79,7 +79,7 @@ interface DomainState {
  * - endpoint domains are fetched at start and then every spiffe_refresh_hint (default 5 min); a failed fetch
  *   (network, TLS verification, HTTP status, malformed bundle) is logged with the reason, counted in
  *   meshca_federation_errors_total, retried with capped exponential backoff, and the last good bundle stays;
- * - the last good bundle is persisted (store key federation-<td>) and loaded at start, so a restart while the
+ * - the last good bundle is persisted (store key federationStoreKey(td)) and loaded at start, so a restart while the
  *   foreign endpoint is down still trusts the domain;
  * - https_spiffe endpoints are verified with the bootstrap bundle on first contact and with the latest fetched
  *   bundle after (a self-serving endpoint); an endpoint whose SVID is in another trust domain known to the
@@ -112,6 +112,7 @@ export class FederationManager {
       lastSuccess: gauge(r, 'meshca_federation_last_success_timestamp_seconds', 'Unix time of the last good federated bundle', ['trust_domain']),
       sequence: gauge(r, 'meshca_federation_bundle_sequence', 'Sequence number of the federated bundle in use', ['trust_domain']),
     };
+    for (const td of this.domains.keys()) for (const result of ['success', 'error']) this.m.refresh.inc({ trust_domain: td, result }, 0);
   }
 
   /**
@@ -123,20 +124,20 @@ export class FederationManager {
     for (const s of this.domains.values()) {
       const c = s.cfg;
       if (c.bundleFile) {
-        const parsed = await this.readStaticFile(c.bundleFile, c.trustDomain);
-        this.apply(c.trustDomain, parsed, 'federated-file');
-        s.lastSuccess = this.deps.clock.now();
+        this.apply(c.trustDomain, await this.readStaticFile(c.bundleFile, c.trustDomain), 'federated-file');
+        this.succeeded(c.trustDomain, s);
         const file = c.bundleFile;
         s.stopWatch = watchFiles([file], this.deps.fileCheckIntervalMs ?? 5000, async () => {
+          let reason = 'unreadable';
           try {
-            this.apply(c.trustDomain, await this.readStaticFile(file, c.trustDomain), 'federated-file');
-            s.lastSuccess = this.deps.clock.now();
-            s.lastError = undefined;
+            const text = await this.readStaticText(file, c.trustDomain);
+            reason = 'malformed';
+            this.apply(c.trustDomain, this.parseStaticFile(text, file, c.trustDomain), 'federated-file');
+            this.succeeded(c.trustDomain, s);
             this.log.info({ trustDomain: c.trustDomain, file }, 'federated bundle file reloaded');
           } catch (e) {
-            s.lastError = errorMessage(e);
-            this.m.errors.inc({ trust_domain: c.trustDomain, reason: 'malformed' });
-            this.log.error({ trustDomain: c.trustDomain, file, err: s.lastError }, 'federated bundle file is invalid; keeping the previous bundle');
+            this.failed(c.trustDomain, s, reason, e);
+            this.log.error({ trustDomain: c.trustDomain, file, reason, err: s.lastError }, 'federated bundle file is invalid; keeping the previous bundle');
           }
         });
         continue;
@@ -226,11 +227,8 @@ export class FederationManager {
     }
     const changed = this.apply(td, parsed, 'federated-endpoint');
     s.lastRoots = parsed.x509Authorities;
-    s.lastSuccess = this.deps.clock.now();
-    s.lastError = undefined;
     s.retryMs = RETRY_MIN_MS;
-    this.m.refresh.inc({ trust_domain: td, result: 'success' });
-    this.m.lastSuccess.set({ trust_domain: td }, s.lastSuccess.getTime() / 1000);
+    this.succeeded(td, s);
     if (changed) {
       this.log.info({ trustDomain: td, url, sequence: this.deps.registry.get(td)?.sequence, roots: parsed.x509Authorities.length }, 'federated bundle updated');
       await this.persist(td, url, parsed);
@@ -239,10 +237,23 @@ export class FederationManager {
     this.schedule(td, s, hintMs);
   }
 
-  private fail(td: string, s: DomainState, reason: string, e: unknown): void {
+  /** A good bundle from the endpoint or the file: state and metrics. */
+  private succeeded(td: string, s: DomainState): void {
+    s.lastSuccess = this.deps.clock.now();
+    s.lastError = undefined;
+    this.m.refresh.inc({ trust_domain: td, result: 'success' });
+    this.m.lastSuccess.set({ trust_domain: td }, s.lastSuccess.getTime() / 1000);
+  }
+
+  /** A failed refresh or file reload: state and metrics (the last good bundle stays in use). */
+  private failed(td: string, s: DomainState, reason: string, e: unknown): void {
     s.lastError = errorMessage(e);
     this.m.refresh.inc({ trust_domain: td, result: 'error' });
     this.m.errors.inc({ trust_domain: td, reason });
+  }
+
+  private fail(td: string, s: DomainState, reason: string, e: unknown): void {
+    this.failed(td, s, reason, e);
     const hintMs = (this.deps.registry.get(td)?.refreshHintSeconds ?? DEFAULT_REFRESH_HINT_SECONDS) * 1000;
     const delay = Math.min(s.retryMs, Math.max(hintMs, MIN_REFRESH_MS)) * (0.8 + 0.4 * Math.random());
     s.retryMs = Math.min(s.retryMs * 2, Math.max(hintMs, MIN_REFRESH_MS));
@@ -314,7 +325,16 @@ export class FederationManager {
   }
 
   private async readStaticFile(file: string, td: string, what = 'bundleFile'): Promise<ParsedSpiffeBundle> {
-    const text = await readText(file, `federation: ${what} of ${td}`);
+    return this.parseStaticFile(await this.readStaticText(file, td, what), file, td, what);
+  }
+
+  /** Throws FAILED_PRECONDITION "cannot read" naming the file. */
+  private readStaticText(file: string, td: string, what = 'bundleFile'): Promise<string> {
+    return readText(file, `federation: ${what} of ${td}`);
+  }
+
+  /** Throws FAILED_PRECONDITION naming the file and what is wrong with it. */
+  private parseStaticFile(text: string, file: string, td: string, what = 'bundleFile'): ParsedSpiffeBundle {
     return wrapPrecondition(() => parseBundleText(text, `federation: ${what} ${file} of ${td}`));
   }
 }

@@ -39,6 +39,7 @@ function render(b: RegisteredBundle, format: 'pem' | 'jwks'): string {
 export async function startFilePublisher(cfg: BundleFilesConfig, deps: FilePublisherDeps): Promise<FilePublisher> {
   const log = deps.log.child({ component: 'bundle-files' });
   const errors = counter(deps.metrics, 'meshca_bundle_file_write_errors_total', 'Failed writes of bundle.files', ['path']);
+  for (const f of cfg.files) errors.inc({ path: f.path }, 0);
   let chain: Promise<void> = Promise.resolve();
   const writeAll = async (b: RegisteredBundle, throwErrors: boolean): Promise<void> => {
     for (const [i, f] of cfg.files.entries()) {

@@ -426,9 +426,21 @@ describe('federation over https_web: malformed bundles, restarts, static files',
       await new Promise((r) => setTimeout(r, 50));
       await writeFile(file, peer.registry.spiffeBundleJson('static.test')!);
       await eventually(() => m.registry.get('static.test')!.rootsDer.length === 2, 'reloaded static bundle');
+      const metric = async (name: string) => (await m.core.metrics.getSingleMetric(name)!.get()).values.filter((v) => v.labels.trust_domain === 'static.test');
+      const count = async (name: string, labels: Record<string, string>) =>
+        (await metric(name)).find((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x))?.value;
+      // A file (re)load counts as a refresh, as an endpoint fetch does: start + one reload.
+      assert.equal(await count('meshca_federation_refresh_total', { result: 'success' }), 2);
+      assert.equal(await count('meshca_federation_refresh_total', { result: 'error' }), 0, 'listed at 0');
+      assert.ok(((await metric('meshca_federation_last_success_timestamp_seconds'))[0]?.value ?? 0) > 0, 'last success of the file');
       await writeFile(file, 'garbage');
       await eventually(() => (m.federation!.status()[0]!.lastError ?? '') !== '', 'error noticed');
       assert.equal(m.registry.get('static.test')!.rootsDer.length, 2, 'kept the previous bundle');
+      assert.equal(await count('meshca_federation_refresh_total', { result: 'error' }), 1);
+      assert.equal(await count('meshca_federation_errors_total', { reason: 'malformed' }), 1);
+      await rm(file);
+      await eventually(async () => (await count('meshca_federation_errors_total', { reason: 'unreadable' })) === 1, 'a missing file counted as unreadable');
+      assert.equal(m.registry.get('static.test')!.rootsDer.length, 2, 'still the previous bundle');
     } finally {
       await m.close();
       await peer.close();

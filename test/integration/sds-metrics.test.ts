@@ -67,6 +67,14 @@ test('meshca serve exposes every SDS metric from the start, and counts issued ce
       assert.equal(find(fresh, 'meshca_sds_streams_open', { method })[0]?.value, 0, `open streams (${method}) listed at 0`);
       assert.equal(find(fresh, 'meshca_sds_nacks_total', { method })[0]?.value, 0, `NACKs (${method}) listed at 0`);
     }
+    for (const method of ['StreamSecrets', 'DeltaSecrets', 'FetchSecrets']) {
+      assert.equal(find(fresh, 'meshca_sds_requests_total', { method })[0]?.value, 0, `requests (${method}) listed at 0`);
+    }
+    for (const api of ['IdentityService.Issue', 'IdentityService.IssueBatch', 'IstioCertificateService.CreateCertificate']) {
+      for (const decision of ['allow', 'deny']) {
+        assert.equal(find(fresh, 'meshca_authz_decisions_total', { api, decision })[0]?.value, 0, `authz decisions (${api}, ${decision}) listed at 0`);
+      }
+    }
     for (const reason of ['renewal', 'bundle', 'subscription', 'reissue']) {
       assert.equal(find(fresh, 'meshca_sds_pushes_total', { reason })[0]?.value, 0, `pushes by reason ${reason} listed at 0`);
     }

@@ -334,6 +334,21 @@ describe('vault backend against the fake Vault with the real node-vault', { time
     assert.deepEqual(b.health(), { ok: true });
   });
 
+  it('meshca_vault_up is 1 after a successful start that makes no PKI call (a restart with a stored signing CA), and stays 1 on healthy probes', async () => {
+    const h = harness(clock);
+    const b = track(new VaultBackend(cfg(fake, { auth: { token: fake.rootToken } }), h.ctx, { ...FAST, healthCheckIntervalMs: 5000 }));
+    await b.init();
+    assert.match(await h.metrics.getSingleMetricAsString('meshca_vault_up'), /^meshca_vault_up 1$/m);
+    const renewals = await h.metrics.getSingleMetricAsString('meshca_vault_token_renewals_total');
+    for (const result of ['ok', 'failed', 'relogin']) assert.match(renewals, new RegExp(`result="${result}"\\} 0$`, 'm'), `renewals ${result} listed at 0`);
+    assert.doesNotMatch(await h.metrics.getSingleMetricAsString('meshca_vault_logins_total'), /\} 0$/m, 'token auth never logs in: no login series');
+    const healthChecks = () => fake.requests.filter((r) => r.path === 'sys/health').length;
+    const before = healthChecks();
+    clock.advance(5000);
+    await settle(() => healthChecks() > before, 'a sys/health probe');
+    assert.match(await h.metrics.getSingleMetricAsString('meshca_vault_up'), /^meshca_vault_up 1$/m);
+  });
+
   it('sealed Vault with nothing to sign: sys/health on the clock degrades health (readyz) with the reason; clears after unseal', async () => {
     const h = harness(clock);
     const b = track(new VaultBackend(cfg(fake, { auth: { token: fake.rootToken } }), h.ctx, { ...FAST, healthCheckIntervalMs: 5000 }));

@@ -24,9 +24,11 @@ export class AuditLog {
   private readonly log: Logger;
   private readonly decisions;
 
-  constructor(log: Logger, metrics: Registry | undefined) {
+  /** `apis`: the api values this log records, listed at 0 from the start. */
+  constructor(log: Logger, metrics: Registry | undefined, apis: readonly string[]) {
     this.log = log.child({ logger: 'audit' });
     this.decisions = counter(metrics, 'meshca_authz_decisions_total', 'Authorisation decisions of the controller and Istio APIs', ['api', 'decision']);
+    for (const api of apis) for (const decision of ['allow', 'deny']) this.decisions.inc({ api, decision }, 0);
   }
 
   record(r: AuditRecord): void {

@@ -215,7 +215,7 @@ export async function mintIssue(deps: ControllerServiceDeps, p: PreparedIssue): 
  * src/servers/status.ts); internal errors are logged and returned as INTERNAL without detail.
  */
 export function identityServiceHandlers(deps: ControllerServiceDeps): grpc.UntypedServiceImplementation {
-  const audit = new AuditLog(deps.log, deps.metrics);
+  const audit = new AuditLog(deps.log, deps.metrics, ['IdentityService.Issue', 'IdentityService.IssueBatch']);
   const requests = counter(deps.metrics, 'meshca_api_requests_total', 'Controller and Istio API calls by method and result code', ['method', 'code']);
   const log = deps.log.child({ component: 'identity-service' });
   const maxBatch = deps.maxBatchSize ?? DEFAULT_MAX_BATCH;

@@ -82,7 +82,7 @@ export function istioCertChain(svid: IssuedSvid, rootsDer: readonly Buffer[]): s
  * - the answer is cert_chain = leaf, intermediates, root (one PEM certificate per element).
  */
 export function istioServiceHandlers(deps: IstioServiceDeps): grpc.UntypedServiceImplementation {
-  const audit = new AuditLog(deps.log, deps.metrics);
+  const audit = new AuditLog(deps.log, deps.metrics, ['IstioCertificateService.CreateCertificate']);
   const requests = counter(deps.metrics, 'meshca_api_requests_total', 'Controller and Istio API calls by method and result code', ['method', 'code']);
   const log = deps.log.child({ component: 'istio-ca' });
   const td = deps.authority.trustDomain;

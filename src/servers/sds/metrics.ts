@@ -68,6 +68,7 @@ export function createSdsMetrics(registry: Registry, nearestExpiry: () => Date |
     m.streamsOpen.inc({ method }, 0);
     m.nacks.inc({ method }, 0);
   }
+  for (const method of [...STREAM_METHODS, 'FetchSecrets']) m.requests.inc({ method }, 0);
   for (const reason of PUSH_REASONS) m.pushes.inc({ reason }, 0);
   for (const type of SECRET_TYPES) m.secretsPushed.inc({ type }, 0);
   return m;

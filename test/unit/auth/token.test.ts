@@ -234,3 +234,25 @@ test('at the review timeout a hung TokenReview is aborted and frees its slot; a 
   assert.match(metrics, /meshca_token_reviews_total\{result="error"\} 1/, 'only the review that was sent counts as one');
   assert.match(metrics, /meshca_token_review_duration_seconds_count 2/, 'latency of the two reviews sent, not of the wait of the third');
 });
+
+test('TokenReview results and cache outcomes are listed at 0 before the first bearer token', async () => {
+  const registry = new Registry();
+  new TokenReviewAuthenticator({
+    trustDomain: 'td.test',
+    audience: 'meshca',
+    reviewer: { review: () => Promise.reject(new Error('not called')) },
+    cacheTtlSeconds: 30,
+    negativeCacheTtlSeconds: 5,
+    cacheSize: 10,
+    reviewTimeoutMs: 2000,
+    maxConcurrentReviews: 1,
+    clock: new ManualClock(),
+    log: pino({ level: 'silent' }),
+    metrics: registry,
+  });
+  const metrics = await registry.metrics();
+  for (const result of ['ok', 'error', 'invalid', 'expired', 'wrong-audience', 'not-service-account']) {
+    assert.match(metrics, new RegExp(`^meshca_token_reviews_total\\{result="${result}"\\} 0$`, 'm'));
+  }
+  for (const result of ['hit', 'miss']) assert.match(metrics, new RegExp(`^meshca_token_review_cache_total\\{result="${result}"\\} 0$`, 'm'));
+});
