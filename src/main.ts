@@ -54,8 +54,13 @@ export async function startServer(cfg: Config, opts: StartOptions = {}): Promise
   const core = await openCore(cfg, { log, clock });
   const { authority, metrics } = core;
   const closers: { name: string; close: () => Promise<void> }[] = [{ name: 'core', close: () => core.close() }];
+  let draining = false;
   const stopAll = async () => {
-    for (const c of closers.reverse()) await c.close().catch((e) => log.warn({ err: errorMessage(e), part: c.name }, 'close failed'));
+    // /readyz answers 503 from here on (load balancers and probes see the drain); ops HTTP closes last.
+    draining = true;
+    const ops = closers.filter((c) => c.name === 'ops-http');
+    const rest = closers.filter((c) => c.name !== 'ops-http').reverse();
+    for (const c of [...rest, ...ops]) await c.close().catch((e) => log.warn({ err: errorMessage(e), part: c.name }, 'close failed'));
   };
   try {
     if (cfg.state.kubernetes) {
@@ -83,7 +88,7 @@ export async function startServer(cfg: Config, opts: StartOptions = {}): Promise
     const detach = registry.attachAuthority(authority);
     closers.push({ name: 'registry', close: async () => detach() });
 
-    const authorizer = Authorizer.fromConfig(cfg.authorization);
+    const authorizer = Authorizer.fromConfig(cfg);
     const workload = { ttlSeconds: cfg.workload.ttl, maxTtlSeconds: cfg.workload.maxTtl };
     const tokenAuthenticator = cfg.auth.kubernetesTokens.enabled
       ? await (await import('./auth/token.js')).createTokenAuthenticator(cfg.auth.kubernetesTokens, { trustDomain: cfg.trustDomain, clock, log, metrics })
@@ -129,7 +134,7 @@ export async function startServer(cfg: Config, opts: StartOptions = {}): Promise
     }
 
     const { host, port } = splitHostPort(cfg.server.http.address);
-    const ops = await startOpsServer({ host, port, metrics, health: () => authority.health() });
+    const ops = await startOpsServer({ host, port, metrics, health: () => (draining ? { ready: false, reason: 'shutting down' } : authority.health()) });
     closers.push({ name: 'ops-http', close: () => ops.close() });
     log.info({ address: `${host}:${ops.port}` }, 'ops HTTP listening (/healthz, /readyz, /metrics)');
 

@@ -150,6 +150,12 @@ async function issue(args: string[]): Promise<void> {
   const cfg = config(values.config as string | undefined);
   const { parseWorkloadId } = await import('../identity/spiffe-id.js');
   const id = parseWorkloadId(values['spiffe-id'] as string, cfg.trustDomain);
+  const { reservedIds } = await import('../identity/authorization.js');
+  const { matchesIdPattern } = await import('../identity/spiffe-id.js');
+  const reserved = reservedIds(cfg.trustDomain, cfg.server.bundleEndpoint?.spiffeId).find((p) => matchesIdPattern(id.uri, p));
+  if (reserved !== undefined) {
+    throw new CaError('INVALID_ARGUMENT', `issue: ${id.uri} is reserved for meshca itself (${reserved}): meshca issues and rotates its own serving identity`);
+  }
   const ttl = values.ttl !== undefined ? parseDurationSeconds(values.ttl as string, '--ttl') : undefined;
   // The same floor as workload.ttl: a shorter leaf would expire before a proxy could use it (notBefore is backdated).
   if (ttl !== undefined && ttl < 10) throw new UsageError(`issue: --ttl ${String(values.ttl)} is shorter than the minimum 10s`);

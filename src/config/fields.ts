@@ -8,7 +8,7 @@ import { isDnsName } from '../x509/profile.js';
 
 /** A duration string ("20s", "5m", "1h") or number of seconds, parsed to seconds. */
 export function duration(opts: { min?: number; max?: number } = {}) {
-  return z.union([z.string(), z.number()]).transform((v, ctx) => {
+  return z.union([z.string(), z.number()], { error: 'must be a duration such as 20s, 5m, 1h or 24h' }).transform((v, ctx) => {
     let s: number;
     try {
       s = parseDurationSeconds(v, 'duration');

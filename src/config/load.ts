@@ -24,13 +24,33 @@ function describe(issue: z.core.$ZodIssue): string[] {
   if (issue.code === 'unrecognized_keys') {
     return issue.keys.map((k) => `${formatPath([...issue.path, k])}: unknown key`);
   }
+  // A union the schema gave its own message ("must be a duration such as ...") says it best.
+  if (issue.code === 'invalid_union' && !issue.message.startsWith('Invalid input')) return [`${formatPath(issue.path)}: ${issue.message}`];
   if (issue.code === 'invalid_union' && issue.errors.length > 0) {
     // Prefer the most specific branch's complaint.
     const inner = issue.errors.flat()[0];
     if (inner) return describe({ ...inner, path: [...issue.path, ...inner.path] } as z.core.$ZodIssue);
   }
-  if (issue.code === 'invalid_type' && issue.input === undefined) return [`${formatPath(issue.path)}: is required`];
+  if (issue.code === 'invalid_type') {
+    if (issue.input === undefined) return [`${formatPath(issue.path)}: is required`];
+    return [`${formatPath(issue.path)}: must be ${article(issue.expected)}, not ${typeName(issue.input)}`];
+  }
   return [`${formatPath(issue.path)}: ${issue.message}`];
+}
+
+function article(expected: string): string {
+  const names: Record<string, string> = { object: 'a mapping', array: 'a list', string: 'a string', number: 'a number', boolean: 'true or false', int: 'an integer' };
+  return names[expected] ?? expected;
+}
+
+/** What a YAML value is, in the words of the error message ("a list", "the string \"0.5\""). */
+function typeName(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (v instanceof Uint8Array) return 'binary data';
+  if (typeof v === 'object') return 'a mapping';
+  if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 37)}...` : v)}`;
+  return `${typeof v === 'number' ? 'the number' : typeof v === 'boolean' ? 'the boolean' : typeof v} ${String(v)}`;
 }
 
 function deepFreeze<T>(o: T): T {
@@ -43,7 +63,8 @@ function deepFreeze<T>(o: T): T {
 
 /** Validates a parsed object (YAML/JSON) into a frozen Config. Throws ConfigError listing every problem. */
 export function parseConfig(raw: unknown, source = 'config'): Config {
-  const r = configSchema.safeParse(raw ?? {});
+  // reportInput: lets describe() tell a missing key from one of the wrong type (issue.input is left out otherwise).
+  const r = configSchema.safeParse(raw ?? {}, { reportInput: true });
   if (!r.success) throw new ConfigError(source, r.error.issues.flatMap(describe));
   return deepFreeze(r.data);
 }
@@ -57,9 +78,15 @@ export function parseConfigText(text: string, source: string): Config {
       doc.errors.map((e) => `YAML: ${e.message.split('\n')[0]}`),
     );
   }
-  const value = doc.toJS() as unknown;
-  if (value !== null && value !== undefined && (typeof value !== 'object' || Array.isArray(value))) {
-    throw new ConfigError(source, ['(top level): must be a mapping of keys']);
+  let value: unknown;
+  try {
+    value = doc.toJS();
+  } catch (e) {
+    // e.g. an alias whose anchor is not defined before it
+    throw new ConfigError(source, [`YAML: ${(e as Error).message.split('\n')[0]}`]);
+  }
+  if (value !== null && value !== undefined && Object.getPrototypeOf(value) !== Object.prototype) {
+    throw new ConfigError(source, [`(top level): must be a mapping of keys, not ${typeName(value)}`]);
   }
   return parseConfig(value, source);
 }

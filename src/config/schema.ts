@@ -80,7 +80,9 @@ export const configSchema = z
     signing: z
       .strictObject({
         /** Worker threads that sign leaves; 0 signs on the main thread; "auto" = one per core. */
-        workers: z.union([z.literal('auto'), z.number().int().min(0).max(64)]).default('auto'),
+        workers: z
+          .union([z.literal('auto'), z.number().int().min(0).max(64)], { error: 'must be "auto" or an integer from 0 to 64' })
+          .default('auto'),
       })
       .prefault({}),
     log: z

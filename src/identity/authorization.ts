@@ -58,22 +58,34 @@ export type AuthzDecision =
  * - DNS SANs are identities too (for peers that verify host names): a certificate carries them only when a
  *   controller rule that grants the request permits every one of them (its dnsNames), so a workload that is not a
  *   controller never gets a DNS name it chose itself;
+ * - meshca's own identities (`reserved`: its serving ID spiffe://<td>/meshca, everything under spiffe://<td>/meshca/,
+ *   the bundle endpoint's ID) go to no one else, whatever a controller's allow patterns say: a holder could pose as
+ *   meshca to every proxy that pins that ID;
  * - everything else is denied with a reason naming the caller and the target.
  * Pure: no I/O; the audit log is written by the caller of decide().
  */
 export class Authorizer {
-  constructor(private readonly rules: readonly ControllerRule[]) {}
+  constructor(
+    private readonly rules: readonly ControllerRule[],
+    /** SPIFFE IDs or "<prefix>/*" patterns (matchesIdPattern) that only meshca itself holds. */
+    private readonly reserved: readonly string[] = [],
+  ) {}
 
-  /** From the validated `authorization` config section (durations already in seconds). */
-  static fromConfig(cfg: { readonly controllers: readonly ConfiguredController[] }): Authorizer {
+  /** From the validated config (durations already in seconds). */
+  static fromConfig(cfg: {
+    readonly trustDomain: string;
+    readonly authorization: { readonly controllers: readonly ConfiguredController[] };
+    readonly server?: { readonly bundleEndpoint?: { readonly spiffeId?: string | undefined } | undefined };
+  }): Authorizer {
     return new Authorizer(
-      cfg.controllers.map((c) => ({
+      cfg.authorization.controllers.map((c) => ({
         id: c.id,
         allow: c.allow,
         maxTtlSeconds: c.maxTtl,
         generateKeys: c.generateKeys,
         ...(c.dnsNames ? { dnsNames: c.dnsNames } : {}),
       })),
+      reservedIds(cfg.trustDomain, cfg.server?.bundleEndpoint?.spiffeId),
     );
   }
 
@@ -101,6 +113,10 @@ export class Authorizer {
       }
       return { allowed: false, reason: dnsDenied(caller.spiffeId, target, dnsNames, keyOk) };
     }
+    const reservedBy = this.reserved.find((p) => matchesIdPattern(target, p));
+    if (reservedBy !== undefined) {
+      return { allowed: false, reason: `identity ${target} is reserved for meshca itself (${reservedBy}); no caller may obtain it, whatever authorization.controllers allows` };
+    }
     // Every rule that matches the caller counts (an exact-ID entry and a prefix entry may both apply): the caller may
     // do what any one of them allows, and gets the longest maxTtl among the rules that allow this request.
     const covering = rules.filter((r) => r.allow.some((p) => matchesIdPattern(target, p)));
@@ -124,6 +140,17 @@ export class Authorizer {
           : `controller ${caller.spiffeId} is not authorized for identity ${target} (no allow pattern matches)`,
     };
   }
+}
+
+/**
+ * The identities only meshca holds: its serving ID, everything under it (the bundle endpoint's default ID), and a
+ * bundle endpoint ID configured elsewhere.
+ */
+export function reservedIds(trustDomain: string, bundleEndpointId?: string): string[] {
+  const own = `spiffe://${trustDomain}/meshca`;
+  const out = [own, `${own}/*`];
+  if (bundleEndpointId && !bundleEndpointId.startsWith(`${own}/`)) out.push(bundleEndpointId);
+  return out;
 }
 
 /** Whether DNS name `name` is within `patterns` (exact, or "*.<suffix>": any name under suffix); absent = any. */

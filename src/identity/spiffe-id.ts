@@ -25,6 +25,9 @@ function reject(input: string, rule: string): never {
 /** Validates a bare trust domain name ("example.org"). Throws INVALID_ARGUMENT naming the broken rule. */
 export function validateTrustDomain(td: string): string {
   if (td.length === 0) throw invalidArgument('invalid trust domain "": trust domain is empty');
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(td)) {
+    throw invalidArgument(`invalid trust domain "${td.slice(0, 60)}": give the bare name without the "${td.slice(0, td.indexOf(':'))}://" scheme (e.g. example.org)`);
+  }
   if (td.startsWith('[') || td.includes(':')) {
     throw invalidArgument(`invalid trust domain "${td.slice(0, 60)}": no port, and an IPv6 address is not allowed (IPv4 is)`);
   }

@@ -36,6 +36,7 @@ export class FileStore implements StateStore {
     } catch (e) {
       throw new CaError('FAILED_PRECONDITION', `dataDir ${dir} is not a usable directory: ${(e as Error).message}`, { cause: e });
     }
+    await makeStateFilesPrivate(dir);
     return new FileStore(dir, lock);
   }
 
@@ -78,6 +79,24 @@ export class FileStore implements StateStore {
         await release();
       }
     });
+  }
+}
+
+/**
+ * State files hold private keys and are written 0600; one that was opened up since (a copy, a chmod, a restore from
+ * backup) is made 0600 again. Throws naming the file when it cannot be.
+ */
+async function makeStateFilesPrivate(dir: string): Promise<void> {
+  for (const name of await fs.readdir(dir)) {
+    if (!name.endsWith('.json')) continue;
+    const file = join(dir, name);
+    const st = await fs.lstat(file);
+    if (!st.isFile() || (st.mode & 0o077) === 0) continue;
+    try {
+      await fs.chmod(file, 0o600);
+    } catch (e) {
+      throw new CaError('FAILED_PRECONDITION', `state file ${file} is mode ${(st.mode & 0o777).toString(8)} and cannot be made private (0600: ${(e as Error).message})`, { cause: e });
+    }
   }
 }
 

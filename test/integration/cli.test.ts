@@ -95,6 +95,9 @@ test('issue refuses bad input with exit code 2 and a message naming the problem'
     const tooShort = await runCli(['issue', '--config', cfg, '--spiffe-id', 'spiffe://test.example/a', '--ttl', '5s', '--out', out]);
     assert.equal(tooShort.code, 2);
     assert.match(tooShort.stderr, /--ttl 5s is shorter than the minimum 10s/);
+    const reserved = await runCli(['issue', '--config', cfg, '--spiffe-id', 'spiffe://test.example/meshca', '--out', out]);
+    assert.equal(reserved.code, 2);
+    assert.match(reserved.stderr, /spiffe:\/\/test.example\/meshca is reserved for meshca itself/);
     const noId = await runCli(['issue', '--config', cfg, '--out', out]);
     assert.equal(noId.code, 2);
     assert.match(noId.stderr, /--spiffe-id is required/);
@@ -453,4 +456,38 @@ test('every command\'s --help (and -h) prints the usage, and does nothing else',
   }
   const stray = await runCli(['version', '--bogus']);
   assert.equal(stray.code, 2, 'version takes no flags but --help');
+});
+
+test('on SIGTERM, open SDS streams end with UNAVAILABLE (not a dropped connection), /readyz says 503, and serve exits well before the drain timeout', { timeout: 60_000 }, async () => {
+  const t = await tempDir();
+  const { bootstrapSdsClient } = await import('../support/cli.js');
+  try {
+    const cfg = await writeTestConfig(t.dir);
+    const s = await startServe(cfg);
+    const client = await bootstrapSdsClient(cfg, join(t.dir, 'boot'), s.grpcPort!, 'spiffe://test.example/ns/default/sa/web', { id: 'web-1', cluster: 'web' });
+    try {
+      const sotw = client.streamSecrets();
+      sotw.request(['default']);
+      sotw.ack(await sotw.next(10_000));
+      const delta = client.deltaSecrets();
+      delta.send({ resource_names_subscribe: ['ROOTCA'] });
+      await delta.next(10_000);
+      const stopped = s.stop('SIGTERM');
+      const [a, b] = await Promise.all([sotw.status(10_000), delta.status(10_000)]);
+      // Draining: /readyz no longer says ready (503 while ops HTTP is still up, then the port closes).
+      const ready = await fetch(`http://127.0.0.1:${s.httpPort}/readyz`).then((r) => r.status, () => 'closed');
+      assert.notEqual(ready, 200);
+      for (const st of [a, b]) {
+        assert.equal(st.code, 14, `UNAVAILABLE, got ${st.code} ${st.details}`);
+        assert.match(st.details, /meshca is shutting down; reconnect/);
+      }
+      const exit = await stopped;
+      assert.equal(exit.code, 0, s.logs());
+      assert.ok(exit.ms < 4000, `exited in ${exit.ms} ms: no wait for streams that were already ended`);
+    } finally {
+      client.client.close();
+    }
+  } finally {
+    await t.cleanup();
+  }
 });

@@ -91,7 +91,7 @@ export async function startInstance(o: InstanceOptions): Promise<Instance> {
     const registry = new BundleRegistry(core.authority.bundle(), { ownRefreshHintSeconds: 300 });
     const unattach = registry.attachAuthority(core.authority);
     closers.push(async () => unattach());
-    const authorizer = Authorizer.fromConfig(cfg.authorization);
+    const authorizer = Authorizer.fromConfig(cfg);
     const grpc = await buildGrpcServerWithSds(
       {
         grpc: { address: '127.0.0.1:0', dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], clientCaFile: '', maxMessageBytes: cfg.server.grpc.maxMessageBytes },

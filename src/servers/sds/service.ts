@@ -143,6 +143,17 @@ abstract class StreamBase {
     }
   }
 
+  /** Ends the call with UNAVAILABLE because the server is stopping (not an error of this stream: not logged or counted). */
+  shutdown(): void {
+    if (this.closed) return;
+    this.release();
+    try {
+      this.call.emit('error', toServiceError(new CaError('UNAVAILABLE', 'meshca is shutting down; reconnect', { retryable: true })));
+    } catch {
+      /* the call is already gone */
+    }
+  }
+
   /** Idempotent cleanup: cancels every subscription and unregisters the stream. */
   release(): void {
     if (this.closed) return;
@@ -470,10 +481,15 @@ export class SdsService {
     return this.streams.size;
   }
 
-  /** Stops listening to the authority and bundles; open calls are ended by the server's shutdown. */
+  /**
+   * Stops listening to the authority and bundles and ends every open stream with UNAVAILABLE ("shutting down"), so
+   * that Envoy reconnects (to another replica, or to this one once it is back) instead of seeing the connection drop.
+   */
   close(): void {
     for (const u of this.unsubscribe.splice(0)) u();
-    for (const s of [...this.streams]) s.release();
+    const streams = [...this.streams];
+    for (const s of streams) s.shutdown();
+    if (streams.length > 0) this.log.info({ streams: streams.length }, 'sds: ended open streams with UNAVAILABLE (shutting down)');
   }
 
   nextNonce(): string {

@@ -69,7 +69,7 @@ test('fail/controllers need valid SPIFFE ID patterns', () => {
 
 test('fail/YAML syntax errors and non-mapping documents', () => {
   assert.match(problems(() => parseConfigText('a: [1, 2', 'f.yaml'))[0]!, /^YAML: /);
-  assert.deepEqual(problems(() => parseConfigText('- 1\n- 2\n', 'f.yaml')), ['(top level): must be a mapping of keys']);
+  assert.deepEqual(problems(() => parseConfigText('- 1\n- 2\n', 'f.yaml')), ['(top level): must be a mapping of keys, not a list']);
   assert.match(problems(() => parseConfigText('a: 1\na: 2\n', 'f.yaml'))[0]!, /YAML: .*unique|duplicate/i);
 });
 
@@ -110,5 +110,36 @@ test('fail/server.grpc.dnsNames must be DNS names, named by index', () => {
   assert.deepEqual(parseConfig({ server: { grpc: { dnsNames: ['meshca.istio-system.svc', '*.example.org'] } } }).server.grpc.dnsNames, [
     'meshca.istio-system.svc',
     '*.example.org',
+  ]);
+});
+
+test('fail/a key of the wrong type is named with what it must be and what it is, never "is required"', () => {
+  const cases: Array<[string, string]> = [
+    ['trustDomain: 5', 'trustDomain: must be a string, not the number 5'],
+    ['server: 5', 'server: must be a mapping, not the number 5'],
+    ['workload: []', 'workload: must be a mapping, not a list'],
+    ['workload: {renewFraction: "0.5"}', 'workload.renewFraction: must be a number, not the string "0.5"'],
+    ['server: {grpc: {dnsNames: localhost}}', 'server.grpc.dnsNames: must be a list, not the string "localhost"'],
+    ['workload: {maxTtl: true}', 'workload.maxTtl: must be a duration such as 20s, 5m, 1h or 24h'],
+    ['signing: {workers: "2"}', 'signing.workers: must be "auto" or an integer from 0 to 64'],
+    ['trustDomain: !!binary Zm9v', 'trustDomain: must be a string, not binary data'],
+  ];
+  for (const [yaml, want] of cases) assert.deepEqual(problems(() => parseConfigText(yaml, 'c.yaml')), [want], yaml);
+  // A missing required key is still "is required".
+  const p = problems(() => parseConfig({ authority: { type: 'vault', vault: { pkiMount: 'pki' } } }));
+  assert.ok(p.includes('authority.vault.address: is required'), p.join('\n'));
+});
+
+test('fail/YAML that is not a mapping of keys, or cannot be resolved, is one line, not a crash or a list of Buffer methods', () => {
+  assert.deepEqual(problems(() => parseConfigText('!!binary foo', 'c.yaml')), ['(top level): must be a mapping of keys, not binary data']);
+  assert.deepEqual(problems(() => parseConfigText('- a', 'c.yaml')), ['(top level): must be a mapping of keys, not a list']);
+  const alias = problems(() => parseConfigText('a: &x 1\nb: *y\n', 'c.yaml'));
+  assert.equal(alias.length, 1);
+  assert.match(alias[0]!, /^YAML: Unresolved alias .*y$/);
+});
+
+test('fail/a trust domain written as a SPIFFE URI says to drop the scheme', () => {
+  assert.deepEqual(problems(() => parseConfig({ trustDomain: 'spiffe://cluster.local' })), [
+    'trustDomain: invalid trust domain "spiffe://cluster.local": give the bare name without the "spiffe://" scheme (e.g. example.org)',
   ]);
 });

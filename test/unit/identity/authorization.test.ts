@@ -77,3 +77,22 @@ test('fail/a denial for hundreds of DNS names lists ten and counts the rest (the
   assert.match(reason, /DNS names "n0\.example\.com", .*"n9\.example\.com" and 2990 more in the certificate/);
   assert.ok(reason.length < 1000, `reason is ${reason.length} characters`);
 });
+
+test("fail/meshca's own identities go to no controller, whatever its allow patterns say; meshca itself may renew its own", () => {
+  const broad = Authorizer.fromConfig({
+    trustDomain: 'td',
+    authorization: { controllers: [{ id: controller, allow: ['spiffe://td/*'], maxTtl: 3600, generateKeys: true }] },
+    server: { bundleEndpoint: { spiffeId: 'spiffe://td/infra/bundle' } },
+  });
+  for (const target of ['spiffe://td/meshca', 'spiffe://td/meshca/bundle-endpoint', 'spiffe://td/infra/bundle']) {
+    for (const generateKey of [true, false]) {
+      const d = broad.decide({ caller: caller(controller), target, generateKey, channel: generateKey ? 'sds' : 'api' });
+      assert.equal(d.allowed, false, target);
+      assert.match((d as { reason: string }).reason, new RegExp(`identity ${target} is reserved for meshca itself`));
+    }
+  }
+  assert.equal(broad.decide({ caller: caller(controller), target: 'spiffe://td/meshcax', generateKey: true, channel: 'sds' }).allowed, true, 'only /meshca and below');
+  assert.equal(broad.decide({ caller: caller(controller), target: 'spiffe://td/ns/meshca/sa/x', generateKey: true, channel: 'sds' }).allowed, true);
+  const self = broad.decide({ caller: caller('spiffe://td/meshca'), target: 'spiffe://td/meshca', generateKey: true, channel: 'sds' });
+  assert.equal(self.allowed, true);
+});

@@ -159,6 +159,18 @@ test('a dataDir others can read that this user cannot chmod is refused with a wa
   });
 });
 
+test('state files opened up since they were written (0644 after a copy or chmod) are made 0600 again at open', async () => {
+  await withDir(async (dir) => {
+    await writeFile(join(dir, 'authority.json'), '{}', { mode: 0o644 });
+    await chmod(join(dir, 'authority.json'), 0o644);
+    await writeFile(join(dir, 'notes.txt'), 'x', { mode: 0o644 });
+    await chmod(join(dir, 'notes.txt'), 0o644);
+    await FileStore.open(dir);
+    assert.equal((await stat(join(dir, 'authority.json'))).mode & 0o777, 0o600);
+    assert.equal((await stat(join(dir, 'notes.txt'))).mode & 0o777, 0o644, 'only state files are touched');
+  });
+});
+
 test('as root, a dataDir others can read and another user owns is refused, not chmodded', { skip: !linux || process.getuid?.() !== 0 }, async () => {
   await withDir(async (dir) => {
     const data = join(dir, 'theirs');
