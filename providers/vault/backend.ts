@@ -4,6 +4,7 @@ import { readFile, stat } from 'node:fs/promises';
 import * as x509 from '@peculiar/x509';
 import nodeVault from 'node-vault';
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { registered } from '../../src/telemetry/metrics.js';
 import type { AuthorityBackend, BackendContext, BackendHealth, IntermediateRequest, LeafRequest, UpstreamChain } from '../types.js';
 import { CaError } from '../../src/util/errors.js';
 import { TokenManager, type FileReader } from './auth.js';
@@ -54,23 +55,19 @@ interface Metrics {
   up: Gauge;
 }
 
-function metric<T>(registry: Registry, name: string, make: () => T): T {
-  return (registry.getSingleMetric(name) as T | undefined) ?? make();
-}
-
 /** `loginMethod`: the configured auth method that logs in (approle, kubernetes), whose results are listed at 0 from the start. */
 function makeMetrics(registry: Registry, loginMethod: string | undefined): Metrics {
   const m: Metrics = {
-    requests: metric(registry, 'meshca_vault_requests_total', () =>
+    requests: registered(registry, 'meshca_vault_requests_total', () =>
       new Counter({ name: 'meshca_vault_requests_total', help: 'Vault HTTP requests by path class and status (or timeout/connection/tls)', labelNames: ['path_class', 'status'], registers: [registry] }),
     ),
-    renewals: metric(registry, 'meshca_vault_token_renewals_total', () =>
+    renewals: registered(registry, 'meshca_vault_token_renewals_total', () =>
       new Counter({ name: 'meshca_vault_token_renewals_total', help: 'Vault token renewals by result (ok, failed, relogin)', labelNames: ['result'], registers: [registry] }),
     ),
-    logins: metric(registry, 'meshca_vault_logins_total', () =>
+    logins: registered(registry, 'meshca_vault_logins_total', () =>
       new Counter({ name: 'meshca_vault_logins_total', help: 'Vault logins by auth method and result', labelNames: ['method', 'result'], registers: [registry] }),
     ),
-    up: metric(registry, 'meshca_vault_up', () => new Gauge({ name: 'meshca_vault_up', help: '1 while the last Vault call succeeded, 0 while Vault is unavailable', registers: [registry] })),
+    up: registered(registry, 'meshca_vault_up', () => new Gauge({ name: 'meshca_vault_up', help: '1 while the last Vault call succeeded, 0 while Vault is unavailable', registers: [registry] })),
   };
   for (const result of ['ok', 'failed', 'relogin']) m.renewals.inc({ result }, 0);
   if (loginMethod) for (const result of ['ok', 'failed']) m.logins.inc({ method: loginMethod, result }, 0);

@@ -2,6 +2,7 @@ import { X509Certificate, createHash } from 'node:crypto';
 import { dnLine } from '../x509/cert-parse.js';
 import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
+import { registered } from '../telemetry/metrics.js';
 import type { Authenticator, AuthInput, Caller } from './types.js';
 import type { TrustBundle } from '../authority/types.js';
 import type { Clock } from '../util/clock.js';
@@ -29,10 +30,8 @@ const MAX_CACHE = 20_000;
 
 /** Counter shared by every authenticator (mTLS, token, UDS): meshca_auth_failures_total{reason}. */
 export function authFailuresCounter(registry: Registry): Counter<'reason'> {
-  const existing = registry.getSingleMetric('meshca_auth_failures_total') as Counter<'reason'> | undefined;
-  return (
-    existing ??
-    new Counter({ name: 'meshca_auth_failures_total', help: 'Callers refused at authentication, by reason', labelNames: ['reason'], registers: [registry] })
+  return registered(registry, 'meshca_auth_failures_total', () =>
+    new Counter({ name: 'meshca_auth_failures_total', help: 'Callers refused at authentication, by reason', labelNames: ['reason'], registers: [registry] }),
   );
 }
 

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Counter, Histogram, type Registry } from 'prom-client';
+import { registered } from '../telemetry/metrics.js';
 import type { Authenticator, AuthInput, Caller } from './types.js';
 import { DEFAULT_MAX_CONCURRENT_REVIEWS, type KubernetesTokensConfig } from './config.js';
 import { authFailuresCounter } from './mtls.js';
@@ -165,11 +166,10 @@ const TOKEN_CHARS = /^[A-Za-z0-9._~+/=-]+$/;
 const REVIEW_RESULTS: readonly string[] = ['ok', 'error', 'invalid', 'expired', 'wrong-audience', 'not-service-account'] satisfies ReadonlyArray<'ok' | 'error' | TokenFailure>;
 
 function metricsFor(r: Registry): { reviews: Counter<'result'>; cache: Counter<'result'>; latency: Histogram } {
-  const get = <T>(name: string, make: () => T): T => (r.getSingleMetric(name) as T | undefined) ?? make();
   const m = {
-    reviews: get('meshca_token_reviews_total', () => new Counter({ name: 'meshca_token_reviews_total', help: 'TokenReviews sent to the Kubernetes API server, by result', labelNames: ['result'], registers: [r] })),
-    cache: get('meshca_token_review_cache_total', () => new Counter({ name: 'meshca_token_review_cache_total', help: 'Bearer-token authentications answered from the review cache (hit) or by a TokenReview (miss)', labelNames: ['result'], registers: [r] })),
-    latency: get('meshca_token_review_duration_seconds', () => new Histogram({ name: 'meshca_token_review_duration_seconds', help: 'Time for one TokenReview', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [r] })),
+    reviews: registered(r, 'meshca_token_reviews_total', () => new Counter({ name: 'meshca_token_reviews_total', help: 'TokenReviews sent to the Kubernetes API server, by result', labelNames: ['result'], registers: [r] })),
+    cache: registered(r, 'meshca_token_review_cache_total', () => new Counter({ name: 'meshca_token_review_cache_total', help: 'Bearer-token authentications answered from the review cache (hit) or by a TokenReview (miss)', labelNames: ['result'], registers: [r] })),
+    latency: registered(r, 'meshca_token_review_duration_seconds', () => new Histogram({ name: 'meshca_token_review_duration_seconds', help: 'Time for one TokenReview', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [r] })),
   };
   for (const result of REVIEW_RESULTS) m.reviews.inc({ result }, 0);
   for (const result of ['hit', 'miss']) m.cache.inc({ result }, 0);

@@ -9,7 +9,7 @@ import { CaError, errorMessage } from '../util/errors.js';
 import type { BundleEndpointConfig } from './config.js';
 import { bundleToJwks } from './jwks.js';
 import { splitHostPort } from '../util/address.js';
-import { counter } from './metrics.js';
+import { counter } from '../telemetry/metrics.js';
 import type { BundleRegistry } from './registry.js';
 
 export interface BundleEndpointDeps {

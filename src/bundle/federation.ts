@@ -10,7 +10,7 @@ import type { FederatedTrustDomainConfig, FederationConfig } from './config.js';
 import { watchFiles } from './endpoint.js';
 import { BundleFetchError, fetchBundleDocument, type EndpointVerification } from './fetch.js';
 import { parseSpiffeBundle, spiffeBundleJson, type ParsedSpiffeBundle } from './jwks.js';
-import { counter, gauge } from './metrics.js';
+import { counter, gauge } from '../telemetry/metrics.js';
 import { pemCertificates } from './pem.js';
 import type { BundleRegistry } from './registry.js';
 

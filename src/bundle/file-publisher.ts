@@ -6,7 +6,7 @@ import { dirname } from 'node:path';
 import { errorMessage, invalidArgument } from '../util/errors.js';
 import type { BundleFilesConfig } from './config.js';
 import { bundleToJwks } from './jwks.js';
-import { counter } from './metrics.js';
+import { counter } from '../telemetry/metrics.js';
 import type { BundleRegistry, RegisteredBundle } from './registry.js';
 
 export interface FilePublisherDeps {

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type * as K8s from '@kubernetes/client-node';
 import { Gauge, type Registry } from 'prom-client';
+import { registered } from '../telemetry/metrics.js';
 import type { Clock, Timer } from '../util/clock.js';
 import { errorMessage } from '../util/errors.js';
 import type { StateStore } from '../store/types.js';
@@ -65,9 +66,8 @@ export class LeaseElector {
       throw new Error(`lease: retryPeriod (${this.retryMs} ms) < renewDeadline (${this.deadlineMs} ms) < duration (${this.durationMs} ms) is required`);
     }
     if (o.metrics) {
-      this.gauge =
-        (o.metrics.getSingleMetric('meshca_rotation_leader') as Gauge | undefined) ??
-        new Gauge({ name: 'meshca_rotation_leader', help: '1 while this replica holds the rotation Lease', registers: [o.metrics] });
+      const metrics = o.metrics;
+      this.gauge = registered(metrics, 'meshca_rotation_leader', () => new Gauge({ name: 'meshca_rotation_leader', help: '1 while this replica holds the rotation Lease', registers: [metrics] }));
       this.gauge.set(0);
     }
   }

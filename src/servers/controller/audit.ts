@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Caller } from '../../auth/types.js';
 import type { AuthzDecision } from '../../identity/authorization.js';
-import { counter } from '../../bundle/metrics.js';
+import { counter } from '../../telemetry/metrics.js';
 
 export interface AuditRecord {
   readonly caller: Caller;

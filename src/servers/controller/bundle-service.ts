@@ -1,7 +1,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { BundleRegistry, RegisteredBundle } from '../../bundle/registry.js';
 import { spiffeBundleJson } from '../../bundle/jwks.js';
-import { counter } from '../../bundle/metrics.js';
+import { counter } from '../../telemetry/metrics.js';
 import { CaError, errorMessage } from '../../util/errors.js';
 import type { AnyServerCall } from '../call-auth.js';
 import { toServiceError } from '../status.js';

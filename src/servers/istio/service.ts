@@ -6,7 +6,7 @@ import type { Authority, IssuedSvid } from '../../authority/types.js';
 import type { Caller } from '../../auth/types.js';
 import { grantedTtl, type Authorizer } from '../../identity/authorization.js';
 import { parseWorkloadId } from '../../identity/spiffe-id.js';
-import { counter } from '../../bundle/metrics.js';
+import { counter } from '../../telemetry/metrics.js';
 import { certPem } from '../../bundle/pem.js';
 import { CaError, errorMessage, invalidArgument, permissionDenied } from '../../util/errors.js';
 import { clampInt64Seconds, formatDuration } from '../../util/duration.js';

@@ -1,4 +1,5 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { registered } from '../../telemetry/metrics.js';
 
 /** SDS metrics (issuance counters and latency live in the authority). Names are stable: dashboards use them. */
 export type PushReason = 'renewal' | 'bundle' | 'subscription' | 'reissue';
@@ -12,12 +13,6 @@ export interface SdsMetrics {
   readonly requests: Counter<'method'>;
 }
 
-/** Returns the metric already registered under `name` (several servers may share one registry) or makes it. */
-export function reuse<T>(registry: Registry, name: string, make: () => T): T {
-  const existing = registry.getSingleMetric(name);
-  return (existing as T | undefined) ?? make();
-}
-
 /** Label values listed at 0 from the start, so a scrape shows every series before the first stream, push or NACK. */
 const STREAM_METHODS = ['StreamSecrets', 'DeltaSecrets', 'StreamAggregatedResources', 'DeltaAggregatedResources'] as const;
 const PUSH_REASONS: readonly PushReason[] = ['renewal', 'bundle', 'subscription', 'reissue'];
@@ -25,7 +20,7 @@ const SECRET_TYPES = ['tls_certificate', 'validation_context'] as const;
 
 export function createSdsMetrics(registry: Registry, nearestExpiry: () => Date | undefined, now: () => number): SdsMetrics {
   const registers = [registry];
-  reuse(registry, 'meshca_sds_served_cert_nearest_expiry_seconds', () =>
+  registered(registry, 'meshca_sds_served_cert_nearest_expiry_seconds', () =>
     new Gauge({
       name: 'meshca_sds_served_cert_nearest_expiry_seconds',
       help: 'Seconds until the earliest notAfter of any certificate currently served over SDS (absent when none)',
@@ -39,13 +34,13 @@ export function createSdsMetrics(registry: Registry, nearestExpiry: () => Date |
     }),
   );
   const m: SdsMetrics = {
-    streamsOpen: reuse(registry, 'meshca_sds_streams_open', () =>
+    streamsOpen: registered(registry, 'meshca_sds_streams_open', () =>
       new Gauge({ name: 'meshca_sds_streams_open', help: 'Open SDS streams', labelNames: ['method'], registers }),
     ),
-    secretsPushed: reuse(registry, 'meshca_sds_secrets_pushed_total', () =>
+    secretsPushed: registered(registry, 'meshca_sds_secrets_pushed_total', () =>
       new Counter({ name: 'meshca_sds_secrets_pushed_total', help: 'Secrets sent to SDS clients, by secret type', labelNames: ['type'], registers }),
     ),
-    pushes: reuse(registry, 'meshca_sds_pushes_total', () =>
+    pushes: registered(registry, 'meshca_sds_pushes_total', () =>
       new Counter({
         name: 'meshca_sds_pushes_total',
         help: 'SDS responses sent, by reason (renewal, bundle, subscription, reissue)',
@@ -53,13 +48,13 @@ export function createSdsMetrics(registry: Registry, nearestExpiry: () => Date |
         registers,
       }),
     ),
-    nacks: reuse(registry, 'meshca_sds_nacks_total', () =>
+    nacks: registered(registry, 'meshca_sds_nacks_total', () =>
       new Counter({ name: 'meshca_sds_nacks_total', help: 'SDS NACKs received (requests with error_detail)', labelNames: ['method'], registers }),
     ),
-    streamErrors: reuse(registry, 'meshca_sds_errors_total', () =>
+    streamErrors: registered(registry, 'meshca_sds_errors_total', () =>
       new Counter({ name: 'meshca_sds_errors_total', help: 'SDS calls ended with an error status', labelNames: ['method', 'code'], registers }),
     ),
-    requests: reuse(registry, 'meshca_sds_requests_total', () =>
+    requests: registered(registry, 'meshca_sds_requests_total', () =>
       new Counter({ name: 'meshca_sds_requests_total', help: 'SDS requests received (including ACKs)', labelNames: ['method'], registers }),
     ),
   };

@@ -1,9 +1,15 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 
 /**
- * Counters and gauges registered once per registry: several components (or two servers in one test process sharing
- * a registry) may ask for the same metric; prom-client throws on a second registration, so reuse the first.
+ * Metrics registered once per registry: several components (or two servers in one test process sharing a registry)
+ * may ask for the same metric, and prom-client throws on a second registration, so the first one is reused.
  */
+
+/** The metric already registered under `name`, or the one `make` creates (and registers in `registry`). */
+export function registered<T>(registry: Registry, name: string, make: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? make();
+}
+
 export function counter<L extends string>(registry: Registry | undefined, name: string, help: string, labelNames: readonly L[]): Counter<L> {
   const existing = registry?.getSingleMetric(name);
   if (existing) return existing as Counter<L>;
