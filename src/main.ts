@@ -54,10 +54,11 @@ export async function startServer(cfg: Config, opts: StartOptions = {}): Promise
   const core = await openCore(cfg, { log, clock });
   const { authority, metrics } = core;
   const closers: { name: string; close: () => Promise<void> }[] = [{ name: 'core', close: () => core.close() }];
-  let draining = false;
+  const draining = new AbortController();
   const stopAll = async () => {
-    // /readyz answers 503 from here on (load balancers and probes see the drain); ops HTTP closes last.
-    draining = true;
+    // /readyz answers 503 from here on (load balancers and probes see the drain), open WatchBundle streams end with
+    // UNAVAILABLE (SDS streams do when the gRPC server closes), and ops HTTP closes last.
+    draining.abort();
     const ops = closers.filter((c) => c.name === 'ops-http');
     const rest = closers.filter((c) => c.name !== 'ops-http').reverse();
     for (const c of [...rest, ...ops]) await c.close().catch((e) => log.warn({ err: errorMessage(e), part: c.name }, 'close failed'));
@@ -103,7 +104,17 @@ export async function startServer(cfg: Config, opts: StartOptions = {}): Promise
       bundles: registryBundleProvider(registry),
     });
     const authenticate = callAuthenticator(grpc.authenticator);
-    registerControllerServices(grpc.server, { authority, authorizer, authenticate, log, metrics, bundles: registry, workload, maxMessageBytes: cfg.server.grpc.maxMessageBytes });
+    registerControllerServices(grpc.server, {
+      authority,
+      authorizer,
+      authenticate,
+      log,
+      metrics,
+      bundles: registry,
+      workload,
+      maxMessageBytes: cfg.server.grpc.maxMessageBytes,
+      draining: draining.signal,
+    });
     registerIstioService(grpc.server, { authority, authorizer, authenticate, log, metrics, workload });
     const { port: grpcPort } = await grpc.server.start();
     closers.push({ name: 'grpc', close: () => grpc.close(GRPC_DRAIN_MS) });
@@ -134,7 +145,7 @@ export async function startServer(cfg: Config, opts: StartOptions = {}): Promise
     }
 
     const { host, port } = splitHostPort(cfg.server.http.address);
-    const ops = await startOpsServer({ host, port, metrics, health: () => (draining ? { ready: false, reason: 'shutting down' } : authority.health()) });
+    const ops = await startOpsServer({ host, port, metrics, health: () => (draining.signal.aborted ? { ready: false, reason: 'shutting down' } : authority.health()) });
     closers.push({ name: 'ops-http', close: () => ops.close() });
     log.info({ address: `${host}:${ops.port}` }, 'ops HTTP listening (/healthz, /readyz, /metrics)');
 

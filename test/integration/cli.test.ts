@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { MESHCA_BIN, REPO_ROOT, runCli, startServe, tempDir, writeTestConfig } from '../support/cli.js';
 import { readRepoFile, section, tables } from '../support/readme.js';
 import { checkOwnBundleDoc } from '../support/spiffe-bundle-check.js';
+import { apiClients } from '../support/api-client.js';
 
 function splitPem(pem: string): string[] {
   return pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/g) ?? [];
@@ -458,7 +459,7 @@ test('every command\'s --help (and -h) prints the usage, and does nothing else',
   assert.equal(stray.code, 2, 'version takes no flags but --help');
 });
 
-test('on SIGTERM, open SDS streams end with UNAVAILABLE (not a dropped connection), /readyz says 503, and serve exits well before the drain timeout', { timeout: 60_000 }, async () => {
+test('on SIGTERM, open SDS and WatchBundle streams end with UNAVAILABLE (not a dropped connection), /readyz says 503, and serve exits well before the drain timeout', { timeout: 60_000 }, async () => {
   const t = await tempDir();
   const { bootstrapSdsClient } = await import('../support/cli.js');
   try {
@@ -472,10 +473,28 @@ test('on SIGTERM, open SDS streams end with UNAVAILABLE (not a dropped connectio
       const delta = client.deltaSecrets();
       delta.send({ resource_names_subscribe: ['ROOTCA'] });
       await delta.next(10_000);
+      const boot = join(t.dir, 'boot');
+      const api = apiClients(s.grpcPort!, {
+        rootsPem: await readFile(join(boot, 'bundle.pem'), 'utf8'),
+        certPem: await readFile(join(boot, 'cert.pem'), 'utf8'),
+        keyPem: await readFile(join(boot, 'key.pem'), 'utf8'),
+      });
+      const watch = api.bundle.WatchBundle({});
+      const watchEnded = new Promise<{ code: number; details: string }>((resolve) => watch.on('status', resolve));
+      watch.on('error', () => undefined);
+      const first = await Promise.race([new Promise((resolve) => watch.once('data', () => resolve('data'))), watchEnded]);
+      assert.equal(first, 'data', `WatchBundle sends the bundle first: ${JSON.stringify(first)}`);
       const stopped = s.stop('SIGTERM');
-      const [a, b] = await Promise.all([sotw.status(10_000), delta.status(10_000)]);
+      const [a, b, w] = await Promise.all([sotw.status(10_000), delta.status(10_000), watchEnded]);
+      api.close();
+      assert.equal(w.code, 14, `WatchBundle: UNAVAILABLE, got ${w.code} ${w.details}`);
+      assert.match(w.details, /meshca is shutting down; reconnect/);
       // Draining: /readyz no longer says ready (503 while ops HTTP is still up, then the port closes).
-      const ready = await fetch(`http://127.0.0.1:${s.httpPort}/readyz`).then((r) => r.status, () => 'closed');
+      // (A connection accepted just as ops HTTP closes may never be answered: bound the wait; a ref'd timer keeps
+      // the test's event loop alive meanwhile.)
+      const keepAlive = setTimeout(() => undefined, 3000);
+      const ready = await fetch(`http://127.0.0.1:${s.httpPort}/readyz`, { signal: AbortSignal.timeout(2000) }).then((r) => r.status, () => 'closed');
+      clearTimeout(keepAlive);
       assert.notEqual(ready, 200);
       for (const st of [a, b]) {
         assert.equal(st.code, 14, `UNAVAILABLE, got ${st.code} ${st.details}`);

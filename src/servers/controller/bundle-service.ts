@@ -73,7 +73,7 @@ async function checkPresentedToken(deps: Pick<ControllerServiceDeps, 'authentica
  * first, then again after every change of a watched trust domain (a watch of all domains also sees domains added
  * later); it ends only when the client cancels or the server drains.
  */
-export function bundleServiceHandlers(deps: Pick<ControllerServiceDeps, 'bundles' | 'log' | 'metrics' | 'authenticate'>): grpc.UntypedServiceImplementation {
+export function bundleServiceHandlers(deps: Pick<ControllerServiceDeps, 'bundles' | 'log' | 'metrics' | 'authenticate' | 'draining'>): grpc.UntypedServiceImplementation {
   const registry = deps.bundles;
   const log = deps.log.child({ component: 'bundle-service' });
   const requests = counter(deps.metrics, 'meshca_api_requests_total', 'Controller and Istio API calls by method and result code', ['method', 'code']);
@@ -122,10 +122,20 @@ export function bundleServiceHandlers(deps: Pick<ControllerServiceDeps, 'bundles
         log.error({ err: errorMessage(e) }, 'WatchBundle push failed');
       }
     });
-    const end = () => unsub();
+    // Draining: end with UNAVAILABLE so the client reconnects, rather than waiting to be cut off.
+    const onDrain = () => {
+      end();
+      call.emit('error', toServiceError(new CaError('UNAVAILABLE', 'meshca is shutting down; reconnect', { retryable: true })));
+    };
+    const end = () => {
+      unsub();
+      deps.draining?.removeEventListener('abort', onDrain);
+    };
     call.on('cancelled', end);
     call.on('close', end);
     call.on('error', end);
     call.on('finish', end);
+    if (deps.draining?.aborted) onDrain();
+    else deps.draining?.addEventListener('abort', onDrain, { once: true });
   }
 }

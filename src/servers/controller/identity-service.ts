@@ -39,6 +39,8 @@ export interface ControllerServiceDeps {
    * server refuses to send a larger one, failing the whole call after every certificate was minted).
    */
   readonly maxMessageBytes: number;
+  /** Aborted when the server starts draining: open WatchBundle streams then end with UNAVAILABLE. */
+  readonly draining?: AbortSignal;
 }
 
 /** IssueRequest as @grpc/proto-loader decodes it (keepCase, longs as strings, enums as names, oneofs). */
