@@ -67,7 +67,7 @@ function makeMetrics(registry: Registry, loginMethod: string | undefined): Metri
     logins: registered(registry, 'meshca_vault_logins_total', () =>
       new Counter({ name: 'meshca_vault_logins_total', help: 'Vault logins by auth method and result', labelNames: ['method', 'result'], registers: [registry] }),
     ),
-    up: registered(registry, 'meshca_vault_up', () => new Gauge({ name: 'meshca_vault_up', help: '1 while the last Vault call succeeded, 0 while Vault is unavailable', registers: [registry] })),
+    up: registered(registry, 'meshca_vault_up', () => new Gauge({ name: 'meshca_vault_up', help: "1 while Vault answers and accepts meshca's credentials, 0 while it is unavailable or refuses them", registers: [registry] })),
   };
   for (const result of ['ok', 'failed', 'relogin']) m.renewals.inc({ result }, 0);
   if (loginMethod) for (const result of ['ok', 'failed']) m.logins.inc({ method: loginMethod, result }, 0);

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { parseDurationSeconds } from '../../src/util/duration.js';
+import { duration } from '../../src/config/fields.js';
 
 /**
  * authority.vault: sign meshca's intermediate (mode intermediate) or every leaf (mode leaf) with a Vault PKI
@@ -9,22 +9,6 @@ import { parseDurationSeconds } from '../../src/util/duration.js';
 
 const PREFIX = 'authority.vault';
 
-function durationField(min: number) {
-  return z.union([z.string(), z.number()]).transform((v, ctx) => {
-    let s: number;
-    try {
-      s = parseDurationSeconds(v, 'duration');
-    } catch {
-      ctx.addIssue({ code: 'custom', message: `"${v}" is not a duration (use forms like 20s, 5m, 1h, 48h)` });
-      return z.NEVER;
-    }
-    if (s < min) {
-      ctx.addIssue({ code: 'custom', message: `${v} is shorter than the minimum ${min}s` });
-      return z.NEVER;
-    }
-    return s;
-  });
-}
 
 /** A Vault mount path: no leading/trailing "/", no empty segments, no "..". */
 const mountPath = z
@@ -85,7 +69,7 @@ export const vaultConfigSchema = z
       .refine((v) => v === '' || (/^[A-Za-z0-9_.-]+$/.test(v) && v !== '.' && v !== '..'), {
         message: `${PREFIX}.issuer must be a Vault issuer name or ID (letters, digits, "_", ".", "-"; one path segment)`,
       }),
-    intermediateTtl: durationField(60).default(48 * 3600),
+    intermediateTtl: duration({ min: 60 }).default(48 * 3600),
     rootFingerprint: z
       .string()
       .default('')

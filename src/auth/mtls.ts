@@ -5,7 +5,7 @@ import { Counter, type Registry } from 'prom-client';
 import { registered } from '../telemetry/metrics.js';
 import type { Authenticator, AuthInput, Caller } from './types.js';
 import type { TrustBundle } from '../authority/types.js';
-import type { Clock } from '../util/clock.js';
+import { SystemClock, type Clock } from '../util/clock.js';
 import { CaError, unauthenticated } from '../util/errors.js';
 import { parseSpiffeId } from '../identity/spiffe-id.js';
 
@@ -69,14 +69,18 @@ export class MtlsAuthenticator implements Authenticator {
    * OpenSSL refused the chain during the handshake. Its verdict stands: this class re-checks issuer names,
    * signatures, CA flags and validity, but not what only OpenSSL applies (name constraints, path length, key
    * usage, policies), so accepting a chain OpenSSL refused would let a name-constrained sub-CA of the bootstrap CA
-   * mint any identity. The one exception is time: OpenSSL judges validity by the wall clock and meshca by its Clock
-   * (the same in production; tests move it), so a chain refused for time alone gets the Clock-time check. Every other
-   * refusal runs the full check first only to log the most precise reason.
+   * mint any identity. Node reports only OpenSSL's last error, and OpenSSL checks purpose, path length and critical
+   * extensions before validity times, so a time error may hide any of them (a leaf made to become valid a few seconds
+   * after the handshake would otherwise slip past them): a time refusal is final too. The one exception is a Clock
+   * that is not the wall clock (tests move it): then a chain refused for time alone gets the Clock-time check, never
+   * from the cache. Every refusal runs the full check first only to log the most precise reason.
    */
   private refusedByTls(chainDer: readonly Buffer[], tlsError: string | undefined): Caller {
-    if (tlsError === 'CERT_HAS_EXPIRED' || tlsError === 'CERT_NOT_YET_VALID') return this.verify(chainDer);
-    this.verify(chainDer, false);
-    return this.refuse('untrusted', `the client certificate chain failed TLS verification (${tlsError ?? 'unknown error'})`);
+    const timeError = tlsError === 'CERT_HAS_EXPIRED' || tlsError === 'CERT_NOT_YET_VALID';
+    if (timeError && !(this.opts.clock instanceof SystemClock)) return this.verify(chainDer, true, false);
+    this.verify(chainDer, false, false);
+    const reconnect = tlsError === 'CERT_NOT_YET_VALID' ? '; a certificate that has become valid since must be presented on a new connection' : '';
+    return this.refuse(timeError ? (tlsError === 'CERT_HAS_EXPIRED' ? 'expired' : 'not-yet-valid') : 'untrusted', `the client certificate chain failed TLS verification (${tlsError ?? 'unknown error'})${reconnect}`);
   }
 
   /**
@@ -108,15 +112,15 @@ export class MtlsAuthenticator implements Authenticator {
     this.cache.set(key, v);
   }
 
-  /** Synchronous core of authenticate(); `remember` = cache a positive result. */
-  verify(chainDer: readonly Buffer[], remember = true): Caller {
+  /** Synchronous core of authenticate(); `remember` = cache a positive result, `cached` = answer from the cache. */
+  verify(chainDer: readonly Buffer[], remember = true, cached = true): Caller {
     if (chainDer.length === 0) return this.refuse('no-certificate', 'no client certificate was presented (meshca requires mTLS with a SPIFFE X.509-SVID)');
     const seq = this.refreshAnchors();
     // Keyed by the leaf alone: once a leaf's signature chained to the current anchors, other intermediates presented
     // with it later cannot make it less trustworthy (the window covers the whole verified path).
     const key = createHash('sha256').update(chainDer[0]!).digest('base64');
     const now = this.opts.clock.nowMs();
-    const hit = this.cache.get(key);
+    const hit = cached ? this.cache.get(key) : undefined;
     if (hit && hit.seq === seq && now < hit.validUntilMs && now >= hit.validFromMs) return hit.caller;
     if (hit) this.cache.delete(key);
 

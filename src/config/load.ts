@@ -33,7 +33,9 @@ function describe(issue: z.core.$ZodIssue): string[] {
   }
   if (issue.code === 'invalid_type') {
     if (issue.input === undefined) return [`${formatPath(issue.path)}: is required`];
-    return [`${formatPath(issue.path)}: must be ${article(issue.expected)}, not ${typeName(issue.input)}`];
+    const got = typeName(issue.input);
+    // .nan and .inf are YAML numbers that zod refuses as "expected number".
+    return [`${formatPath(issue.path)}: must be ${article(issue.expected)}${got === article(issue.expected) ? '' : `, not ${got}`}`];
   }
   return [`${formatPath(issue.path)}: ${issue.message}`];
 }
@@ -43,14 +45,20 @@ function article(expected: string): string {
   return names[expected] ?? expected;
 }
 
-/** What a YAML value is, in the words of the error message ("a list", "the string \"0.5\""). */
+/**
+ * What a YAML value is, in the words of the error message ("a list", "a string"). Never the value itself: a config
+ * file holds secrets (a Vault token under the wrong key, or a token file given as the config), and stderr ends up in
+ * logs.
+ */
 function typeName(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';
   if (v instanceof Uint8Array) return 'binary data';
   if (typeof v === 'object') return 'a mapping';
-  if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 37)}...` : v)}`;
-  return `${typeof v === 'number' ? 'the number' : typeof v === 'boolean' ? 'the boolean' : typeof v} ${String(v)}`;
+  if (typeof v === 'string') return 'a string';
+  if (typeof v === 'number') return Number.isFinite(v) ? 'a number' : 'a number that is not finite (.nan or .inf)';
+  if (typeof v === 'boolean') return 'true or false';
+  return typeof v;
 }
 
 function deepFreeze<T>(o: T): T {

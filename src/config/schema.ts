@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { dnsName, duration, keyType, listenAddress, spiffeIdPattern, trustDomain } from './fields.js';
-import { parseWorkloadId } from '../identity/spiffe-id.js';
+import { matchesIdPattern, parseWorkloadId } from '../identity/spiffe-id.js';
+import { reservedIds } from '../identity/authorization.js';
 import { authoritySchema } from '../../providers/index.js';
 import { bundlePublishersSchema } from '../publish/config.js';
 import { authConfigSchema } from '../auth/config.js';
@@ -106,6 +107,17 @@ export const configSchema = z
       } catch (e) {
         ctx.addIssue({ code: 'custom', path, message: (e as Error).message });
       }
+    }
+    // A Unix-socket caller gets server.uds.identity; meshca's own identities go to no caller (authorization.ts).
+    if (c.server.uds.path && c.server.uds.identity) {
+      let uri: string | undefined;
+      try {
+        uri = parseWorkloadId(c.server.uds.identity, c.trustDomain).uri;
+      } catch {
+        uri = undefined; // reported above
+      }
+      const reserved = uri ? reservedIds(c.trustDomain, c.server.bundleEndpoint?.spiffeId).find((p) => matchesIdPattern(uri, p)) : undefined;
+      if (reserved) ctx.addIssue({ code: 'custom', path: ['server', 'uds', 'identity'], message: `${uri} is reserved for meshca itself (${reserved}); give Unix-socket callers a workload identity` });
     }
     if (c.workload.ttl > c.workload.maxTtl) {
       ctx.addIssue({ code: 'custom', path: ['workload', 'ttl'], message: `is longer than workload.maxTtl` });

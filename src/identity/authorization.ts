@@ -1,4 +1,4 @@
-import { matchesIdPattern } from './spiffe-id.js';
+import { matchesIdPattern, parseSpiffeId } from './spiffe-id.js';
 import type { Caller } from '../auth/types.js';
 import { LISTED_ITEMS, showList } from '../util/show-list.js';
 
@@ -59,8 +59,9 @@ export type AuthzDecision =
  *   controller rule that grants the request permits every one of them (its dnsNames), so a workload that is not a
  *   controller never gets a DNS name it chose itself;
  * - meshca's own identities (`reserved`: its serving ID spiffe://<td>/meshca, everything under spiffe://<td>/meshca/,
- *   the bundle endpoint's ID) go to no one else, whatever a controller's allow patterns say: a holder could pose as
- *   meshca to every proxy that pins that ID;
+ *   the bundle endpoint's ID) go to no caller, whatever a controller's allow patterns say, not even one presenting
+ *   such an identity (meshca issues its own certificates without asking the Authorizer): a holder could pose as
+ *   meshca to every proxy that pins that ID. The same holds for meshca's serving DNS names (`reservedDns`);
  * - everything else is denied with a reason naming the caller and the target.
  * Pure: no I/O; the audit log is written by the caller of decide().
  */
@@ -69,13 +70,23 @@ export class Authorizer {
     private readonly rules: readonly ControllerRule[],
     /** SPIFFE IDs or "<prefix>/*" patterns (matchesIdPattern) that only meshca itself holds. */
     private readonly reserved: readonly string[] = [],
+    /** DNS names on meshca's own serving certificate (lower case). */
+    private readonly reservedDns: readonly string[] = [],
   ) {}
+
+  /** The reserved pattern `id` falls under, if any. */
+  reservedFor(id: string): string | undefined {
+    return this.reserved.find((p) => matchesIdPattern(id, p));
+  }
 
   /** From the validated config (durations already in seconds). */
   static fromConfig(cfg: {
     readonly trustDomain: string;
     readonly authorization: { readonly controllers: readonly ConfiguredController[] };
-    readonly server?: { readonly bundleEndpoint?: { readonly spiffeId?: string | undefined } | undefined };
+    readonly server?: {
+      readonly grpc?: { readonly dnsNames?: readonly string[] };
+      readonly bundleEndpoint?: { readonly spiffeId?: string | undefined } | undefined;
+    };
   }): Authorizer {
     return new Authorizer(
       cfg.authorization.controllers.map((c) => ({
@@ -86,6 +97,7 @@ export class Authorizer {
         ...(c.dnsNames ? { dnsNames: c.dnsNames } : {}),
       })),
       reservedIds(cfg.trustDomain, cfg.server?.bundleEndpoint?.spiffeId),
+      (cfg.server?.grpc?.dnsNames ?? []).map((d) => d.toLowerCase()),
     );
   }
 
@@ -103,6 +115,14 @@ export class Authorizer {
     const dnsNames = req.dnsNames ?? [];
     const rules = this.controllerRulesFor(caller.spiffeId);
     const permitsDns = (r: ControllerRule): boolean => dnsNames.every((d) => dnsNameAllowed(d, r.dnsNames));
+    const reservedBy = this.reservedFor(target);
+    if (reservedBy !== undefined) {
+      return { allowed: false, reason: `identity ${target} is reserved for meshca itself (${reservedBy}); no caller may obtain it, whatever authorization.controllers allows` };
+    }
+    const dnsTaken = dnsNames.filter((d) => this.reservedDns.includes(d.toLowerCase()));
+    if (dnsTaken.length > 0) {
+      return { allowed: false, reason: `DNS name${dnsTaken.length > 1 ? 's' : ''} ${dnsTaken.join(', ')} ${dnsTaken.length > 1 ? 'are' : 'is'} meshca's own (server.grpc.dnsNames); no caller may obtain ${dnsTaken.length > 1 ? 'them' : 'it'}` };
+    }
     if (target === caller.spiffeId) {
       if (dnsNames.length === 0 && (!generateKey || channel === 'sds')) return { allowed: true, rule: 'self' };
       const keyOk = rules.filter((x) => !generateKey || channel === 'sds' || x.generateKeys);
@@ -112,10 +132,6 @@ export class Authorizer {
         return { allowed: false, reason: `caller ${caller.spiffeId} may request its own identity only with a CSR` };
       }
       return { allowed: false, reason: dnsDenied(caller.spiffeId, target, dnsNames, keyOk) };
-    }
-    const reservedBy = this.reserved.find((p) => matchesIdPattern(target, p));
-    if (reservedBy !== undefined) {
-      return { allowed: false, reason: `identity ${target} is reserved for meshca itself (${reservedBy}); no caller may obtain it, whatever authorization.controllers allows` };
     }
     // Every rule that matches the caller counts (an exact-ID entry and a prefix entry may both apply): the caller may
     // do what any one of them allows, and gets the longest maxTtl among the rules that allow this request.
@@ -149,7 +165,9 @@ export class Authorizer {
 export function reservedIds(trustDomain: string, bundleEndpointId?: string): string[] {
   const own = `spiffe://${trustDomain}/meshca`;
   const out = [own, `${own}/*`];
-  if (bundleEndpointId && !bundleEndpointId.startsWith(`${own}/`)) out.push(bundleEndpointId);
+  // As meshca issues it: the config keeps the ID as written, and the parser accepts an upper-case scheme.
+  const endpoint = bundleEndpointId ? parseSpiffeId(bundleEndpointId).uri : undefined;
+  if (endpoint && endpoint !== own && !endpoint.startsWith(`${own}/`)) out.push(endpoint);
   return out;
 }
 

@@ -84,18 +84,37 @@ export class FileStore implements StateStore {
 
 /**
  * State files hold private keys and are written 0600; one that was opened up since (a copy, a chmod, a restore from
- * backup) is made 0600 again. Throws naming the file when it cannot be.
+ * backup) is made 0600 again, through a symlink too (reads follow it). Throws FAILED_PRECONDITION naming the file,
+ * its owner and the fix when it cannot be.
  */
 async function makeStateFilesPrivate(dir: string): Promise<void> {
-  for (const name of await fs.readdir(dir)) {
+  let names: string[];
+  try {
+    names = await fs.readdir(dir);
+  } catch (e) {
+    throw new CaError('FAILED_PRECONDITION', `dataDir ${dir} cannot be listed: ${(e as Error).message}`, { cause: e });
+  }
+  for (const name of names) {
     if (!name.endsWith('.json')) continue;
     const file = join(dir, name);
-    const st = await fs.lstat(file);
+    let st: Stats;
+    try {
+      st = await fs.stat(file);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // removed meanwhile, or a dangling symlink: read() says so
+      throw new CaError('FAILED_PRECONDITION', `state file ${file} cannot be read: ${(e as Error).message}`, { cause: e });
+    }
     if (!st.isFile() || (st.mode & 0o077) === 0) continue;
     try {
       await fs.chmod(file, 0o600);
     } catch (e) {
-      throw new CaError('FAILED_PRECONDITION', `state file ${file} is mode ${(st.mode & 0o777).toString(8)} and cannot be made private (0600: ${(e as Error).message})`, { cause: e });
+      const uid = process.getuid?.();
+      throw new CaError(
+        'FAILED_PRECONDITION',
+        `state file ${file} holds private keys but is mode ${(st.mode & 0o777).toString(8)}, owned by uid ${st.uid}, and this process (uid ${uid ?? '?'}) cannot make it 0600 (${(e as Error).message}); ` +
+          `chown it to uid ${uid ?? 'of meshca'} or chmod it 0600`,
+        { cause: e },
+      );
     }
   }
 }

@@ -46,8 +46,15 @@ export function resolveNames(names: readonly string[], caller: Caller, ctx: Name
   const denied: string[] = [];
   const deniedWhy: string[] = [];
   for (const name of names) {
-    if (name === DEFAULT_SVID_NAME) {
-      out.push({ kind: 'cert', name, spiffeId: caller.spiffeId });
+    if (name === DEFAULT_SVID_NAME || name === caller.spiffeId) {
+      // The caller's own identity needs no controller rule, but meshca's reserved identities go to no caller.
+      const reservedBy = ctx.authorizer.reservedFor(caller.spiffeId);
+      if (reservedBy !== undefined) {
+        denied.push(name);
+        deniedWhy.push(`identity ${caller.spiffeId} is reserved for meshca itself (${reservedBy}); no caller may obtain it`);
+      } else {
+        out.push({ kind: 'cert', name, spiffeId: caller.spiffeId });
+      }
       continue;
     }
     if (name === DEFAULT_BUNDLE_NAME) {
@@ -93,10 +100,6 @@ export function resolveNames(names: readonly string[], caller: Caller, ctx: Name
     if (id.trustDomain !== ctx.trustDomain) {
       invalid.push(name);
       reasons.push(`trust domain "${id.trustDomain}" is not this CA's trust domain "${ctx.trustDomain}"`);
-      continue;
-    }
-    if (id.uri === caller.spiffeId) {
-      out.push({ kind: 'cert', name, spiffeId: id.uri });
       continue;
     }
     const d = ctx.authorizer.decide({ caller, target: id.uri, generateKey: true, channel: 'sds' });

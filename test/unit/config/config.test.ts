@@ -115,16 +115,24 @@ test('fail/server.grpc.dnsNames must be DNS names, named by index', () => {
 
 test('fail/a key of the wrong type is named with what it must be and what it is, never "is required"', () => {
   const cases: Array<[string, string]> = [
-    ['trustDomain: 5', 'trustDomain: must be a string, not the number 5'],
-    ['server: 5', 'server: must be a mapping, not the number 5'],
+    ['trustDomain: 5', 'trustDomain: must be a string, not a number'],
+    ['server: 5', 'server: must be a mapping, not a number'],
     ['workload: []', 'workload: must be a mapping, not a list'],
-    ['workload: {renewFraction: "0.5"}', 'workload.renewFraction: must be a number, not the string "0.5"'],
-    ['server: {grpc: {dnsNames: localhost}}', 'server.grpc.dnsNames: must be a list, not the string "localhost"'],
+    ['workload: {renewFraction: "0.5"}', 'workload.renewFraction: must be a number, not a string'],
+    ['workload: {renewFraction: .nan}', 'workload.renewFraction: must be a number, not a number that is not finite (.nan or .inf)'],
+    ['server: {grpc: {dnsNames: localhost}}', 'server.grpc.dnsNames: must be a list, not a string'],
+    ['authority: {type: vault, vault: {address: "https://v:8200", auth: {token: t}, intermediateTtl: true}}', 'authority.vault.intermediateTtl: must be a duration such as 20s, 5m, 1h or 24h'],
     ['workload: {maxTtl: true}', 'workload.maxTtl: must be a duration such as 20s, 5m, 1h or 24h'],
     ['signing: {workers: "2"}', 'signing.workers: must be "auto" or an integer from 0 to 64'],
     ['trustDomain: !!binary Zm9v', 'trustDomain: must be a string, not binary data'],
   ];
   for (const [yaml, want] of cases) assert.deepEqual(problems(() => parseConfigText(yaml, 'c.yaml')), [want], yaml);
+  // Never the value: a token under the wrong key, or a token file given as the config, must not reach stderr.
+  const secret = 'hvs.CAESIJlU0a5SLhXyZq1Xk2Yl3fQe8mNab';
+  for (const yaml of [`authority: {type: vault, vault: {address: "https://v:8200", auth: ${secret}}}`, secret, `trustDomain: 12345678901234`]) {
+    const p = problems(() => parseConfigText(yaml, 'c.yaml'));
+    assert.ok(p.every((l) => !l.includes(secret) && !l.includes('12345678901234')), p.join('\n'));
+  }
   // A missing required key is still "is required".
   const p = problems(() => parseConfig({ authority: { type: 'vault', vault: { pkiMount: 'pki' } } }));
   assert.ok(p.includes('authority.vault.address: is required'), p.join('\n'));
@@ -142,4 +150,11 @@ test('fail/a trust domain written as a SPIFFE URI says to drop the scheme', () =
   assert.deepEqual(problems(() => parseConfig({ trustDomain: 'spiffe://cluster.local' })), [
     'trustDomain: invalid trust domain "spiffe://cluster.local": give the bare name without the "spiffe://" scheme (e.g. example.org)',
   ]);
+});
+
+test('fail/server.uds.identity may not be one of meshca\'s own identities', () => {
+  for (const identity of ['spiffe://cluster.local/meshca', 'spiffe://cluster.local/meshca/bundle-endpoint']) {
+    const p = problems(() => parseConfig({ server: { uds: { path: '/run/meshca.sock', identity } } }));
+    assert.deepEqual(p, [`server.uds.identity: ${identity} is reserved for meshca itself (${identity.endsWith('/meshca') ? identity : 'spiffe://cluster.local/meshca/*'}); give Unix-socket callers a workload identity`]);
+  }
 });

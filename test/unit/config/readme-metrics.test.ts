@@ -30,7 +30,7 @@ function registeredMetrics(): Map<string, Registered> {
     const text = readFileSync(file, 'utf8');
     const names = new Set([...text.matchAll(/['"`](meshca_[a-z0-9_]+)['"`]/g)].map((m) => m[1]!));
     for (const name of names) {
-      // The construction is the last mention (`reuse(r, 'x', () => new Counter({ name: 'x', labelNames: [...] }))`
+      // The construction is the last mention (`registered(r, 'x', () => new Counter({ name: 'x', labelNames: [...] }))`
       // or `counter(r, 'x', 'help', [...labels])`); it ends before the next metric's name.
       const at = Math.max(text.lastIndexOf(`'${name}'`), text.lastIndexOf(`\`${name}\``));
       const rest = text.slice(at + name.length + 2);

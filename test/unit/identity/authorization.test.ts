@@ -78,11 +78,12 @@ test('fail/a denial for hundreds of DNS names lists ten and counts the rest (the
   assert.ok(reason.length < 1000, `reason is ${reason.length} characters`);
 });
 
-test("fail/meshca's own identities go to no controller, whatever its allow patterns say; meshca itself may renew its own", () => {
+test("fail/meshca's own identities and DNS names go to no caller, whatever its allow patterns say, not even one presenting them", () => {
   const broad = Authorizer.fromConfig({
     trustDomain: 'td',
     authorization: { controllers: [{ id: controller, allow: ['spiffe://td/*'], maxTtl: 3600, generateKeys: true }] },
-    server: { bundleEndpoint: { spiffeId: 'spiffe://td/infra/bundle' } },
+    // As written in a config: the parser accepts an upper-case scheme; meshca issues the lower-case form.
+    server: { grpc: { dnsNames: ['localhost', 'meshca.meshca.svc'] }, bundleEndpoint: { spiffeId: 'SPIFFE://td/infra/bundle' } },
   });
   for (const target of ['spiffe://td/meshca', 'spiffe://td/meshca/bundle-endpoint', 'spiffe://td/infra/bundle']) {
     for (const generateKey of [true, false]) {
@@ -93,6 +94,13 @@ test("fail/meshca's own identities go to no controller, whatever its allow patte
   }
   assert.equal(broad.decide({ caller: caller(controller), target: 'spiffe://td/meshcax', generateKey: true, channel: 'sds' }).allowed, true, 'only /meshca and below');
   assert.equal(broad.decide({ caller: caller(controller), target: 'spiffe://td/ns/meshca/sa/x', generateKey: true, channel: 'sds' }).allowed, true);
-  const self = broad.decide({ caller: caller('spiffe://td/meshca'), target: 'spiffe://td/meshca', generateKey: true, channel: 'sds' });
-  assert.equal(self.allowed, true);
+  // A caller that got hold of a reserved identity (from an older version, say) cannot renew it either.
+  const self = broad.decide({ caller: caller('spiffe://td/meshca'), target: 'spiffe://td/meshca', generateKey: false, channel: 'api' });
+  assert.equal(self.allowed, false);
+  for (const dns of ['localhost', 'MESHCA.meshca.svc']) {
+    const d = broad.decide({ caller: caller(controller), target: 'spiffe://td/ns/apps/sa/x', dnsNames: [dns], generateKey: true, channel: 'api' });
+    assert.equal(d.allowed, false, dns);
+    assert.match((d as { reason: string }).reason, /is meshca's own \(server\.grpc\.dnsNames\)/);
+  }
+  assert.equal(broad.decide({ caller: caller(controller), target: 'spiffe://td/ns/apps/sa/x', dnsNames: ['x.apps.svc'], generateKey: true, channel: 'api' }).allowed, true);
 });

@@ -95,3 +95,18 @@ describe('splitSans', () => {
     assert.deepEqual(splitSans(''), []);
   });
 });
+
+describe("meshca's reserved identity over SDS", () => {
+  it('is refused as default and by name even to a caller presenting it (PERMISSION_DENIED naming the resource)', () => {
+    const reservedCtx: NameContext = {
+      ...ctx,
+      authorizer: Authorizer.fromConfig({ trustDomain: TD, authorization: { controllers: [] } }),
+    };
+    const holder = { spiffeId: `spiffe://${TD}/meshca`, via: 'mtls' as const };
+    for (const name of ['default', `spiffe://${TD}/meshca`]) {
+      assert.match(code(() => resolveNames([name], holder, reservedCtx)), new RegExp(`^PERMISSION_DENIED: .*${name.replace(/[/.]/g, '\\$&')}.*reserved for meshca itself`));
+    }
+    assert.deepEqual(resolveNames(['ROOTCA'], holder, reservedCtx).map((t) => t.kind), ['bundle'], 'the bundle is public');
+    assert.equal(resolveNames(['default'], web, reservedCtx)[0]!.kind, 'cert', 'other callers are unaffected');
+  });
+});

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmod, chown, mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { readlinkSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -165,7 +165,16 @@ test('state files opened up since they were written (0644 after a copy or chmod)
     await chmod(join(dir, 'authority.json'), 0o644);
     await writeFile(join(dir, 'notes.txt'), 'x', { mode: 0o644 });
     await chmod(join(dir, 'notes.txt'), 0o644);
-    await FileStore.open(dir);
+    const elsewhere = join(dir, '..', `${dir.split('/').pop()}-target.json`);
+    await writeFile(elsewhere, '{}', { mode: 0o644 });
+    await chmod(elsewhere, 0o644);
+    await symlink(elsewhere, join(dir, 'internal-root.json'));
+    try {
+      await FileStore.open(dir);
+      assert.equal((await stat(elsewhere)).mode & 0o777, 0o600, 'through a symlink too (reads follow it)');
+    } finally {
+      await rm(elsewhere, { force: true });
+    }
     assert.equal((await stat(join(dir, 'authority.json'))).mode & 0o777, 0o600);
     assert.equal((await stat(join(dir, 'notes.txt'))).mode & 0o777, 0o644, 'only state files are touched');
   });
