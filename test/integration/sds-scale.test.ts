@@ -61,20 +61,23 @@ describe('SDS at scale and cleanup', { timeout: 90_000 }, () => {
     for (const s of streams) s.cancel();
   });
 
-  it('2,000 open/close cycles on one connection leave no state behind', async () => {
+  it('10,000 stream open/close cycles over 10 connections that come and go leave no state behind', { timeout: 120_000 }, async () => {
     h = await startHarness();
-    const c = await h.client('spiffe://example.org/cycler', { id: 'cycler', cluster: 'c' });
-    for (let batch = 0; batch < 20; batch++) {
-      const streams = Array.from({ length: 100 }, (_, i) => {
-        const s = c.streamSecrets();
-        s.request([i % 3 === 0 ? 'ROOTCA' : 'default']);
-        return s;
-      });
-      await Promise.all(streams.map((s) => s.next(10_000)));
-      // Half cancel, half half-close: both must release the stream.
-      streams.forEach((s, i) => (i % 2 === 0 ? s.cancel() : s.end()));
-      await until(() => h!.running.sds.openStreams() === 0, 5000, 'streams to close');
-      assert.equal(h.running.cache.size, 0);
+    for (let conn = 0; conn < 10; conn++) {
+      const c = await h.client(`spiffe://example.org/cycler-${conn}`, { id: `cycler-${conn}`, cluster: 'c' });
+      for (let batch = 0; batch < 10; batch++) {
+        const streams = Array.from({ length: 100 }, (_, i) => {
+          const s = c.streamSecrets();
+          s.request([i % 3 === 0 ? 'ROOTCA' : 'default']);
+          return s;
+        });
+        await Promise.all(streams.map((s) => s.next(10_000)));
+        // Half cancel, half half-close: both must release the stream.
+        streams.forEach((s, i) => (i % 2 === 0 ? s.cancel() : s.end()));
+        await until(() => h!.running.sds.openStreams() === 0, 5000, 'streams to close');
+        assert.equal(h.running.cache.size, 0);
+      }
+      c.close();
     }
     assert.equal(h.manual!.pendingTimers(), 1);
   });
