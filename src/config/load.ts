@@ -2,14 +2,23 @@ import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { configSchema, type Config } from './schema.js';
+import { redactCredentials } from '../util/redact.js';
 
-/** A config that failed validation: one line per problem, each naming the key path. */
+/**
+ * A config that failed validation: one line per problem, each naming the key path. Messages that echo a value (an
+ * invalid SPIFFE ID, a bad URL) have credential-shaped strings redacted: a token pasted under the wrong key must not
+ * reach stderr and the logs that collect it.
+ */
 export class ConfigError extends Error {
+  readonly problems: string[];
+
   constructor(
     readonly source: string,
-    readonly problems: string[],
+    problems: string[],
   ) {
-    super(`${source}: invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    const clean = problems.map(redactCredentials);
+    super(`${source}: invalid configuration:\n${clean.map((p) => `  - ${p}`).join('\n')}`);
+    this.problems = clean;
     this.name = 'ConfigError';
   }
 }

@@ -119,7 +119,7 @@ export class Authorizer {
     if (reservedBy !== undefined) {
       return { allowed: false, reason: `identity ${target} is reserved for meshca itself (${reservedBy}); no caller may obtain it, whatever authorization.controllers allows` };
     }
-    const dnsTaken = dnsNames.filter((d) => this.reservedDns.includes(d.toLowerCase()));
+    const dnsTaken = dnsNames.filter((d) => this.reservedDns.some((r) => dnsNamesOverlap(d, r)));
     if (dnsTaken.length > 0) {
       return { allowed: false, reason: `DNS name${dnsTaken.length > 1 ? 's' : ''} ${dnsTaken.join(', ')} ${dnsTaken.length > 1 ? 'are' : 'is'} meshca's own (server.grpc.dnsNames); no caller may obtain ${dnsTaken.length > 1 ? 'them' : 'it'}` };
     }
@@ -169,6 +169,24 @@ export function reservedIds(trustDomain: string, bundleEndpointId?: string): str
   const endpoint = bundleEndpointId ? parseSpiffeId(bundleEndpointId).uri : undefined;
   if (endpoint && endpoint !== own && !endpoint.startsWith(`${own}/`)) out.push(endpoint);
   return out;
+}
+
+/**
+ * Whether a certificate for DNS name `a` would be accepted for `b` or the other way round (RFC 6125: "*" stands for
+ * exactly one left-most label; case-insensitive): equal names, or a wildcard whose base is the other name less its
+ * first label ("*.svc.example" and "meshca.svc.example").
+ */
+export function dnsNamesOverlap(a: string, b: string): boolean {
+  const x = a.toLowerCase();
+  const y = b.toLowerCase();
+  if (x === y) return true;
+  const base = (n: string): string | undefined => (n.startsWith('*.') ? n.slice(2) : undefined);
+  const parent = (n: string): string | undefined => (n.includes('.') ? n.slice(n.indexOf('.') + 1) : undefined);
+  const bx = base(x);
+  const by = base(y);
+  if (bx !== undefined && by === undefined) return parent(y) === bx;
+  if (by !== undefined && bx === undefined) return parent(x) === by;
+  return false;
 }
 
 /** Whether DNS name `name` is within `patterns` (exact, or "*.<suffix>": any name under suffix); absent = any. */

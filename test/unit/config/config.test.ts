@@ -158,3 +158,20 @@ test('fail/server.uds.identity may not be one of meshca\'s own identities', () =
     assert.deepEqual(p, [`server.uds.identity: ${identity} is reserved for meshca itself (${identity.endsWith('/meshca') ? identity : 'spiffe://cluster.local/meshca/*'}); give Unix-socket callers a workload identity`]);
   }
 });
+
+test('fail/a credential pasted under the wrong key never reaches the error text, wherever a message echoes the value', () => {
+  const vault = 'hvs.CAESIsecretTOKEN123xyzABCDEFGH';
+  const jwt = 'eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQifQ.c2ln';
+  for (const raw of [{ trustDomain: vault }, { workload: { ttl: vault } }, { server: { uds: { path: '/run/x.sock', identity: jwt } } }, { authorization: { controllers: [{ id: jwt, allow: ['spiffe://cluster.local/*'] }] } }]) {
+    let text = '';
+    try {
+      parseConfig(raw);
+    } catch (e) {
+      assert.ok(e instanceof ConfigError);
+      text = `${e.message}\n${e.problems.join('\n')}`;
+    }
+    assert.ok(text.length > 0, 'refused');
+    assert.ok(!text.includes('secretTOKEN') && !text.includes('eyJzdWIi'), text);
+    assert.match(text, /\[redacted\]/);
+  }
+});

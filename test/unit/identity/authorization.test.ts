@@ -104,3 +104,14 @@ test("fail/meshca's own identities and DNS names go to no caller, whatever its a
   }
   assert.equal(broad.decide({ caller: caller(controller), target: 'spiffe://td/ns/apps/sa/x', dnsNames: ['x.apps.svc'], generateKey: true, channel: 'api' }).allowed, true);
 });
+
+test('fail/a DNS name that overlaps meshca\'s serving names through a wildcard, on either side, is refused', () => {
+  const a = Authorizer.fromConfig({
+    trustDomain: 'td',
+    authorization: { controllers: [{ id: controller, allow: ['spiffe://td/ns/*'], maxTtl: 3600, generateKeys: true }] },
+    server: { grpc: { dnsNames: ['localhost', 'meshca.mesh-system.svc', '*.meshca.internal'] } },
+  });
+  const ask = (dns: string) => a.decide({ caller: caller(controller), target: 'spiffe://td/ns/a/sa/x', dnsNames: [dns], generateKey: true, channel: 'api' }).allowed;
+  for (const dns of ['*.mesh-system.svc', '*.MESH-SYSTEM.svc', 'x.meshca.internal', 'X.MESHCA.INTERNAL', '*.meshca.internal']) assert.equal(ask(dns), false, dns);
+  for (const dns of ['*.svc', 'a.b.meshca.internal', '*.localhost', 'web.mesh-system.svc.cluster.local']) assert.equal(ask(dns), true, dns);
+});
