@@ -55,13 +55,14 @@ export async function startServer(cfg: Config, opts: StartOptions = {}): Promise
   const { authority, metrics } = core;
   const closers: { name: string; close: () => Promise<void> }[] = [{ name: 'core', close: () => core.close() }];
   const draining = new AbortController();
+  /** Ops HTTP: closed after everything else, so /readyz answers 503 for the whole drain. */
+  let opsServer: { close(): Promise<void> } | undefined;
   const stopAll = async () => {
     // /readyz answers 503 from here on (load balancers and probes see the drain), open WatchBundle streams end with
     // UNAVAILABLE (SDS streams do when the gRPC server closes), and ops HTTP closes last.
     draining.abort();
-    const ops = closers.filter((c) => c.name === 'ops-http');
-    const rest = closers.filter((c) => c.name !== 'ops-http').reverse();
-    for (const c of [...rest, ...ops]) await c.close().catch((e) => log.warn({ err: errorMessage(e), part: c.name }, 'close failed'));
+    const last = opsServer ? [{ name: 'ops-http', close: () => opsServer!.close() }] : [];
+    for (const c of [...closers.reverse(), ...last]) await c.close().catch((e) => log.warn({ err: errorMessage(e), part: c.name }, 'close failed'));
   };
   try {
     if (cfg.state.kubernetes) {
@@ -146,7 +147,7 @@ export async function startServer(cfg: Config, opts: StartOptions = {}): Promise
 
     const { host, port } = splitHostPort(cfg.server.http.address);
     const ops = await startOpsServer({ host, port, metrics, health: () => (draining.signal.aborted ? { ready: false, reason: 'shutting down' } : authority.health()) });
-    closers.push({ name: 'ops-http', close: () => ops.close() });
+    opsServer = ops;
     log.info({ address: `${host}:${ops.port}` }, 'ops HTTP listening (/healthz, /readyz, /metrics)');
 
     let stopped: Promise<void> | undefined;

@@ -1,14 +1,14 @@
 import { z } from 'zod';
 import { duration } from '../config/fields.js';
 
+/** Default of auth.kubernetesTokens.maxConcurrentReviews (also what TokenReviewAuthenticator uses without one). */
+export const DEFAULT_MAX_CONCURRENT_REVIEWS = 32;
+
 /**
  * `auth.kubernetesTokens`: accept `authorization: Bearer <projected ServiceAccount token>` on the gRPC APIs (SDS,
  * controller, Istio CA), validated with a Kubernetes TokenReview. Off by default: a token is then refused
  * (UNAUTHENTICATED), never silently ignored. Durations come out as seconds.
  */
-/** Default of auth.kubernetesTokens.maxConcurrentReviews (also what TokenReviewAuthenticator uses without one). */
-export const DEFAULT_MAX_CONCURRENT_REVIEWS = 32;
-
 export const kubernetesTokensSchema = z
   .strictObject({
     enabled: z.boolean().default(false),

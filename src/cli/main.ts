@@ -150,9 +150,8 @@ async function issue(args: string[]): Promise<void> {
   const cfg = config(values.config as string | undefined);
   const { parseWorkloadId } = await import('../identity/spiffe-id.js');
   const id = parseWorkloadId(values['spiffe-id'] as string, cfg.trustDomain);
-  const { reservedIds } = await import('../identity/authorization.js');
-  const { matchesIdPattern } = await import('../identity/spiffe-id.js');
-  const reserved = reservedIds(cfg.trustDomain, cfg.server.bundleEndpoint?.spiffeId).find((p) => matchesIdPattern(id.uri, p));
+  const { reservedPatternOf } = await import('../identity/authorization.js');
+  const reserved = reservedPatternOf(id.uri, cfg.trustDomain, cfg.server.bundleEndpoint?.spiffeId);
   if (reserved !== undefined) {
     throw new CaError('INVALID_ARGUMENT', `issue: ${id.uri} is reserved for meshca itself (${reserved}): meshca issues and rotates its own serving identity`);
   }

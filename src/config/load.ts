@@ -42,9 +42,7 @@ function describe(issue: z.core.$ZodIssue): string[] {
   }
   if (issue.code === 'invalid_type') {
     if (issue.input === undefined) return [`${formatPath(issue.path)}: is required`];
-    const got = typeName(issue.input);
-    // .nan and .inf are YAML numbers that zod refuses as "expected number".
-    return [`${formatPath(issue.path)}: must be ${article(issue.expected)}${got === article(issue.expected) ? '' : `, not ${got}`}`];
+    return [`${formatPath(issue.path)}: must be ${article(issue.expected)}, not ${typeName(issue.input)}`];
   }
   return [`${formatPath(issue.path)}: ${issue.message}`];
 }
@@ -65,6 +63,7 @@ function typeName(v: unknown): string {
   if (v instanceof Uint8Array) return 'binary data';
   if (typeof v === 'object') return 'a mapping';
   if (typeof v === 'string') return 'a string';
+  // .nan and .inf are YAML numbers that zod refuses as "expected number".
   if (typeof v === 'number') return Number.isFinite(v) ? 'a number' : 'a number that is not finite (.nan or .inf)';
   if (typeof v === 'boolean') return 'true or false';
   return typeof v;

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { dnsName, duration, keyType, listenAddress, spiffeIdPattern, trustDomain } from './fields.js';
-import { matchesIdPattern, parseWorkloadId } from '../identity/spiffe-id.js';
-import { reservedIds } from '../identity/authorization.js';
+import { parseWorkloadId } from '../identity/spiffe-id.js';
+import { reservedPatternOf } from '../identity/authorization.js';
 import { authoritySchema } from '../../providers/index.js';
 import { bundlePublishersSchema } from '../publish/config.js';
 import { authConfigSchema } from '../auth/config.js';
@@ -116,7 +116,7 @@ export const configSchema = z
       } catch {
         uri = undefined; // reported above
       }
-      const reserved = uri ? reservedIds(c.trustDomain, c.server.bundleEndpoint?.spiffeId).find((p) => matchesIdPattern(uri, p)) : undefined;
+      const reserved = uri ? reservedPatternOf(uri, c.trustDomain, c.server.bundleEndpoint?.spiffeId) : undefined;
       if (reserved) ctx.addIssue({ code: 'custom', path: ['server', 'uds', 'identity'], message: `${uri} is reserved for meshca itself (${reserved}); give Unix-socket callers a workload identity` });
     }
     if (c.workload.ttl > c.workload.maxTtl) {

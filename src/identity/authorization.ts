@@ -74,11 +74,6 @@ export class Authorizer {
     private readonly reservedDns: readonly string[] = [],
   ) {}
 
-  /** The reserved pattern `id` falls under, if any. */
-  reservedFor(id: string): string | undefined {
-    return this.reserved.find((p) => matchesIdPattern(id, p));
-  }
-
   /** From the validated config (durations already in seconds). */
   static fromConfig(cfg: {
     readonly trustDomain: string;
@@ -115,7 +110,7 @@ export class Authorizer {
     const dnsNames = req.dnsNames ?? [];
     const rules = this.controllerRulesFor(caller.spiffeId);
     const permitsDns = (r: ControllerRule): boolean => dnsNames.every((d) => dnsNameAllowed(d, r.dnsNames));
-    const reservedBy = this.reservedFor(target);
+    const reservedBy = this.reserved.find((p) => matchesIdPattern(target, p));
     if (reservedBy !== undefined) {
       return { allowed: false, reason: `identity ${target} is reserved for meshca itself (${reservedBy}); no caller may obtain it, whatever authorization.controllers allows` };
     }
@@ -187,6 +182,14 @@ export function dnsNamesOverlap(a: string, b: string): boolean {
   if (bx !== undefined && by === undefined) return parent(y) === bx;
   if (by !== undefined && bx === undefined) return parent(x) === by;
   return false;
+}
+
+/**
+ * The reserved pattern (reservedIds) that `id` falls under, if any: for the checks outside the Authorizer (meshca
+ * issue, server.uds.identity), which have the config but no Authorizer.
+ */
+export function reservedPatternOf(id: string, trustDomain: string, bundleEndpointId?: string): string | undefined {
+  return reservedIds(trustDomain, bundleEndpointId).find((p) => matchesIdPattern(id, p));
 }
 
 /** Whether DNS name `name` is within `patterns` (exact, or "*.<suffix>": any name under suffix); absent = any. */

@@ -46,14 +46,13 @@ export function resolveNames(names: readonly string[], caller: Caller, ctx: Name
   const denied: string[] = [];
   const deniedWhy: string[] = [];
   for (const name of names) {
-    if (name === DEFAULT_SVID_NAME || name === caller.spiffeId) {
-      // The caller's own identity needs no controller rule, but meshca's reserved identities go to no caller.
-      const reservedBy = ctx.authorizer.reservedFor(caller.spiffeId);
-      if (reservedBy !== undefined) {
+    if (name === DEFAULT_SVID_NAME) {
+      // The caller's own identity: the Authorizer allows it (own-identity rule) unless meshca reserves it.
+      const d = ctx.authorizer.decide({ caller, target: caller.spiffeId, generateKey: true, channel: 'sds' });
+      if (d.allowed) out.push({ kind: 'cert', name, spiffeId: caller.spiffeId });
+      else {
         denied.push(name);
-        deniedWhy.push(`identity ${caller.spiffeId} is reserved for meshca itself (${reservedBy}); no caller may obtain it`);
-      } else {
-        out.push({ kind: 'cert', name, spiffeId: caller.spiffeId });
+        deniedWhy.push(d.reason);
       }
       continue;
     }
