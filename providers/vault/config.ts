@@ -9,7 +9,6 @@ import { duration } from '../../src/config/fields.js';
 
 const PREFIX = 'authority.vault';
 
-
 /** A Vault mount path: no leading/trailing "/", no empty segments, no "..". */
 const mountPath = z
   .string()
